@@ -1,0 +1,441 @@
+//! The contract every engine implements: [`LstmEngine`].
+//!
+//! Callers use the provided [`LstmEngine::forward`] with PyTorch's shapes (`[T, B, I]`,
+//! `[B, T, I]` with `batch_first`, or unbatched `[T, I]`). It validates every shape once, brings
+//! the call into the canonical sequence-first layout ([`SequenceBatch`]) and hands it to the
+//! engine's [`LstmEngine::forward_batch`], which therefore only ever sees validated input.
+
+use std::borrow::Cow;
+
+use crate::config::LstmConfig;
+use crate::error::{LstmError, Result};
+use crate::tensor::Tensor;
+
+/// Hidden and cell state of every (layer, direction) cell.
+///
+/// `h`: `[L·D, B, H_out]`, `c`: `[L·D, B, H]`, ordered layer-major then direction, exactly as
+/// `nn.LSTM`'s `(h0, c0)` and `(h_n, c_n)`; without the `B` axis for unbatched input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LstmState<T> {
+    /// Hidden state, `[L·D, B, H_out]` (or `[L·D, H_out]`).
+    pub h: Tensor<T>,
+    /// Cell state, `[L·D, B, H]` (or `[L·D, H]`).
+    pub c: Tensor<T>,
+}
+
+impl<T: Copy + Default> LstmState<T> {
+    /// The zero state for `batch` sequences (`None`: unbatched), what PyTorch uses when no
+    /// `(h0, c0)` is given.
+    pub fn zeros(config: &LstmConfig, batch: Option<usize>) -> Result<Self> {
+        let cells = config.num_cells();
+        let (h_shape, c_shape) = match batch {
+            Some(b) => (
+                vec![cells, b, config.h_out()],
+                vec![cells, b, config.hidden_size],
+            ),
+            None => (vec![cells, config.h_out()], vec![cells, config.hidden_size]),
+        };
+        Ok(LstmState {
+            h: Tensor::zeros(h_shape)?,
+            c: Tensor::zeros(c_shape)?,
+        })
+    }
+}
+
+impl<T> LstmState<T> {
+    /// The state's batch size, or `None` when it is unbatched (rank 2).
+    pub fn batch(&self) -> Option<usize> {
+        (self.h.rank() == 3).then(|| self.h.shape()[1])
+    }
+}
+
+/// What [`LstmEngine::forward`] returns, in PyTorch's shapes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LstmOutput<T> {
+    /// `[T, B, D·H_out]` (`[B, T, D·H_out]` with `batch_first`, `[T, D·H_out]` unbatched).
+    pub output: Tensor<T>,
+    /// `[L·D, B, H_out]` (`[L·D, H_out]` unbatched).
+    pub h_n: Tensor<T>,
+    /// `[L·D, B, H]` (`[L·D, H]` unbatched).
+    pub c_n: Tensor<T>,
+}
+
+/// A validated forward call in the canonical layout: sequence-first, batched.
+///
+/// Only [`SequenceBatch::new`] builds one, after checking every shape and length against the
+/// config; an engine may therefore index it without further checks.
+#[derive(Debug)]
+pub struct SequenceBatch<'a, T: Clone> {
+    x: Cow<'a, [T]>,
+    seq_len: usize,
+    batch: usize,
+    h0: Option<&'a [T]>,
+    c0: Option<&'a [T]>,
+    lengths: Option<Vec<usize>>,
+    batch_first: bool,
+    unbatched: bool,
+}
+
+impl<'a, T: Copy + Default> SequenceBatch<'a, T> {
+    /// Validates a call against `config` and brings it to `[T, B, I]`.
+    ///
+    /// - `input`: `[T, B, I]`, `[B, T, I]` when `config.batch_first`, or unbatched `[T, I]`.
+    /// - `state`: `(h0, c0)`; shapes as in [`LstmState`] (without `B` for unbatched input).
+    /// - `lengths`: one per sequence (one in all for unbatched input), each in `1..=T`, with
+    ///   `pack_padded_sequence(enforce_sorted=False)` semantics.
+    pub fn new(
+        config: &LstmConfig,
+        input: &'a Tensor<T>,
+        state: Option<&'a LstmState<T>>,
+        lengths: Option<&[usize]>,
+    ) -> Result<Self> {
+        config.validate()?;
+        let i = config.input_size;
+        let (seq_len, batch, unbatched) = match *input.shape() {
+            [t, n] => {
+                if n != i {
+                    return Err(LstmError::shape("input", &[t, i], input.shape()));
+                }
+                (t, 1, true)
+            }
+            [a, b, n] => {
+                let (t, bs) = if config.batch_first { (b, a) } else { (a, b) };
+                if n != i {
+                    return Err(LstmError::shape("input", &[a, b, i], input.shape()));
+                }
+                (t, bs, false)
+            }
+            _ => {
+                return Err(LstmError::RankMismatch {
+                    what: "input".to_string(),
+                    expected: if config.batch_first {
+                        "a 3-D array [B, T, I] or a 2-D array [T, I]".to_string()
+                    } else {
+                        "a 3-D array [T, B, I] or a 2-D array [T, I]".to_string()
+                    },
+                    found: input.rank(),
+                    shape: input.shape().to_vec(),
+                })
+            }
+        };
+        if seq_len == 0 {
+            return Err(LstmError::InvalidArgument {
+                what: "input",
+                reason: format!(
+                    "sequence length must be at least 1, shape {:?}",
+                    input.shape()
+                ),
+            });
+        }
+        if batch == 0 {
+            return Err(LstmError::InvalidArgument {
+                what: "input",
+                reason: format!("batch size must be at least 1, shape {:?}", input.shape()),
+            });
+        }
+
+        let (h0, c0) = match state {
+            None => (None, None),
+            Some(s) => {
+                let cells = config.num_cells();
+                let (h_exp, c_exp) = if unbatched {
+                    (vec![cells, config.h_out()], vec![cells, config.hidden_size])
+                } else {
+                    (
+                        vec![cells, batch, config.h_out()],
+                        vec![cells, batch, config.hidden_size],
+                    )
+                };
+                if s.h.shape() != h_exp.as_slice() {
+                    return Err(LstmError::shape("h0", &h_exp, s.h.shape()));
+                }
+                if s.c.shape() != c_exp.as_slice() {
+                    return Err(LstmError::shape("c0", &c_exp, s.c.shape()));
+                }
+                (Some(s.h.data()), Some(s.c.data()))
+            }
+        };
+
+        let lengths = match lengths {
+            None => None,
+            Some(l) => {
+                if l.len() != batch {
+                    return Err(LstmError::InvalidLengths(format!(
+                        "expected {batch} lengths (one per sequence), found {}",
+                        l.len()
+                    )));
+                }
+                if let Some((b, &len)) = l.iter().enumerate().find(|(_, &n)| n == 0 || n > seq_len)
+                {
+                    return Err(LstmError::InvalidLengths(format!(
+                        "length of sequence {b} is {len}; each length must lie in 1..={seq_len} (the sequence length)"
+                    )));
+                }
+                Some(l.to_vec())
+            }
+        };
+
+        let x = if config.batch_first && !unbatched {
+            Cow::Owned(input.swap_leading_axes()?.into_parts().1)
+        } else {
+            Cow::Borrowed(input.data())
+        };
+        Ok(SequenceBatch {
+            x,
+            seq_len,
+            batch,
+            h0,
+            c0,
+            lengths,
+            batch_first: config.batch_first,
+            unbatched,
+        })
+    }
+}
+
+impl<T: Clone> SequenceBatch<'_, T> {
+    /// The input, `[T, B, I]` row-major.
+    pub fn x(&self) -> &[T] {
+        &self.x
+    }
+
+    /// T.
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+
+    /// B (1 for unbatched input).
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// `h0`, `[L·D, B, H_out]`, or `None` for zeros.
+    pub fn h0(&self) -> Option<&[T]> {
+        self.h0
+    }
+
+    /// `c0`, `[L·D, B, H]`, or `None` for zeros.
+    pub fn c0(&self) -> Option<&[T]> {
+        self.c0
+    }
+
+    /// Per-sequence lengths (each in `1..=T`), or `None` when every sequence has length T.
+    pub fn lengths(&self) -> Option<&[usize]> {
+        self.lengths.as_deref()
+    }
+
+    /// The length of sequence `b`.
+    pub fn length(&self, b: usize) -> usize {
+        self.lengths.as_ref().map_or(self.seq_len, |l| l[b])
+    }
+
+    /// Wraps an engine's canonical result in the caller's layout (`batch_first`, unbatched).
+    ///
+    /// `output` is `[T, B, D·H_out]`, `h_n` `[L·D, B, H_out]`, `c_n` `[L·D, B, H]`, all flat.
+    pub fn finish(
+        &self,
+        config: &LstmConfig,
+        output: Vec<T>,
+        h_n: Vec<T>,
+        c_n: Vec<T>,
+    ) -> Result<LstmOutput<T>>
+    where
+        T: Copy + Default,
+    {
+        let (t, b, cells) = (self.seq_len, self.batch, config.num_cells());
+        let out_size = config.output_size();
+        if self.unbatched {
+            return Ok(LstmOutput {
+                output: Tensor::new([t, out_size], output)?,
+                h_n: Tensor::new([cells, config.h_out()], h_n)?,
+                c_n: Tensor::new([cells, config.hidden_size], c_n)?,
+            });
+        }
+        let mut output = Tensor::new([t, b, out_size], output)?;
+        if self.batch_first {
+            output = output.swap_leading_axes()?;
+        }
+        Ok(LstmOutput {
+            output,
+            h_n: Tensor::new([cells, b, config.h_out()], h_n)?,
+            c_n: Tensor::new([cells, b, config.hidden_size], c_n)?,
+        })
+    }
+}
+
+/// The canonical result of [`LstmEngine::forward_batch`]: flat, sequence-first buffers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchOutput<T> {
+    /// `[T, B, D·H_out]`.
+    pub output: Vec<T>,
+    /// `[L·D, B, H_out]`.
+    pub h_n: Vec<T>,
+    /// `[L·D, B, H]`.
+    pub c_n: Vec<T>,
+}
+
+/// Checks a streaming step's arguments; returns the batch size (1 when unbatched).
+///
+/// `x_t` is `[B, I]` (or `[I]`), `output` `[B, H_out]` (or `[H_out]`), with `B` taken from the
+/// state. Streaming runs the layers of a unidirectional LSTM one time step at a time.
+pub fn check_step<T>(
+    config: &LstmConfig,
+    x_t: &[T],
+    state: &LstmState<T>,
+    output: &[T],
+) -> Result<usize> {
+    config.validate()?;
+    if config.bidirectional {
+        return Err(LstmError::Unsupported(
+            "step() on a bidirectional LSTM: the reverse direction needs the whole sequence; use forward()".to_string(),
+        ));
+    }
+    let cells = config.num_cells();
+    let batch = state.batch();
+    let b = batch.unwrap_or(1);
+    let (h_exp, c_exp) = match batch {
+        Some(b) => (
+            vec![cells, b, config.h_out()],
+            vec![cells, b, config.hidden_size],
+        ),
+        None => (vec![cells, config.h_out()], vec![cells, config.hidden_size]),
+    };
+    if state.h.shape() != h_exp.as_slice() {
+        return Err(LstmError::shape("state.h", &h_exp, state.h.shape()));
+    }
+    if state.c.shape() != c_exp.as_slice() {
+        return Err(LstmError::shape("state.c", &c_exp, state.c.shape()));
+    }
+    let shape_of = |n: usize| match batch {
+        Some(b) => vec![b, n],
+        None => vec![n],
+    };
+    if x_t.len() != b * config.input_size {
+        return Err(LstmError::ElementCount {
+            what: "x_t".to_string(),
+            shape: shape_of(config.input_size),
+            expected: b * config.input_size,
+            found: x_t.len(),
+        });
+    }
+    if output.len() != b * config.h_out() {
+        return Err(LstmError::ElementCount {
+            what: "output".to_string(),
+            shape: shape_of(config.h_out()),
+            expected: b * config.h_out(),
+            found: output.len(),
+        });
+    }
+    Ok(b)
+}
+
+/// An LSTM inference engine: the naive reference, the SIMD engine and the parallel runner all
+/// implement it and must agree numerically.
+pub trait LstmEngine<T: Copy + Default> {
+    /// The model's configuration.
+    fn config(&self) -> &LstmConfig;
+
+    /// A short name for logs and benches (`"naive"`, `"simd"`, ...).
+    fn name(&self) -> &'static str;
+
+    /// Runs a validated, sequence-first call. Implementations may assume every invariant
+    /// [`SequenceBatch::new`] checks.
+    fn forward_batch(&self, call: &SequenceBatch<'_, T>) -> Result<BatchOutput<T>>;
+
+    /// Advances `state` by one time step of a unidirectional LSTM and writes the last layer's
+    /// `h` to `output`.
+    ///
+    /// `x_t`: `[B, I]` (or `[I]` for an unbatched state), `output`: `[B, H_out]`. Equal to
+    /// calling [`forward`](Self::forward) with `T = 1` and this state, and to `forward` over a
+    /// whole sequence when called once per step.
+    fn step(&self, x_t: &[T], state: &mut LstmState<T>, output: &mut [T]) -> Result<()>;
+
+    /// The whole forward pass of `nn.LSTM` in eval mode, with PyTorch's shapes.
+    ///
+    /// `state` is `(h0, c0)` (zeros when `None`); `lengths` gives each sequence's length as
+    /// `pack_padded_sequence(enforce_sorted=False)` would: output past a sequence's end is 0,
+    /// `h_n`/`c_n` come from its last valid step, and the reverse direction starts there.
+    /// The output keeps the input's `T`.
+    fn forward(
+        &self,
+        input: &Tensor<T>,
+        state: Option<&LstmState<T>>,
+        lengths: Option<&[usize]>,
+    ) -> Result<LstmOutput<T>> {
+        let call = SequenceBatch::new(self.config(), input, state, lengths)?;
+        let out = self.forward_batch(&call)?;
+        call.finish(self.config(), out.output, out.h_n, out.c_n)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> LstmConfig {
+        LstmConfig::new(3, 4).with_num_layers(2)
+    }
+
+    #[test]
+    fn accepts_pytorch_layouts() {
+        let x = Tensor::new([5, 2, 3], vec![0f32; 30]).unwrap();
+        let call = SequenceBatch::new(&cfg(), &x, None, None).unwrap();
+        assert_eq!((call.seq_len(), call.batch()), (5, 2));
+        let call = SequenceBatch::new(&cfg().with_batch_first(true), &x, None, None).unwrap();
+        assert_eq!((call.seq_len(), call.batch()), (2, 5));
+        let x = Tensor::new([5, 3], vec![0f32; 15]).unwrap();
+        let call = SequenceBatch::new(&cfg(), &x, None, Some(&[4])).unwrap();
+        assert_eq!((call.seq_len(), call.batch(), call.length(0)), (5, 1, 4));
+    }
+
+    #[test]
+    fn rejects_bad_calls() {
+        let c = cfg();
+        let x = Tensor::new([5, 2, 4], vec![0f32; 40]).unwrap();
+        assert!(matches!(
+            SequenceBatch::new(&c, &x, None, None),
+            Err(LstmError::ShapeMismatch { expected, .. }) if expected == vec![5, 2, 3]
+        ));
+        let x = Tensor::new([30], vec![0f32; 30]).unwrap();
+        assert!(matches!(
+            SequenceBatch::new(&c, &x, None, None),
+            Err(LstmError::RankMismatch { .. })
+        ));
+        let x = Tensor::new([0, 2, 3], vec![0f32; 0]).unwrap();
+        assert!(SequenceBatch::new(&c, &x, None, None).is_err());
+        let x = Tensor::new([5, 2, 3], vec![0f32; 30]).unwrap();
+        for bad in [&[1usize][..], &[1, 6], &[0, 5], &[1, 2, 3]] {
+            assert!(matches!(
+                SequenceBatch::new(&c, &x, None, Some(bad)),
+                Err(LstmError::InvalidLengths(_))
+            ));
+        }
+        let mut s = LstmState::zeros(&c, Some(2)).unwrap();
+        assert!(SequenceBatch::new(&c, &x, Some(&s), None).is_ok());
+        s.c = Tensor::zeros([2, 3, 4]).unwrap();
+        assert!(matches!(
+            SequenceBatch::new(&c, &x, Some(&s), None),
+            Err(LstmError::ShapeMismatch { what, .. }) if what == "c0"
+        ));
+        let s = LstmState::zeros(&c, None).unwrap();
+        assert!(SequenceBatch::new(&c, &x, Some(&s), None).is_err());
+    }
+
+    #[test]
+    fn check_step_shapes() {
+        let c = cfg();
+        let s = LstmState::<f32>::zeros(&c, Some(2)).unwrap();
+        assert_eq!(check_step(&c, &[0.0; 6], &s, &[0.0; 8]).unwrap(), 2);
+        assert!(check_step(&c, &[0.0; 5], &s, &[0.0; 8]).is_err());
+        assert!(check_step(&c, &[0.0; 6], &s, &[0.0; 7]).is_err());
+        let s = LstmState::<f32>::zeros(&c, None).unwrap();
+        assert_eq!(check_step(&c, &[0.0; 3], &s, &[0.0; 4]).unwrap(), 1);
+        let bi = c.with_bidirectional(true);
+        let s = LstmState::<f32>::zeros(&bi, None).unwrap();
+        assert!(matches!(
+            check_step(&bi, &[0.0; 3], &s, &[0.0; 4]),
+            Err(LstmError::Unsupported(_))
+        ));
+    }
+}

@@ -1,0 +1,445 @@
+//! The reference engine of `lstm-kernels`: `torch.nn.LSTM`'s equations, loop by loop.
+//!
+//! [`NaiveEngine`] is written to be read, not to be fast. It is generic over
+//! [`num_traits::Float`], so the same code run in `f64` is the oracle every fast engine is
+//! checked against, and run in `f32` it shows how far a plain f32 evaluation drifts.
+//!
+//! For one (layer, direction) cell and one time step, with gate rows in PyTorch's order
+//! i, f, g, o:
+//!
+//! ```text
+//! i = σ(W_ii x + b_ii + W_hi h + b_hi)     f = σ(W_if x + b_if + W_hf h + b_hf)
+//! g = tanh(W_ig x + b_ig + W_hg h + b_hg)  o = σ(W_io x + b_io + W_ho h + b_ho)
+//! c' = f ⊙ c + i ⊙ g                       h' = o ⊙ tanh(c')   (h' = W_hr h' when proj_size > 0)
+//! ```
+//!
+//! ```
+//! use lstm_core::{LstmConfig, LstmEngine, LstmWeights, Tensor};
+//! use lstm_naive::NaiveEngine;
+//!
+//! let config = LstmConfig::new(3, 4).with_bidirectional(true);
+//! let engine = NaiveEngine::new(LstmWeights::<f64>::random(config, 7)?)?;
+//! let x = Tensor::new([5, 2, 3], vec![0.25; 30])?; // [T, B, I]
+//! let out = engine.forward(&x, None, None)?;
+//! assert_eq!(out.output.shape(), &[5, 2, 8]); // [T, B, 2 * H]
+//! assert_eq!(out.h_n.shape(), &[2, 2, 4]);    // [L * D, B, H]
+//! # Ok::<(), lstm_core::LstmError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+use lstm_core::{
+    check_step, BatchOutput, CellWeights, LstmConfig, LstmEngine, LstmState, LstmWeights, Result,
+    SequenceBatch,
+};
+use num_traits::Float;
+
+/// The reference LSTM engine, generic over the float type.
+#[derive(Clone, Debug)]
+pub struct NaiveEngine<T> {
+    weights: LstmWeights<T>,
+}
+
+impl<T: Float> NaiveEngine<T> {
+    /// Builds the engine over `weights` (already validated against their config).
+    pub fn new(weights: LstmWeights<T>) -> Result<Self> {
+        weights.config().validate()?;
+        Ok(NaiveEngine { weights })
+    }
+
+    /// The weights the engine runs.
+    pub fn weights(&self) -> &LstmWeights<T> {
+        &self.weights
+    }
+}
+
+/// The logistic function `1 / (1 + e^{-x})`; saturates cleanly to 0 and 1, NaN stays NaN.
+pub fn sigmoid<T: Float>(x: T) -> T {
+    T::one() / (T::one() + (-x).exp())
+}
+
+/// `Σ_j a[j]·b[j]`, summed left to right.
+fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    a.iter().zip(b).fold(T::zero(), |acc, (&x, &y)| acc + x * y)
+}
+
+/// One time step of one (layer, direction) cell: reads `x` (`I_k`) and the state `h`
+/// (`H_out`), `c` (`H`); overwrites `h` and `c` with the new state.
+fn cell_step<T: Float>(
+    config: &LstmConfig,
+    cell: &CellWeights<T>,
+    x: &[T],
+    h: &mut [T],
+    c: &mut [T],
+) {
+    let hidden = config.hidden_size;
+    let (in_size, h_out) = (x.len(), h.len());
+
+    // gates[r] = W_ih[r]·x + b_ih[r] + W_hh[r]·h + b_hh[r], rows in the order i, f, g, o.
+    let gates: Vec<T> = (0..4 * hidden)
+        .map(|r| {
+            let bias = |b: &Option<Vec<T>>| b.as_ref().map_or(T::zero(), |b| b[r]);
+            let from_input = dot(&cell.w_ih[r * in_size..(r + 1) * in_size], x) + bias(&cell.b_ih);
+            let from_state = dot(&cell.w_hh[r * h_out..(r + 1) * h_out], h) + bias(&cell.b_hh);
+            from_input + from_state
+        })
+        .collect();
+
+    let mut h_cell = vec![T::zero(); hidden]; // o ⊙ tanh(c'), before any projection
+    for k in 0..hidden {
+        let i = sigmoid(gates[k]);
+        let f = sigmoid(gates[hidden + k]);
+        let g = gates[2 * hidden + k].tanh();
+        let o = sigmoid(gates[3 * hidden + k]);
+        c[k] = f * c[k] + i * g;
+        h_cell[k] = o * c[k].tanh();
+    }
+
+    match &cell.w_hr {
+        // h' = W_hr (o ⊙ tanh(c')), W_hr: [P, H].
+        Some(w_hr) => {
+            for (p, h_p) in h.iter_mut().enumerate() {
+                *h_p = dot(&w_hr[p * hidden..(p + 1) * hidden], &h_cell);
+            }
+        }
+        None => h.copy_from_slice(&h_cell),
+    }
+}
+
+impl<T: Float + Default> LstmEngine<T> for NaiveEngine<T> {
+    fn config(&self) -> &LstmConfig {
+        self.weights.config()
+    }
+
+    fn name(&self) -> &'static str {
+        "naive"
+    }
+
+    fn forward_batch(&self, call: &SequenceBatch<'_, T>) -> Result<BatchOutput<T>> {
+        let config = self.weights.config();
+        let (seq_len, batch) = (call.seq_len(), call.batch());
+        let (dirs, hidden, h_out) = (config.num_directions(), config.hidden_size, config.h_out());
+        let out_size = dirs * h_out;
+
+        let mut h_n = vec![T::zero(); config.num_cells() * batch * h_out];
+        let mut c_n = vec![T::zero(); config.num_cells() * batch * hidden];
+        // The input of the current layer, [T, B, I_k]; layer k+1 reads layer k's output.
+        let mut layer_input: Vec<T> = call.x().to_vec();
+
+        for layer in 0..config.num_layers {
+            let in_size = config.layer_input_size(layer);
+            let mut layer_output = vec![T::zero(); seq_len * batch * out_size];
+            for dir in 0..dirs {
+                let Some(cell) = self.weights.cell(layer, dir) else {
+                    continue; // unreachable: the weights were validated against the config
+                };
+                let index = layer * dirs + dir;
+                for b in 0..batch {
+                    let hs = (index * batch + b) * h_out;
+                    let cs = (index * batch + b) * hidden;
+                    let mut h = call
+                        .h0()
+                        .map_or(vec![T::zero(); h_out], |h0| h0[hs..hs + h_out].to_vec());
+                    let mut c = call
+                        .c0()
+                        .map_or(vec![T::zero(); hidden], |c0| c0[cs..cs + hidden].to_vec());
+
+                    // A sequence of length `len` occupies steps 0..len; the reverse direction
+                    // starts at its own last valid step. Steps past `len` stay 0 in the output.
+                    let len = call.length(b);
+                    let steps: Box<dyn Iterator<Item = usize>> = if dir == 0 {
+                        Box::new(0..len)
+                    } else {
+                        Box::new((0..len).rev())
+                    };
+                    for t in steps {
+                        let x_start = (t * batch + b) * in_size;
+                        cell_step(
+                            config,
+                            cell,
+                            &layer_input[x_start..x_start + in_size],
+                            &mut h,
+                            &mut c,
+                        );
+                        let o_start = (t * batch + b) * out_size + dir * h_out;
+                        layer_output[o_start..o_start + h_out].copy_from_slice(&h);
+                    }
+                    h_n[hs..hs + h_out].copy_from_slice(&h);
+                    c_n[cs..cs + hidden].copy_from_slice(&c);
+                }
+            }
+            layer_input = layer_output;
+        }
+
+        Ok(BatchOutput {
+            output: layer_input,
+            h_n,
+            c_n,
+        })
+    }
+
+    fn step(&self, x_t: &[T], state: &mut LstmState<T>, output: &mut [T]) -> Result<()> {
+        let config = self.weights.config();
+        let batch = check_step(config, x_t, state, output)?;
+        let (hidden, h_out) = (config.hidden_size, config.h_out());
+        let mut layer_input = x_t.to_vec();
+        for layer in 0..config.num_layers {
+            let Some(cell) = self.weights.cell(layer, 0) else {
+                continue; // unreachable: the weights were validated against the config
+            };
+            let in_size = config.layer_input_size(layer);
+            let mut next_input = vec![T::zero(); batch * h_out];
+            for b in 0..batch {
+                let hs = (layer * batch + b) * h_out;
+                let cs = (layer * batch + b) * hidden;
+                let h = &mut state.h.data_mut()[hs..hs + h_out];
+                let mut h_local = h.to_vec();
+                let c = &mut state.c.data_mut()[cs..cs + hidden];
+                cell_step(
+                    config,
+                    cell,
+                    &layer_input[b * in_size..(b + 1) * in_size],
+                    &mut h_local,
+                    c,
+                );
+                state.h.data_mut()[hs..hs + h_out].copy_from_slice(&h_local);
+                next_input[b * h_out..(b + 1) * h_out].copy_from_slice(&h_local);
+            }
+            layer_input = next_input;
+        }
+        output.copy_from_slice(&layer_input);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use lstm_core::Tensor;
+
+    fn engine(config: LstmConfig, seed: u64) -> NaiveEngine<f64> {
+        NaiveEngine::new(LstmWeights::random_uniform(config, seed, 0.6).unwrap()).unwrap()
+    }
+
+    fn data(n: usize, seed: u64) -> Vec<f64> {
+        let mut rng = lstm_core::SplitMix64::new(seed);
+        (0..n).map(|_| rng.next_signed_unit()).collect()
+    }
+
+    /// With every weight and bias 0: i = f = o = ½, g = 0, so c' = c/2 and h' = tanh(c')/2,
+    /// exactly, whatever the input.
+    #[test]
+    fn zero_weights_halve_the_cell() {
+        let config = LstmConfig::new(2, 3);
+        let zeros = LstmWeights::random_uniform(config.clone(), 0, 0.0).unwrap();
+        let e = NaiveEngine::new(zeros).unwrap();
+        let x = Tensor::new([2, 1, 2], vec![5.0, -3.0, 1.0, 2.0]).unwrap();
+        let state = LstmState {
+            h: Tensor::new([1, 1, 3], vec![9.0, 9.0, 9.0]).unwrap(),
+            c: Tensor::new([1, 1, 3], vec![4.0, -8.0, 0.0]).unwrap(),
+        };
+        let out = e.forward(&x, Some(&state), None).unwrap();
+        assert_eq!(out.c_n.data(), &[1.0, -2.0, 0.0]);
+        let h: Vec<f64> = [1.0f64, -2.0, 0.0].iter().map(|c| 0.5 * c.tanh()).collect();
+        assert_eq!(out.h_n.data(), h.as_slice());
+        assert_eq!(&out.output.data()[3..], h.as_slice());
+    }
+
+    /// One step of a 1-unit cell, computed by hand.
+    #[test]
+    fn one_unit_by_hand() {
+        let config = LstmConfig::new(1, 1);
+        let cell = CellWeights {
+            w_ih: vec![0.5, -1.0, 2.0, 0.25],
+            w_hh: vec![1.0, 0.5, -0.5, 2.0],
+            b_ih: Some(vec![0.1, 0.2, 0.3, 0.4]),
+            b_hh: Some(vec![-0.1, 0.0, 0.1, -0.2]),
+            w_hr: None,
+        };
+        let e = NaiveEngine::new(LstmWeights::new(config, vec![cell]).unwrap()).unwrap();
+        let (x, h, c) = (0.8f64, -0.3f64, 0.6f64);
+        let s = |v: f64| 1.0 / (1.0 + (-v).exp());
+        let i = s(0.5 * x + 0.1 + 1.0 * h - 0.1);
+        let f = s(-x + 0.2 + 0.5 * h);
+        let g = (2.0 * x + 0.3 - 0.5 * h + 0.1).tanh();
+        let o = s(0.25 * x + 0.4 + 2.0 * h - 0.2);
+        let c1 = f * c + i * g;
+        let h1 = o * c1.tanh();
+        let mut state = LstmState {
+            h: Tensor::new([1, 1], vec![h]).unwrap(),
+            c: Tensor::new([1, 1], vec![c]).unwrap(),
+        };
+        let mut out = [f64::NAN];
+        e.step(&[x], &mut state, &mut out).unwrap();
+        assert!((c1 - state.c.data()[0]).abs() < 1e-15);
+        assert!((h1 - out[0]).abs() < 1e-15);
+        assert_eq!(out[0], state.h.data()[0]);
+    }
+
+    #[test]
+    fn projection_applies_w_hr() {
+        let config = LstmConfig::new(2, 3).with_proj_size(2);
+        let e = engine(config, 3);
+        let x = Tensor::new([1, 1, 2], vec![0.3, -0.7]).unwrap();
+        let out = e.forward(&x, None, None).unwrap();
+        // From the zero state the recurrent term vanishes, so an unprojected cell with the same
+        // W_ih and biases gives o ⊙ tanh(c') before the projection.
+        let projected = e.weights().cells()[0].clone();
+        let plain = CellWeights {
+            w_hh: vec![0.0; 36],
+            w_hr: None,
+            ..projected.clone()
+        };
+        let (mut h_cell, mut c) = (vec![0.0; 3], vec![0.0; 3]);
+        cell_step(
+            &LstmConfig::new(2, 3),
+            &plain,
+            &[0.3, -0.7],
+            &mut h_cell,
+            &mut c,
+        );
+        let w_hr = projected.w_hr.unwrap();
+        for p in 0..2 {
+            let want: f64 = (0..3).map(|k| w_hr[p * 3 + k] * h_cell[k]).sum();
+            assert!((out.output.data()[p] - want).abs() < 1e-15);
+        }
+        assert_eq!(out.c_n.data(), c.as_slice());
+    }
+
+    #[test]
+    fn step_by_step_equals_forward() {
+        let config = LstmConfig::new(3, 5).with_num_layers(3).with_proj_size(2);
+        let e = engine(config.clone(), 11);
+        let (t, b) = (6, 2);
+        let x = Tensor::new([t, b, 3], data(t * b * 3, 1)).unwrap();
+        let full = e.forward(&x, None, None).unwrap();
+        let mut state = LstmState::zeros(&config, Some(b)).unwrap();
+        let mut out = vec![0.0; b * 2];
+        for step in 0..t {
+            e.step(
+                &x.data()[step * b * 3..(step + 1) * b * 3],
+                &mut state,
+                &mut out,
+            )
+            .unwrap();
+            assert_eq!(
+                out.as_slice(),
+                &full.output.data()[step * b * 2..(step + 1) * b * 2]
+            );
+        }
+        assert_eq!(state.h, full.h_n);
+        assert_eq!(state.c, full.c_n);
+    }
+
+    #[test]
+    fn reverse_direction_reads_backwards() {
+        let config = LstmConfig::new(2, 3).with_bidirectional(true);
+        let e = engine(config.clone(), 5);
+        let t = 4;
+        let x = Tensor::new([t, 2], data(t * 2, 2)).unwrap();
+        let out = e.forward(&x, None, None).unwrap();
+        // A unidirectional engine holding the reverse weights, fed the reversed sequence.
+        let rev_cell = e.weights().cell(0, 1).unwrap().clone();
+        let uni =
+            NaiveEngine::new(LstmWeights::new(LstmConfig::new(2, 3), vec![rev_cell]).unwrap())
+                .unwrap();
+        let reversed: Vec<f64> = (0..t)
+            .rev()
+            .flat_map(|s| x.data()[s * 2..s * 2 + 2].to_vec())
+            .collect();
+        let r = uni
+            .forward(&Tensor::new([t, 2], reversed).unwrap(), None, None)
+            .unwrap();
+        for s in 0..t {
+            assert_eq!(
+                &out.output.data()[s * 6 + 3..s * 6 + 6],
+                &r.output.data()[(t - 1 - s) * 3..(t - s) * 3]
+            );
+        }
+        assert_eq!(&out.h_n.data()[3..], r.h_n.data());
+    }
+
+    #[test]
+    fn lengths_equal_truncated_sequences() {
+        let config = LstmConfig::new(2, 3)
+            .with_num_layers(2)
+            .with_bidirectional(true);
+        let e = engine(config.clone(), 8);
+        let (t, b) = (5, 3);
+        let x = Tensor::new([t, b, 2], data(t * b * 2, 3)).unwrap();
+        let lengths = [3, 5, 1];
+        let out = e.forward(&x, None, Some(&lengths)).unwrap();
+        let out_size = 6;
+        for (seq, &len) in lengths.iter().enumerate() {
+            let xs: Vec<f64> = (0..len)
+                .flat_map(|s| x.data()[(s * b + seq) * 2..(s * b + seq) * 2 + 2].to_vec())
+                .collect();
+            let one = e
+                .forward(&Tensor::new([len, 2], xs).unwrap(), None, None)
+                .unwrap();
+            for s in 0..t {
+                let got =
+                    &out.output.data()[(s * b + seq) * out_size..(s * b + seq + 1) * out_size];
+                if s < len {
+                    assert_eq!(got, &one.output.data()[s * out_size..(s + 1) * out_size]);
+                } else {
+                    assert!(
+                        got.iter().all(|&v| v == 0.0),
+                        "padded step {s} of sequence {seq}"
+                    );
+                }
+            }
+            for cell in 0..4 {
+                assert_eq!(
+                    &out.h_n.data()[(cell * b + seq) * 3..(cell * b + seq + 1) * 3],
+                    &one.h_n.data()[cell * 3..cell * 3 + 3]
+                );
+                assert_eq!(
+                    &out.c_n.data()[(cell * b + seq) * 3..(cell * b + seq + 1) * 3],
+                    &one.c_n.data()[cell * 3..cell * 3 + 3]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn batch_first_is_the_transposed_layout() {
+        let config = LstmConfig::new(2, 4).with_bidirectional(true);
+        let e = engine(config.clone(), 4);
+        let ebf = NaiveEngine::new({
+            let mut w = e.weights().clone();
+            w.set_call_options(true, 0.0).unwrap();
+            w
+        })
+        .unwrap();
+        let x = Tensor::new([3, 2, 2], data(12, 9)).unwrap();
+        let a = e.forward(&x, None, Some(&[3, 2])).unwrap();
+        let b = ebf
+            .forward(&x.swap_leading_axes().unwrap(), None, Some(&[3, 2]))
+            .unwrap();
+        assert_eq!(b.output, a.output.swap_leading_axes().unwrap());
+        assert_eq!((a.h_n, a.c_n), (b.h_n, b.c_n));
+    }
+
+    #[test]
+    fn no_bias_and_saturation_stay_finite() {
+        let config = LstmConfig::new(3, 4).with_bias(false);
+        let e =
+            NaiveEngine::new(LstmWeights::<f32>::random_uniform(config, 1, 50.0).unwrap()).unwrap();
+        let x = Tensor::new([20, 1, 3], vec![1e4f32; 60]).unwrap();
+        let out = e.forward(&x, None, None).unwrap();
+        assert!(out
+            .output
+            .data()
+            .iter()
+            .all(|v| v.is_finite() && v.abs() <= 1.0));
+        let nan = Tensor::new([1, 1, 3], vec![f32::NAN; 3]).unwrap();
+        assert!(e
+            .forward(&nan, None, None)
+            .unwrap()
+            .output
+            .data()
+            .iter()
+            .all(|v| v.is_nan()));
+    }
+}

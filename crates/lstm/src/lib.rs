@@ -1,0 +1,229 @@
+//! Run PyTorch-trained `torch.nn.LSTM` models on the CPU, with PyTorch's numbers.
+//!
+//! Save the `state_dict` in PyTorch (`safetensors.torch.save_file(model.state_dict(), "m.safetensors")`),
+//! then in Rust: load, build an engine, forward.
+//!
+//! ```
+//! use lstm::{EngineKind, Model, Tensor};
+//! # let dir = std::env::temp_dir().join(format!("lstm-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! # let path = dir.join("m.safetensors");
+//! # let config = lstm::LstmConfig::new(3, 8).with_num_layers(2);
+//! # lstm::io::save_safetensors(&path, &lstm::LstmWeights::random(config, 1)?, "encoder.rnn.")?;
+//! let model = Model::load(&path)?; // config inferred, module prefix found
+//! let engine = model.engine(EngineKind::default())?;
+//! let out = engine.forward(&Tensor::new([10, 4, 3], vec![0.5; 120])?, None, None)?;
+//! assert_eq!(out.output.shape(), &[10, 4, 8]); // [T, B, H]
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Every `nn.LSTM` option is supported in eval mode: layers, `bias=False`, `bidirectional`,
+//! `proj_size`, `batch_first` ([`Model::with_batch_first`]), unbatched `[T, I]` input, initial
+//! states `(h0, c0)`, and per-sequence lengths with `pack_padded_sequence(enforce_sorted=False)`
+//! semantics. Streaming callers advance a caller-held [`LstmState`] with
+//! [`LstmEngine::step`].
+//!
+//! Engines ([`EngineKind`]) share one contract, [`LstmEngine`]; the reference
+//! [`NaiveEngine`] also runs in `f64` ([`Model::reference_f64`]) as the oracle the fast
+//! engines are tested against.
+
+pub use lstm_core::io::{LoadedModel, TensorInfo};
+pub use lstm_core::{
+    check_step, io, BatchOutput, CellWeights, LstmConfig, LstmEngine, LstmError, LstmOutput,
+    LstmState, LstmWeights, ParamKind, Result, SequenceBatch, SplitMix64, Tensor,
+};
+pub use lstm_naive::NaiveEngine;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+/// Which engine runs a model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EngineKind {
+    /// The reference engine: PyTorch's equations loop by loop, in f32.
+    #[default]
+    Naive,
+}
+
+impl EngineKind {
+    /// Every engine this build has.
+    pub const ALL: &'static [EngineKind] = &[EngineKind::Naive];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Naive => "naive",
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for EngineKind {
+    type Err = LstmError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        EngineKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| LstmError::InvalidArgument {
+                what: "engine",
+                reason: format!(
+                    "unknown engine `{s}`; expected one of {:?}",
+                    EngineKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>()
+                ),
+            })
+    }
+}
+
+/// A boxed engine that can be shared across threads.
+pub type DynEngine = Box<dyn LstmEngine<f32> + Send + Sync>;
+
+/// An `nn.LSTM` loaded from a `state_dict`: its config and f32 weights.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    weights: LstmWeights<f32>,
+    prefix: String,
+    tensors: Vec<TensorInfo>,
+}
+
+impl Model {
+    /// Loads the LSTM in a safetensors file, finding its module prefix when the file holds
+    /// exactly one LSTM.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with_prefix(path, None)
+    }
+
+    /// Loads the LSTM under `prefix` (`"encoder.rnn"` or `"encoder.rnn."`; `""` for the top
+    /// level), or finds it when `prefix` is `None`.
+    pub fn load_with_prefix(path: impl AsRef<Path>, prefix: Option<&str>) -> Result<Self> {
+        Ok(Self::from_loaded(io::load_safetensors(
+            path.as_ref(),
+            prefix,
+        )?))
+    }
+
+    /// Parses a safetensors file held in memory.
+    pub fn from_safetensors_bytes(bytes: &[u8], prefix: Option<&str>) -> Result<Self> {
+        Ok(Self::from_loaded(io::parse_safetensors(bytes, prefix)?))
+    }
+
+    /// Wraps weights built in Rust.
+    pub fn from_weights(weights: LstmWeights<f32>) -> Self {
+        let tensors = weights
+            .named_tensors()
+            .into_iter()
+            .map(|(name, shape, _)| TensorInfo {
+                name,
+                dtype: "F32".to_string(),
+                shape,
+            })
+            .collect();
+        Model {
+            weights,
+            prefix: String::new(),
+            tensors,
+        }
+    }
+
+    fn from_loaded(loaded: LoadedModel) -> Self {
+        Model {
+            weights: loaded.weights,
+            prefix: loaded.prefix,
+            tensors: loaded.tensors,
+        }
+    }
+
+    /// Sets `batch_first`, which a `state_dict` does not record.
+    pub fn with_batch_first(mut self, batch_first: bool) -> Result<Self> {
+        let dropout = self.weights.config().dropout;
+        self.weights.set_call_options(batch_first, dropout)?;
+        Ok(self)
+    }
+
+    /// The configuration (inferred from the tensor shapes when loaded).
+    pub fn config(&self) -> &LstmConfig {
+        self.weights.config()
+    }
+
+    /// The weights, in PyTorch's layout.
+    pub fn weights(&self) -> &LstmWeights<f32> {
+        &self.weights
+    }
+
+    /// The module prefix the LSTM was found under (`""` at top level).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The model's tensors as stored in the file (name, dtype, shape).
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    /// Builds an engine of `kind` over this model's weights.
+    pub fn engine(&self, kind: EngineKind) -> Result<DynEngine> {
+        match kind {
+            EngineKind::Naive => Ok(Box::new(NaiveEngine::new(self.weights.clone())?)),
+        }
+    }
+
+    /// The reference engine in f64: the oracle (f32 weights widen exactly).
+    pub fn reference_f64(&self) -> Result<NaiveEngine<f64>> {
+        NaiveEngine::new(self.weights.cast::<f64>())
+    }
+
+    /// Saves the weights as a safetensors file (F32) with names under `prefix`.
+    pub fn save(&self, path: impl AsRef<Path>, prefix: &str) -> Result<()> {
+        io::save_safetensors(path.as_ref(), &self.weights, prefix)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_kind_parses() {
+        for &k in EngineKind::ALL {
+            assert_eq!(k.name().parse::<EngineKind>().unwrap(), k);
+        }
+        assert!(matches!(
+            "gpu".parse::<EngineKind>(),
+            Err(LstmError::InvalidArgument { .. })
+        ));
+    }
+
+    #[test]
+    fn batch_first_reaches_the_engine() {
+        let config = LstmConfig::new(2, 3);
+        let model = Model::from_weights(LstmWeights::random(config, 2).unwrap());
+        let x = Tensor::new([4, 2, 2], vec![0.1f32; 16]).unwrap();
+        let seq_first = model
+            .engine(EngineKind::Naive)
+            .unwrap()
+            .forward(&x, None, None)
+            .unwrap();
+        let bf = model.clone().with_batch_first(true).unwrap();
+        assert!(bf.config().batch_first);
+        let xt = x.swap_leading_axes().unwrap();
+        let batch_first = bf
+            .engine(EngineKind::Naive)
+            .unwrap()
+            .forward(&xt, None, None)
+            .unwrap();
+        assert_eq!(
+            batch_first.output,
+            seq_first.output.swap_leading_axes().unwrap()
+        );
+    }
+}
