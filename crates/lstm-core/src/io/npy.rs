@@ -128,7 +128,7 @@ impl NpyArray {
             .map(|(i, v)| {
                 usize::try_from(v).map_err(|_| {
                     LstmError::InvalidLengths(format!(
-                        "{what}: length of sequence {i} is {v}; lengths must be positive"
+                        "length of sequence {i} is {v}; each length must be at least 1"
                     ))
                 })
             })
@@ -1079,7 +1079,7 @@ mod tests {
         match arr(vec![2], NpyData::I32(vec![3, -1])).into_lengths("lengths") {
             Err(LstmError::InvalidLengths(message)) => assert_eq!(
                 message,
-                "lengths: length of sequence 1 is -1; lengths must be positive"
+                "length of sequence 1 is -1; each length must be at least 1"
             ),
             other => panic!("{other:?}"),
         }
