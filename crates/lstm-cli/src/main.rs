@@ -64,14 +64,27 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_exit(&e),
     };
-    let result = match &cli.command {
+    // A panic is a bug of ours, never the user's: it still gets the one-line error contract
+    // (the default hook's multi-line report is silenced), and staged outputs are removed as
+    // the stack unwinds.
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| match &cli.command {
         Command::Run(args) => run::run(args),
         Command::Inspect(args) => inspect::inspect(args),
-    };
+    });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             print_error_line(&e.to_string());
+            ExitCode::from(1)
+        }
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_string());
+            print_error_line(&format!("internal error (please report it): {what}"));
             ExitCode::from(1)
         }
     }

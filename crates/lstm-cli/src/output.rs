@@ -6,8 +6,6 @@
 //! ([`StagedOutputs::commit`]). Temporaries are removed on every error path (and when the
 //! writer is dropped uncommitted), so no half-written or partial set of outputs is left.
 
-use std::ffi::OsString;
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -140,26 +138,83 @@ impl StagedOutputs {
             })
     }
 
-    /// Renames every temporary into place. When a rename fails, the outputs already moved
-    /// into place by this call are removed again and the remaining temporaries deleted.
+    /// Renames every temporary into place. A file already at a destination is first moved
+    /// aside; when any rename fails, every destination is restored to what it was before the
+    /// call (the moved-aside files return, new files are removed) and the temporaries are
+    /// deleted.
     pub(crate) fn commit(mut self) -> CliResult {
         let staged = std::mem::take(&mut self.staged);
-        for (i, s) in staged.iter().enumerate() {
-            if let Err(e) = std::fs::rename(&s.tmp, &s.dest) {
-                for placed in &staged[..i] {
-                    let _ = std::fs::remove_file(&placed.dest);
+        // (destination, the previous file moved aside, if there was one), for each placed output.
+        let mut placed: Vec<(&Path, Option<PathBuf>)> = Vec::new();
+        let mut failure = None;
+        for s in &staged {
+            let backup = match set_aside(&s.dest) {
+                Ok(b) => b,
+                Err(e) => {
+                    failure = Some((s, e));
+                    break;
                 }
-                for pending in &staged[i..] {
+            };
+            if let Err(e) = std::fs::rename(&s.tmp, &s.dest) {
+                if let Some(b) = &backup {
+                    let _ = std::fs::rename(b, &s.dest);
+                }
+                failure = Some((s, e));
+                break;
+            }
+            placed.push((&s.dest, backup));
+        }
+        match failure {
+            None => {
+                for (_, backup) in placed {
+                    if let Some(b) = backup {
+                        let _ = std::fs::remove_file(b);
+                    }
+                }
+                Ok(())
+            }
+            Some((s, e)) => {
+                for (dest, backup) in placed {
+                    match backup {
+                        Some(b) => {
+                            let _ = std::fs::rename(b, dest);
+                        }
+                        None => {
+                            let _ = std::fs::remove_file(dest);
+                        }
+                    }
+                }
+                for pending in &staged {
                     let _ = std::fs::remove_file(&pending.tmp);
                 }
-                return Err(CliError::msg(format!(
+                Err(CliError::msg(format!(
                     "{} {}: cannot move the finished file into place: {e}",
                     s.flag,
                     s.dest.display()
-                )));
+                )))
             }
         }
-        Ok(())
+    }
+}
+
+/// Moves an existing file at `dest` to a fresh hidden name beside it and returns that name;
+/// `None` when nothing is there.
+fn set_aside(dest: &Path) -> std::io::Result<Option<PathBuf>> {
+    match std::fs::symlink_metadata(dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+        Ok(_) => {
+            let (backup, file) = create_temp(dest)?;
+            drop(file);
+            // Renaming over the empty placeholder keeps the name ours.
+            match std::fs::rename(dest, &backup) {
+                Ok(()) => Ok(Some(backup)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&backup);
+                    Err(e)
+                }
+            }
+        }
     }
 }
 
@@ -173,27 +228,7 @@ impl Drop for StagedOutputs {
 
 /// Creates a fresh temporary file beside `dest` (never one that already exists).
 fn create_temp(dest: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    let base = lstm::io::temp_path_beside(dest);
-    let mut last_err = None;
-    for attempt in 0..64u32 {
-        let candidate = if attempt == 0 {
-            base.clone()
-        } else {
-            let mut name = OsString::from(base.file_name().unwrap_or_default());
-            name.push(format!(".{attempt}"));
-            base.with_file_name(name)
-        };
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&candidate)
-        {
-            Ok(file) => return Ok((candidate, file)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last_err = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last_err.unwrap_or_else(|| std::io::Error::other("no free temporary name")))
+    lstm::io::create_temp_beside(dest)
 }
 
 #[cfg(test)]
@@ -254,10 +289,42 @@ mod tests {
     }
 
     #[test]
+    fn failed_commit_restores_existing_outputs() {
+        let d = dir();
+        let (a, b, c) = (
+            d.path().join("a.npy"),
+            d.path().join("b.npy"),
+            d.path().join("c.npy"),
+        );
+        std::fs::write(&a, b"old a").unwrap();
+        let mut w = StagedOutputs::new();
+        w.stage("--output", &a, b"new a").unwrap();
+        w.stage("--hn", &b, b"new b").unwrap();
+        w.stage("--cn", &c, b"new c").unwrap();
+        std::fs::create_dir(&c).unwrap();
+        std::fs::write(c.join("x"), b"x").unwrap();
+        assert!(w.commit().is_err());
+        assert_eq!(std::fs::read(&a).unwrap(), b"old a");
+        assert_eq!(names(d.path()), vec!["a.npy", "c.npy"]);
+    }
+
+    #[test]
+    fn commit_replaces_existing_outputs() {
+        let d = dir();
+        let a = d.path().join("a.npy");
+        std::fs::write(&a, b"old").unwrap();
+        let mut w = StagedOutputs::new();
+        w.stage("--output", &a, b"new").unwrap();
+        w.commit().unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"new");
+        assert_eq!(names(d.path()), vec!["a.npy"]);
+    }
+
+    #[test]
     fn temp_names_never_clobber() {
         let d = dir();
         let a = d.path().join("a.npy");
-        let base = lstm::io::temp_path_beside(&a);
+        let base = d.path().join(format!(".a.npy.{}.tmp", std::process::id()));
         std::fs::write(&base, b"not ours").unwrap();
         let mut w = StagedOutputs::new();
         w.stage("--output", &a, b"aa").unwrap();

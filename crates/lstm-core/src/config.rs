@@ -120,18 +120,27 @@ impl LstmConfig {
         }
         // Guard the arithmetic every engine does on these sizes (4·H·I weights, and so on), so
         // that no later multiplication can overflow whatever the caller passes.
-        let h_out = self.h_out();
-        let widest_input = self.input_size.max(h_out * self.num_directions());
-        let per_layer = 4usize
+        let too_big = |field| {
+            Err(LstmError::InvalidConfig {
+                field,
+                reason: "makes a parameter count that overflows memory".to_string(),
+            })
+        };
+        let (h_out, dirs) = (self.h_out(), self.num_directions());
+        let Some(cells) = self.num_layers.checked_mul(dirs) else {
+            return too_big("num_layers");
+        };
+        let widest_input = match h_out.checked_mul(dirs) {
+            Some(o) => self.input_size.max(o),
+            None => return too_big("hidden_size"),
+        };
+        let per_cell = 4usize
             .checked_mul(self.hidden_size)
             .and_then(|g| g.checked_mul(widest_input.checked_add(h_out)?.checked_add(2)?))
             .and_then(|n| n.checked_add(self.proj_size.checked_mul(self.hidden_size)?));
-        match per_layer.and_then(|n| n.checked_mul(self.num_layers * self.num_directions())) {
+        match per_cell.and_then(|n| n.checked_mul(cells)) {
             Some(n) if n <= isize::MAX as usize / 8 => Ok(()),
-            _ => Err(LstmError::InvalidConfig {
-                field: "hidden_size",
-                reason: "and input_size make a parameter count that overflows memory".to_string(),
-            }),
+            _ => too_big("hidden_size"),
         }
     }
 
@@ -155,7 +164,7 @@ impl LstmConfig {
 
     /// Size of one output row: D · H_out.
     pub fn output_size(&self) -> usize {
-        self.num_directions() * self.h_out()
+        self.num_directions().saturating_mul(self.h_out())
     }
 
     /// I_k: `input_size` for layer 0, `D · H_out` for later layers.
@@ -169,21 +178,26 @@ impl LstmConfig {
 
     /// Number of (layer, direction) cells: L · D. Also the leading dimension of `h_n` and `c_n`.
     pub fn num_cells(&self) -> usize {
-        self.num_layers * self.num_directions()
+        self.num_layers.saturating_mul(self.num_directions())
     }
 
-    /// Number of learnable parameters (as `sum(p.numel() for p in lstm.parameters())`).
+    /// Number of learnable parameters (as `sum(p.numel() for p in lstm.parameters())`);
+    /// saturates at `usize::MAX` for configs that [`validate`](Self::validate) refuses.
     pub fn parameter_count(&self) -> usize {
         let h = self.hidden_size;
-        let mut n = 0;
-        for layer in 0..self.num_layers {
-            let per_dir = 4 * h * self.layer_input_size(layer)
-                + 4 * h * self.h_out()
-                + if self.bias { 8 * h } else { 0 }
-                + self.proj_size * h;
-            n += per_dir * self.num_directions();
-        }
-        n
+        let per_dir = |layer: usize| -> Option<usize> {
+            let gates = h.checked_mul(4)?;
+            gates
+                .checked_mul(self.layer_input_size(layer).checked_add(self.h_out())?)?
+                .checked_add(if self.bias { gates.checked_mul(2)? } else { 0 })?
+                .checked_add(self.proj_size.checked_mul(h)?)?
+                .checked_mul(self.num_directions())
+        };
+        let first = per_dir(0);
+        let rest = per_dir(1).and_then(|n| n.checked_mul(self.num_layers.checked_sub(1)?));
+        first
+            .and_then(|f| f.checked_add(rest?))
+            .unwrap_or(usize::MAX)
     }
 
     /// Floating-point operations of one forward pass over `seq_len` steps and `batch` sequences,

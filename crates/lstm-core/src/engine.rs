@@ -27,6 +27,7 @@ impl<T: Copy + Default> LstmState<T> {
     /// The zero state for `batch` sequences (`None`: unbatched), what PyTorch uses when no
     /// `(h0, c0)` is given.
     pub fn zeros(config: &LstmConfig, batch: Option<usize>) -> Result<Self> {
+        config.validate()?;
         let cells = config.num_cells();
         let (h_shape, c_shape) = match batch {
             Some(b) => (
@@ -62,10 +63,12 @@ pub struct LstmOutput<T> {
 
 /// A validated forward call in the canonical layout: sequence-first, batched.
 ///
-/// Only [`SequenceBatch::new`] builds one, after checking every shape and length against the
-/// config; an engine may therefore index it without further checks.
+/// Only [`SequenceBatch::new`] builds one, after checking every shape and length against a
+/// config, which the batch keeps. An engine checks once that this is its own config
+/// ([`SequenceBatch::ensure_config`]) and may then index the batch without further checks.
 #[derive(Debug)]
 pub struct SequenceBatch<'a, T: Clone> {
+    config: LstmConfig,
     x: Cow<'a, [T]>,
     seq_len: usize,
     batch: usize,
@@ -127,13 +130,6 @@ impl<'a, T: Copy + Default> SequenceBatch<'a, T> {
                 ),
             });
         }
-        if batch == 0 {
-            return Err(LstmError::InvalidArgument {
-                what: "input",
-                reason: format!("batch size must be at least 1, shape {:?}", input.shape()),
-            });
-        }
-
         let (h0, c0) = match state {
             None => (None, None),
             Some(s) => {
@@ -160,16 +156,18 @@ impl<'a, T: Copy + Default> SequenceBatch<'a, T> {
             None => None,
             Some(l) => {
                 if l.len() != batch {
-                    return Err(LstmError::InvalidLengths(format!(
-                        "expected {batch} lengths (one per sequence), found {}",
-                        l.len()
-                    )));
+                    return Err(LstmError::LengthCount {
+                        expected: batch,
+                        found: l.len(),
+                    });
                 }
                 if let Some((b, &len)) = l.iter().enumerate().find(|(_, &n)| n == 0 || n > seq_len)
                 {
-                    return Err(LstmError::InvalidLengths(format!(
-                        "length of sequence {b} is {len}; each length must lie in 1..={seq_len} (the sequence length)"
-                    )));
+                    return Err(LstmError::LengthOutOfRange {
+                        sequence: b,
+                        length: i64::try_from(len).unwrap_or(i64::MAX),
+                        max: Some(seq_len),
+                    });
                 }
                 Some(l.to_vec())
             }
@@ -181,6 +179,7 @@ impl<'a, T: Copy + Default> SequenceBatch<'a, T> {
             Cow::Borrowed(input.data())
         };
         Ok(SequenceBatch {
+            config: config.clone(),
             x,
             seq_len,
             batch,
@@ -194,6 +193,40 @@ impl<'a, T: Copy + Default> SequenceBatch<'a, T> {
 }
 
 impl<T: Clone> SequenceBatch<'_, T> {
+    /// The config the call was validated against.
+    pub fn config(&self) -> &LstmConfig {
+        &self.config
+    }
+
+    /// Fails unless the call was validated against a config with the same shapes as `config`
+    /// (sizes, layers, directions, bias, projection, layout): an engine calls this first in
+    /// [`LstmEngine::forward_batch`], so a batch built for another model can never reach its
+    /// kernels.
+    pub fn ensure_config(&self, config: &LstmConfig) -> Result<()> {
+        let key = |c: &LstmConfig| {
+            (
+                c.input_size,
+                c.hidden_size,
+                c.num_layers,
+                c.bias,
+                c.bidirectional,
+                c.proj_size,
+                c.batch_first,
+            )
+        };
+        if key(&self.config) == key(config) {
+            Ok(())
+        } else {
+            Err(LstmError::InvalidArgument {
+                what: "call",
+                reason: format!(
+                    "the call was validated for {:?}, but the engine runs {:?}",
+                    self.config, config
+                ),
+            })
+        }
+    }
+
     /// The input, `[T, B, I]` row-major.
     pub fn x(&self) -> &[T] {
         &self.x
@@ -204,7 +237,7 @@ impl<T: Clone> SequenceBatch<'_, T> {
         self.seq_len
     }
 
-    /// B (1 for unbatched input).
+    /// B (1 for unbatched input; may be 0, as PyTorch allows).
     pub fn batch(&self) -> usize {
         self.batch
     }
@@ -224,24 +257,25 @@ impl<T: Clone> SequenceBatch<'_, T> {
         self.lengths.as_deref()
     }
 
-    /// The length of sequence `b`.
-    pub fn length(&self, b: usize) -> usize {
-        self.lengths.as_ref().map_or(self.seq_len, |l| l[b])
+    /// The length of sequence `b` (T when no lengths were given), or `None` when `b >= B`.
+    pub fn length(&self, b: usize) -> Option<usize> {
+        if b >= self.batch {
+            return None;
+        }
+        match &self.lengths {
+            Some(l) => l.get(b).copied(),
+            None => Some(self.seq_len),
+        }
     }
 
     /// Wraps an engine's canonical result in the caller's layout (`batch_first`, unbatched).
     ///
     /// `output` is `[T, B, D·H_out]`, `h_n` `[L·D, B, H_out]`, `c_n` `[L·D, B, H]`, all flat.
-    pub fn finish(
-        &self,
-        config: &LstmConfig,
-        output: Vec<T>,
-        h_n: Vec<T>,
-        c_n: Vec<T>,
-    ) -> Result<LstmOutput<T>>
+    pub fn finish(&self, output: Vec<T>, h_n: Vec<T>, c_n: Vec<T>) -> Result<LstmOutput<T>>
     where
         T: Copy + Default,
     {
+        let config = &self.config;
         let (t, b, cells) = (self.seq_len, self.batch, config.num_cells());
         let out_size = config.output_size();
         if self.unbatched {
@@ -306,26 +340,23 @@ pub fn check_step<T>(
     if state.c.shape() != c_exp.as_slice() {
         return Err(LstmError::shape("state.c", &c_exp, state.c.shape()));
     }
-    let shape_of = |n: usize| match batch {
-        Some(b) => vec![b, n],
-        None => vec![n],
+    let check = |what: &str, n: usize, found: usize| {
+        let shape = match batch {
+            Some(b) => vec![b, n],
+            None => vec![n],
+        };
+        match b.checked_mul(n) {
+            Some(expected) if expected == found => Ok(()),
+            expected => Err(LstmError::ElementCount {
+                what: what.to_string(),
+                shape,
+                expected: expected.unwrap_or(usize::MAX),
+                found,
+            }),
+        }
     };
-    if x_t.len() != b * config.input_size {
-        return Err(LstmError::ElementCount {
-            what: "x_t".to_string(),
-            shape: shape_of(config.input_size),
-            expected: b * config.input_size,
-            found: x_t.len(),
-        });
-    }
-    if output.len() != b * config.h_out() {
-        return Err(LstmError::ElementCount {
-            what: "output".to_string(),
-            shape: shape_of(config.h_out()),
-            expected: b * config.h_out(),
-            found: output.len(),
-        });
-    }
+    check("x_t", config.input_size, x_t.len())?;
+    check("output", config.h_out(), output.len())?;
     Ok(b)
 }
 
@@ -338,8 +369,9 @@ pub trait LstmEngine<T: Copy + Default> {
     /// A short name for logs and benches (`"naive"`, `"simd"`, ...).
     fn name(&self) -> &'static str;
 
-    /// Runs a validated, sequence-first call. Implementations may assume every invariant
-    /// [`SequenceBatch::new`] checks.
+    /// Runs a validated, sequence-first call. Implementations first call
+    /// [`SequenceBatch::ensure_config`] with their own config; after that they may assume every
+    /// invariant [`SequenceBatch::new`] checks.
     fn forward_batch(&self, call: &SequenceBatch<'_, T>) -> Result<BatchOutput<T>>;
 
     /// Advances `state` by one time step of a unidirectional LSTM and writes the last layer's
@@ -364,7 +396,7 @@ pub trait LstmEngine<T: Copy + Default> {
     ) -> Result<LstmOutput<T>> {
         let call = SequenceBatch::new(self.config(), input, state, lengths)?;
         let out = self.forward_batch(&call)?;
-        call.finish(self.config(), out.output, out.h_n, out.c_n)
+        call.finish(out.output, out.h_n, out.c_n)
     }
 }
 
@@ -386,7 +418,10 @@ mod tests {
         assert_eq!((call.seq_len(), call.batch()), (2, 5));
         let x = Tensor::new([5, 3], vec![0f32; 15]).unwrap();
         let call = SequenceBatch::new(&cfg(), &x, None, Some(&[4])).unwrap();
-        assert_eq!((call.seq_len(), call.batch(), call.length(0)), (5, 1, 4));
+        assert_eq!(
+            (call.seq_len(), call.batch(), call.length(0)),
+            (5, 1, Some(4))
+        );
     }
 
     #[test]
@@ -404,13 +439,31 @@ mod tests {
         ));
         let x = Tensor::new([0, 2, 3], vec![0f32; 0]).unwrap();
         assert!(SequenceBatch::new(&c, &x, None, None).is_err());
+        // B = 0 is allowed, as in PyTorch.
+        let x = Tensor::new([4, 0, 3], vec![0f32; 0]).unwrap();
+        let call = SequenceBatch::new(&c, &x, None, None).unwrap();
+        assert_eq!((call.batch(), call.length(0)), (0, None));
         let x = Tensor::new([5, 2, 3], vec![0f32; 30]).unwrap();
-        for bad in [&[1usize][..], &[1, 6], &[0, 5], &[1, 2, 3]] {
+        for bad in [&[1usize][..], &[1, 2, 3]] {
             assert!(matches!(
                 SequenceBatch::new(&c, &x, None, Some(bad)),
-                Err(LstmError::InvalidLengths(_))
+                Err(LstmError::LengthCount { expected: 2, .. })
             ));
         }
+        for (bad, seq) in [(&[1usize, 6][..], 1), (&[0, 5], 0)] {
+            assert!(matches!(
+                SequenceBatch::new(&c, &x, None, Some(bad)),
+                Err(LstmError::LengthOutOfRange { sequence, max: Some(5), .. }) if sequence == seq
+            ));
+        }
+        let call = SequenceBatch::new(&c, &x, None, Some(&[2, 5])).unwrap();
+        assert_eq!(
+            (call.length(0), call.length(1), call.length(2)),
+            (Some(2), Some(5), None)
+        );
+        assert!(call.ensure_config(&c).is_ok());
+        assert!(call.ensure_config(&c.clone().with_proj_size(2)).is_err());
+        assert!(call.ensure_config(&LstmConfig::new(4, 4)).is_err());
         let mut s = LstmState::zeros(&c, Some(2)).unwrap();
         assert!(SequenceBatch::new(&c, &x, Some(&s), None).is_ok());
         s.c = Tensor::zeros([2, 3, 4]).unwrap();

@@ -119,9 +119,40 @@ pub enum LstmError {
     #[error("invalid .npy data: {0}")]
     Npy(String),
 
-    /// Per-sequence lengths are not usable.
+    /// Per-sequence lengths are not usable (for reasons other than count or range).
     #[error("invalid lengths: {0}")]
     InvalidLengths(String),
+
+    /// The number of per-sequence lengths differs from the batch size.
+    #[error("invalid lengths: expected {expected} lengths (one per sequence), found {found}")]
+    LengthCount {
+        /// The batch size B (1 for unbatched input).
+        expected: usize,
+        /// The number of lengths given.
+        found: usize,
+    },
+
+    /// A sequence length lies outside `1..=T`.
+    #[error("invalid lengths: length of sequence {sequence} is {length}; each length must lie in 1..={}", max.map_or_else(|| "T".to_string(), |m| m.to_string()))]
+    LengthOutOfRange {
+        /// Index of the sequence in the batch.
+        sequence: usize,
+        /// The length given.
+        length: i64,
+        /// T, the longest length allowed (when known).
+        max: Option<usize>,
+    },
+
+    /// A buffer would be larger than this process can allocate.
+    #[error("{what}: {elements} elements of {element_bytes} bytes cannot be allocated")]
+    Allocation {
+        /// What the buffer is for.
+        what: String,
+        /// Its element count.
+        elements: usize,
+        /// Bytes per element.
+        element_bytes: usize,
+    },
 
     /// A value is not acceptable for another reason (named in the message).
     #[error("invalid argument `{what}`: {reason}")]

@@ -17,6 +17,26 @@ pub fn checked_numel(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
+/// `n` copies of `value`, or an [`LstmError::Allocation`] naming `what` when the buffer cannot
+/// be allocated: engines size their outputs from caller-given shapes, and a failed allocation
+/// must be an error, not an abort.
+pub fn try_filled_vec<T: Clone>(what: &str, n: usize, value: T) -> Result<Vec<T>> {
+    let fail = || LstmError::Allocation {
+        what: what.to_string(),
+        elements: n,
+        element_bytes: std::mem::size_of::<T>(),
+    };
+    if n.checked_mul(std::mem::size_of::<T>())
+        .is_none_or(|b| b > isize::MAX as usize)
+    {
+        return Err(fail());
+    }
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| fail())?;
+    v.resize(n, value);
+    Ok(v)
+}
+
 impl<T> Tensor<T> {
     /// Wraps `data` with `shape`; fails when the element count does not match.
     pub fn new(shape: impl Into<Vec<usize>>, data: Vec<T>) -> Result<Self> {
@@ -90,8 +110,8 @@ impl<T: Copy + Default> Tensor<T> {
             reason: format!("{shape:?} has more elements than memory can hold"),
         })?;
         Ok(Tensor {
+            data: try_filled_vec("tensor", n, T::default())?,
             shape,
-            data: vec![T::default(); n],
         })
     }
 
@@ -106,6 +126,15 @@ impl<T: Copy + Default> Tensor<T> {
                 shape: self.shape.clone(),
             });
         }
+        let mut shape = self.shape.clone();
+        shape.swap(0, 1);
+        if self.data.is_empty() {
+            return Ok(Tensor {
+                shape,
+                data: Vec::new(),
+            });
+        }
+        // Non-empty, so every axis is ≥ 1 and no partial product can overflow.
         let (a, b) = (self.shape[0], self.shape[1]);
         let inner: usize = self.shape[2..].iter().product();
         let mut data = Vec::with_capacity(self.data.len());
@@ -115,8 +144,6 @@ impl<T: Copy + Default> Tensor<T> {
                 data.extend_from_slice(&self.data[start..start + inner]);
             }
         }
-        let mut shape = self.shape.clone();
-        shape.swap(0, 1);
         Ok(Tensor { shape, data })
     }
 }
@@ -150,5 +177,14 @@ mod tests {
         assert_eq!(s.swap_leading_axes().unwrap(), t);
         let v = Tensor::new(vec![3], vec![1, 2, 3]).unwrap();
         assert!(v.swap_leading_axes().is_err());
+        let empty = Tensor::<f32>::new(vec![1, 0, usize::MAX, 2], vec![]).unwrap();
+        assert_eq!(
+            empty.swap_leading_axes().unwrap().shape(),
+            &[0, 1, usize::MAX, 2]
+        );
+        assert!(matches!(
+            Tensor::<f32>::zeros(vec![1 << 62]),
+            Err(LstmError::Allocation { .. })
+        ));
     }
 }

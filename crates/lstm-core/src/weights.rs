@@ -73,7 +73,7 @@ impl ParamKind {
     /// The shape this parameter has in `config` at `layer`, or `None` when the config has no
     /// such parameter (a bias with `bias=False`, `weight_hr` without projection).
     pub fn shape(self, config: &LstmConfig, layer: usize) -> Option<Vec<usize>> {
-        let g = 4 * config.hidden_size;
+        let g = config.hidden_size.saturating_mul(4);
         match self {
             ParamKind::WeightIh => Some(vec![g, config.layer_input_size(layer)]),
             ParamKind::WeightHh => Some(vec![g, config.h_out()]),
@@ -293,30 +293,28 @@ impl<T: Float> LstmWeights<T> {
     pub fn random_uniform(config: LstmConfig, seed: u64, scale: f64) -> Result<Self> {
         config.validate()?;
         let mut rng = SplitMix64::new(seed);
-        let mut draw = |n: usize| -> Vec<T> {
-            (0..n)
-                .map(|_| T::from(scale * rng.next_signed_unit()).unwrap_or_else(T::zero))
-                .collect()
+        // Draws the tensor of `kind` (None when the config has no such tensor); allocation
+        // failures of huge configs are errors, not aborts.
+        let mut draw = |kind: ParamKind, layer: usize| -> Result<Option<Vec<T>>> {
+            let Some(shape) = kind.shape(&config, layer) else {
+                return Ok(None);
+            };
+            let n = crate::tensor::checked_numel(&shape).unwrap_or(usize::MAX);
+            let mut v = crate::tensor::try_filled_vec(kind.stem(), n, T::zero())?;
+            for x in v.iter_mut() {
+                *x = T::from(scale * rng.next_signed_unit()).unwrap_or_else(T::zero);
+            }
+            Ok(Some(v))
         };
         let mut cells = Vec::with_capacity(config.num_cells());
         for layer in 0..config.num_layers {
             for _ in 0..config.num_directions() {
-                let numel = |kind: ParamKind| {
-                    kind.shape(&config, layer)
-                        .map(|s| s.iter().product::<usize>())
-                };
-                let (n_ih, n_hh) = (numel(ParamKind::WeightIh), numel(ParamKind::WeightHh));
-                let (n_bih, n_bhh, n_hr) = (
-                    numel(ParamKind::BiasIh),
-                    numel(ParamKind::BiasHh),
-                    numel(ParamKind::WeightHr),
-                );
                 cells.push(CellWeights {
-                    w_ih: draw(n_ih.unwrap_or(0)),
-                    w_hh: draw(n_hh.unwrap_or(0)),
-                    b_ih: n_bih.map(&mut draw),
-                    b_hh: n_bhh.map(&mut draw),
-                    w_hr: n_hr.map(&mut draw),
+                    w_ih: draw(ParamKind::WeightIh, layer)?.unwrap_or_default(),
+                    w_hh: draw(ParamKind::WeightHh, layer)?.unwrap_or_default(),
+                    b_ih: draw(ParamKind::BiasIh, layer)?,
+                    b_hh: draw(ParamKind::BiasHh, layer)?,
+                    w_hr: draw(ParamKind::WeightHr, layer)?,
                 });
             }
         }
@@ -409,6 +407,11 @@ mod tests {
         let total: usize = w.named_tensors().iter().map(|(_, _, d)| d.len()).sum();
         assert_eq!(total, cfg.parameter_count());
         let k = 1.0 / 5f32.sqrt();
+        assert!(matches!(
+            // 2^60 bytes of weights: more than any address space holds.
+            LstmWeights::<f32>::random(LstmConfig::new(1 << 36, 1 << 20), 0),
+            Err(LstmError::Allocation { .. })
+        ));
         assert!(w
             .cells()
             .iter()

@@ -30,10 +30,18 @@
 
 pub use lstm_core::io::{LoadedModel, TensorInfo};
 pub use lstm_core::{
-    check_step, io, BatchOutput, CellWeights, LstmConfig, LstmEngine, LstmError, LstmOutput,
-    LstmState, LstmWeights, ParamKind, Result, SequenceBatch, SplitMix64, Tensor,
+    io, CellWeights, LstmConfig, LstmEngine, LstmError, LstmOutput, LstmState, LstmWeights,
+    ParamKind, Result, SplitMix64, Tensor,
 };
 pub use lstm_naive::NaiveEngine;
+
+/// What an engine implementer needs beyond the user API: the validated call
+/// ([`SequenceBatch`](engine::SequenceBatch)), its canonical result, step-argument checks and
+/// fallible buffer allocation.
+pub mod engine {
+    pub use lstm_core::engine::{check_step, BatchOutput, SequenceBatch};
+    pub use lstm_core::tensor::{checked_numel, try_filled_vec};
+}
 
 use std::fmt;
 use std::path::Path;

@@ -138,13 +138,6 @@ fn check_case_f32(case: &Case, kind: EngineKind) {
 }
 
 #[test]
-fn naive_f32_matches_pytorch_f64() {
-    for case in cases() {
-        check_case_f32(&case, EngineKind::Naive);
-    }
-}
-
-#[test]
 fn every_engine_matches_pytorch_f64() {
     for case in cases() {
         for &kind in EngineKind::ALL {
@@ -226,4 +219,61 @@ fn automatic_prefix_agrees_with_the_manifest() {
             case.name
         );
     }
+}
+
+/// Streaming: `step` called once per time step reproduces PyTorch's output at every step and
+/// its final state, on every unidirectional case without lengths.
+#[test]
+fn step_matches_pytorch_step_by_step() {
+    let mut checked = 0;
+    for case in cases() {
+        if case.json["config"]["bidirectional"].as_bool().unwrap() || case.has_lengths {
+            continue;
+        }
+        let model = load(&case);
+        let config = model.config().clone();
+        let inp = inputs_f64(&case);
+        let unbatched = case.json["unbatched"].as_bool().unwrap();
+        let to32 = |t: &Tensor<f64>| t.map(|&v| v as f32);
+        // Canonical [T, B, I] input and [T, B, H_out] expected output.
+        let (mut x, mut want) = (to32(&inp.x), expected(&case));
+        if case.batch_first && !unbatched {
+            x = x.swap_leading_axes().unwrap();
+            want[0] = want[0].swap_leading_axes().unwrap();
+        }
+        let batch = if unbatched { None } else { Some(x.shape()[1]) };
+        let b = batch.unwrap_or(1);
+        let state = match &inp.state {
+            Some(s) => LstmState {
+                h: to32(&s.h),
+                c: to32(&s.c),
+            },
+            None => LstmState::zeros(&config, batch).unwrap(),
+        };
+        for &kind in EngineKind::ALL {
+            let engine = model.engine(kind).unwrap();
+            let mut st = state.clone();
+            let (step_in, step_out) = (b * config.input_size, b * config.h_out());
+            let mut out = vec![f32::NAN; step_out];
+            let mut produced = Vec::new();
+            for x_t in x.data().chunks_exact(step_in) {
+                engine.step(x_t, &mut st, &mut out).unwrap();
+                produced.extend(out.iter().map(|&v| v as f64));
+            }
+            assert_close(
+                &case.name,
+                "step output",
+                &produced,
+                &want[0],
+                case.tolerance[0],
+                0.0,
+            );
+            let h: Vec<f64> = st.h.data().iter().map(|&v| v as f64).collect();
+            let c: Vec<f64> = st.c.data().iter().map(|&v| v as f64).collect();
+            assert_close(&case.name, "step h", &h, &want[1], case.tolerance[1], 0.0);
+            assert_close(&case.name, "step c", &c, &want[2], case.tolerance[2], 0.0);
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} unidirectional cases");
 }
