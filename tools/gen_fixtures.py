@@ -9,7 +9,7 @@ Regenerate (deterministic: every case seeds torch from a stable hash of its name
 The output directory is deleted and rewritten. After writing, the script reloads every
 file from disk, checks it against the manifest, and re-derives every expected tensor
 with an independent float64 NumPy implementation of the LSTM contract
-(/work/shared/LSTM.md, gate order i, f, g, o) as a cross-check of the fixtures.
+(the nn.LSTM equations, gate order i, f, g, o) as a cross-check of the fixtures.
 
 Format
 ------
