@@ -122,18 +122,28 @@ fn check_case_f32(case: &Case, kind: EngineKind) {
     let out = engine
         .forward(&x, state.as_ref(), inp.lengths.as_deref())
         .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    let tol = case.tolerance;
+    assert_matches_pytorch(case, &out, |k| (tol[k], 0.0));
+}
+
+/// Compares an engine's `(output, h_n, c_n)` with PyTorch's float64 result, tensor `k` under
+/// `(atol, rtol) = tolerance(k)`.
+fn assert_matches_pytorch<T: Copy + Into<f64>>(
+    case: &Case,
+    out: &lstm::LstmOutput<T>,
+    tolerance: impl Fn(usize) -> (f64, f64),
+) {
     let want = expected(case);
-    for (k, (got, what)) in [
+    let got = [
         (&out.output, "output"),
         (&out.h_n, "h_n"),
         (&out.c_n, "c_n"),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    ];
+    for (k, (got, what)) in got.into_iter().enumerate() {
         assert_eq!(got.shape(), want[k].shape(), "{}: {what} shape", case.name);
-        let got: Vec<f64> = got.data().iter().map(|&v| v as f64).collect();
-        assert_close(&case.name, what, &got, &want[k], case.tolerance[k], 0.0);
+        let got: Vec<f64> = got.data().iter().map(|&v| v.into()).collect();
+        let (atol, rtol) = tolerance(k);
+        assert_close(&case.name, what, &got, &want[k], atol, rtol);
     }
 }
 
@@ -155,26 +165,19 @@ fn naive_f64_matches_pytorch_f64_to_rounding() {
         let out = engine
             .forward(&inp.x, inp.state.as_ref(), inp.lengths.as_deref())
             .unwrap();
-        let want = expected(&case);
-        for (k, (got, what)) in [
-            (&out.output, "output"),
-            (&out.h_n, "h_n"),
-            (&out.c_n, "c_n"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            assert_eq!(got.shape(), want[k].shape(), "{}: {what} shape", case.name);
-            // Only the summation order differs from PyTorch's f64 path: errors of a few ulps of
-            // the largest partial sums, far below any f32 tolerance. F64 weights are stored
-            // rounded to f32 on load (the library's weights are f32), so that case only gets
-            // the f32 tolerance.
-            let (atol, rtol) = match case.json["dtype"].as_str() {
-                Some("F64") => (case.tolerance[k], 0.0),
-                _ => (1e-12, 1e-12),
-            };
-            assert_close(&case.name, what, got.data(), &want[k], atol, rtol);
-        }
+        // Only the summation order differs from PyTorch's f64 path: errors of a few ulps of
+        // the largest partial sums, far below any f32 tolerance. F64 weights are stored
+        // rounded to f32 on load (the library's weights are f32), so that case only gets the
+        // f32 tolerance.
+        let f64_weights = case.json["dtype"].as_str() == Some("F64");
+        let tol = case.tolerance;
+        assert_matches_pytorch(&case, &out, |k| {
+            if f64_weights {
+                (tol[k], 0.0)
+            } else {
+                (1e-12, 1e-12)
+            }
+        });
     }
 }
 
