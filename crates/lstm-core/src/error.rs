@@ -102,6 +102,16 @@ pub enum LstmError {
         candidates: Vec<String>,
     },
 
+    /// The tensors under a prefix belong to another recurrent module (a GRU or a plain RNN has
+    /// `weight_ih_l0` too).
+    #[error("the module at prefix `{prefix}` is not an nn.LSTM: {reason}")]
+    NotAnLstm {
+        /// The module prefix (`""` for the top level).
+        prefix: String,
+        /// What the shapes say it is.
+        reason: String,
+    },
+
     /// The prefix asked for holds no LSTM.
     #[error("prefix `{prefix}` holds no LSTM (no tensor `{prefix}weight_ih_l0`); prefixes found: {available:?}")]
     PrefixNotFound {
@@ -118,10 +128,6 @@ pub enum LstmError {
     /// A `.npy` file could not be parsed or has a layout we do not accept.
     #[error("invalid .npy data: {0}")]
     Npy(String),
-
-    /// Per-sequence lengths are not usable (for reasons other than count or range).
-    #[error("invalid lengths: {0}")]
-    InvalidLengths(String),
 
     /// The number of per-sequence lengths differs from the batch size.
     #[error("invalid lengths: expected {expected} lengths (one per sequence), found {found}")]

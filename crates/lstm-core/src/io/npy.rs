@@ -126,10 +126,10 @@ impl NpyArray {
             .into_iter()
             .enumerate()
             .map(|(i, v)| {
-                usize::try_from(v).map_err(|_| {
-                    LstmError::InvalidLengths(format!(
-                        "length of sequence {i} is {v}; each length must be at least 1"
-                    ))
+                usize::try_from(v).map_err(|_| LstmError::LengthOutOfRange {
+                    sequence: i,
+                    length: v,
+                    max: None,
                 })
             })
             .collect()
@@ -1077,10 +1077,18 @@ mod tests {
             vec![4]
         );
         match arr(vec![2], NpyData::I32(vec![3, -1])).into_lengths("lengths") {
-            Err(LstmError::InvalidLengths(message)) => assert_eq!(
-                message,
-                "length of sequence 1 is -1; each length must be at least 1"
-            ),
+            Err(
+                e @ LstmError::LengthOutOfRange {
+                    sequence: 1,
+                    length: -1,
+                    max: None,
+                },
+            ) => {
+                assert_eq!(
+                    e.to_string(),
+                    "invalid lengths: length of sequence 1 is -1; each length must lie in 1..=T"
+                )
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(

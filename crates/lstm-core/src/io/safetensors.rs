@@ -55,6 +55,45 @@ fn normalise_prefix(prefix: &str) -> String {
     }
 }
 
+/// What the layer-0 shapes under a prefix say about the module: `weight_ih_l0` is `[G·H, I]`
+/// and `weight_hh_l0` `[G·H, H_out]` with G = 4 gates for an LSTM, 3 for a GRU, 1 for a plain
+/// RNN. `Ok(())` when it may be an LSTM (or the shapes are too broken to tell: then the full
+/// inference reports exactly what is wrong); otherwise an error naming the module it looks like.
+fn check_lstm_shaped(file: &SafeTensors<'_>, prefix: &str) -> Result<()> {
+    let shape = |name: &str| {
+        file.tensor(&format!("{prefix}{name}"))
+            .ok()
+            .map(|v| v.shape().to_vec())
+    };
+    let (Some(ih), Some(hh)) = (shape(FIRST_WEIGHT), shape("weight_hh_l0")) else {
+        return Ok(());
+    };
+    let (&[rows, _], &[hh_rows, hh_cols]) = (ih.as_slice(), hh.as_slice()) else {
+        return Ok(());
+    };
+    if rows == 0 || hh_rows != rows || hh_cols == 0 {
+        return Ok(());
+    }
+    let projected = shape("weight_hr_l0").is_some_and(|hr| hr.first() == Some(&hh_cols));
+    if rows % 4 == 0 && (hh_cols.checked_mul(4) == Some(rows) || projected) {
+        return Ok(());
+    }
+    let looks_like = if hh_cols.checked_mul(3) == Some(rows) {
+        "a GRU (3 gates)"
+    } else if hh_cols == rows {
+        "a plain RNN (1 gate)"
+    } else {
+        return Ok(());
+    };
+    Err(LstmError::NotAnLstm {
+        prefix: prefix.to_string(),
+        reason: format!(
+            "weight_ih_l0 {ih:?} and weight_hh_l0 {hh:?} have {rows} = {}·{hh_cols} gate rows: {looks_like}; an LSTM has 4·hidden_size",
+            rows / hh_cols
+        ),
+    })
+}
+
 /// A parameter tensor of the chosen LSTM, keyed in PyTorch's registration order.
 struct Param<'data> {
     kind: ParamKind,
@@ -98,13 +137,25 @@ pub fn parse_safetensors(bytes: &[u8], prefix: Option<&str>) -> Result<LoadedMod
                     available: candidates.into_iter().collect(),
                 });
             }
+            check_lstm_shaped(&file, &asked)?;
             asked
         }
         None => {
-            let mut found = candidates.into_iter();
+            // GRUs and plain RNNs have `weight_ih_l0` too: only LSTM-shaped modules count.
+            let (lstms, others): (Vec<String>, Vec<String>) = candidates
+                .into_iter()
+                .partition(|p| check_lstm_shaped(&file, p).is_ok());
+            let mut found = lstms.into_iter();
             match (found.next(), found.next()) {
                 (Some(only), None) => only,
-                (None, _) => return Err(LstmError::NoLstmFound { count: file.len() }),
+                (None, _) => {
+                    return Err(match others.first() {
+                        Some(p) => check_lstm_shaped(&file, p)
+                            .err()
+                            .unwrap_or(LstmError::NoLstmFound { count: file.len() }),
+                        None => LstmError::NoLstmFound { count: file.len() },
+                    })
+                }
                 (Some(first), Some(second)) => {
                     let mut all = vec![first, second];
                     all.extend(found);
@@ -614,6 +665,42 @@ mod tests {
                     assert_eq!(available, vec!["dec.rnn.", "enc.rnn."]);
                 }
                 other => panic!("{asked}: {other:?}"),
+            }
+        }
+        // A GRU beside the LSTM is not a candidate; alone, or asked for, it is named as such.
+        let gru = |prefix: &str| {
+            let (h, i) = (4usize, 2usize);
+            vec![
+                (
+                    format!("{prefix}weight_ih_l0"),
+                    Dtype::F32,
+                    vec![3 * h, i],
+                    f32_bytes(&vec![0.5; 3 * h * i]),
+                ),
+                (
+                    format!("{prefix}weight_hh_l0"),
+                    Dtype::F32,
+                    vec![3 * h, h],
+                    f32_bytes(&vec![0.5; 3 * h * h]),
+                ),
+            ]
+        };
+        let mut with_gru = entries(&a, "enc.");
+        with_gru.extend(gru("dec."));
+        let bytes = file(&with_gru);
+        assert_eq!(parse_safetensors(&bytes, None).unwrap().prefix, "enc.");
+        for asked in [Some("dec"), None] {
+            let only_gru = if asked.is_some() {
+                bytes.clone()
+            } else {
+                file(&gru("dec."))
+            };
+            match parse_safetensors(&only_gru, asked) {
+                Err(LstmError::NotAnLstm { prefix, reason }) => {
+                    assert_eq!(prefix, "dec.");
+                    assert!(reason.contains("GRU"), "{reason}");
+                }
+                other => panic!("{other:?}"),
             }
         }
         // A top-level LSTM beside a nested one: the nested tensors are not the top one's.
