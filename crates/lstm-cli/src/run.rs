@@ -183,6 +183,9 @@ fn attribute(err: LstmError, args: &RunArgs) -> CliError {
             _ => None,
         },
         LstmError::InvalidArgument { what: "input", .. } => Some(("--input", &args.input)),
+        LstmError::InvalidArgument {
+            what: "lengths", ..
+        } => args.lengths.as_deref().map(|p| ("--lengths", p)),
         LstmError::LengthCount { .. } | LstmError::LengthOutOfRange { .. } => {
             args.lengths.as_deref().map(|p| ("--lengths", p))
         }

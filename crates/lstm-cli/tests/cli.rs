@@ -773,6 +773,20 @@ fn bad_lengths() {
 }
 
 #[test]
+fn lengths_with_unbatched_input() {
+    // PyTorch's pack_padded_sequence has no unbatched form; neither do we.
+    let d = Dir::new();
+    d.model();
+    d.npy("x.npy", &[4, 3], 1);
+    d.write("lengths.npy", &npy_i64(&[2]));
+    d.fails(
+        &run_with(&["--lengths", "lengths.npy"]),
+        1,
+        &["--lengths lengths.npy", "unbatched"],
+    );
+}
+
+#[test]
 fn output_into_a_missing_directory() {
     let d = Dir::new();
     d.model();

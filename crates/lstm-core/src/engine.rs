@@ -154,6 +154,16 @@ impl<'a, T: Copy + Default> SequenceBatch<'a, T> {
 
         let lengths = match lengths {
             None => None,
+            Some(_) if unbatched => {
+                // As in PyTorch, whose pack_padded_sequence has no unbatched form.
+                return Err(LstmError::InvalidArgument {
+                    what: "lengths",
+                    reason: format!(
+                        "per-sequence lengths need batched input [T, B, I]; the input is unbatched {:?}",
+                        input.shape()
+                    ),
+                });
+            }
             Some(l) => {
                 if l.len() != batch {
                     return Err(LstmError::LengthCount {
@@ -417,10 +427,17 @@ mod tests {
         let call = SequenceBatch::new(&cfg().with_batch_first(true), &x, None, None).unwrap();
         assert_eq!((call.seq_len(), call.batch()), (2, 5));
         let x = Tensor::new([5, 3], vec![0f32; 15]).unwrap();
-        let call = SequenceBatch::new(&cfg(), &x, None, Some(&[4])).unwrap();
+        assert!(matches!(
+            SequenceBatch::new(&cfg(), &x, None, Some(&[4])),
+            Err(LstmError::InvalidArgument {
+                what: "lengths",
+                ..
+            })
+        ));
+        let call = SequenceBatch::new(&cfg(), &x, None, None).unwrap();
         assert_eq!(
             (call.seq_len(), call.batch(), call.length(0)),
-            (5, 1, Some(4))
+            (5, 1, Some(5))
         );
     }
 
