@@ -26,6 +26,7 @@ each case::
      "dtype": "F32",                       # weight dtype in the file: F32, F64, F16 or BF16
      "unbatched": false,
      "has_state": true, "has_lengths": false,
+     "total_length": null,                 # with lengths: pad_packed_sequence's total_length
      "tolerance": {"output": 2e-05, "h_n": 2e-05, "c_n": 2e-05},
      "torch_f32_error": {"output": 1.2e-07, "h_n": ..., "c_n": ...}}
 
@@ -42,11 +43,13 @@ Files in ``<out>/<name>/``:
   With lengths, the padding steps hold random (non-zero) values that must be ignored.
 - ``h0.npy``/``c0.npy`` (float32, only when has_state): [L*D, B, H_out] / [L*D, B, H]
   (no B axis when unbatched).
-- ``lengths.npy`` (only when has_lengths): [B], int64 or int32; unsorted, includes T and 1.
+- ``lengths.npy`` (only when has_lengths): [B], int64 or int32; unsorted, includes 1 and T
+  (or, in the ``lengths_short_*`` cases, T - 1 as the longest).
 - ``expected_output.npy``, ``expected_hn.npy``, ``expected_cn.npy``: float64, PyTorch run in
   float64 (weights as stored, converted to f64) on the f64 value of the f32 inputs. With
   lengths: pack_padded_sequence(enforce_sorted=False) -> LSTM -> pad_packed_sequence(
-  total_length=T); output steps >= length are 0.
+  total_length=<the case's total_length>): the output has max(lengths) steps by default (T
+  when total_length is T); output steps >= length are 0.
 """
 
 import argparse
@@ -76,15 +79,18 @@ TOL_FACTOR = 4.0
 
 def C(name, I=4, H=6, L=1, T=5, B=3, bias=True, batch_first=False, dropout=0.0, bidir=False,
       P=0, prefix="", dtype="F32", unbatched=False, state=False, lengths=None, extras=False,
-      input_scale=1.0, weight_range=None, forget_bias=0.0, ig_bias=0.0):
-    """One case. lengths: None, "i64" or "i32"."""
+      input_scale=1.0, weight_range=None, forget_bias=0.0, ig_bias=0.0, short_lengths=False,
+      total_length=False):
+    """One case. lengths: None, "i64" or "i32". short_lengths: every length < T (so the default
+    pad_packed_sequence output has max(lengths) < T steps); total_length: pad it back to T."""
     return dict(
         name=name,
         config=dict(input_size=I, hidden_size=H, num_layers=L, bias=bias, batch_first=batch_first,
                     dropout=dropout, bidirectional=bidir, proj_size=P),
         T=T, B=B, prefix=prefix, dtype=dtype, unbatched=unbatched, state=state, lengths=lengths,
         extras=extras, input_scale=input_scale, weight_range=weight_range,
-        forget_bias=forget_bias, ig_bias=ig_bias,
+        forget_bias=forget_bias, ig_bias=ig_bias, short_lengths=short_lengths,
+        total_length=total_length,
     )
 
 
@@ -142,6 +148,15 @@ CASES = [
       T=6, B=4),
     C("lengths_proj_bidir_2layer", I=4, H=7, L=2, bidir=True, P=3, lengths="i32", T=5, B=3),
     C("lengths_proj_uni_state", I=4, H=6, P=2, lengths="i64", state=True, T=6, B=3),
+    # every length < T: pad_packed_sequence's default output stops at the longest sequence;
+    # with total_length=T it is padded back to T
+    C("lengths_short_uni", I=4, H=5, lengths="i64", T=7, B=4, short_lengths=True),
+    C("lengths_short_bidir_bf_state", I=3, H=6, bidir=True, batch_first=True, lengths="i32",
+      state=True, T=6, B=4, short_lengths=True),
+    C("lengths_short_total_length", I=4, H=5, L=2, bidir=True, lengths="i64", T=7, B=3,
+      short_lengths=True, total_length=True),
+    C("lengths_short_total_length_bf", I=2, H=3, P=2, batch_first=True, lengths="i64", T=5, B=3,
+      short_lengths=True, total_length=True),
     # saturating / large cell states
     C("saturating_wide", I=5, H=7, T=20, B=3, input_scale=30.0, weight_range=3.0),
     C("saturating_wide_bidir_2layer_lengths", I=4, H=6, L=2, bidir=True, T=12, B=3,
@@ -211,13 +226,14 @@ def make_weights(case, torch_dtype):
     return lstm
 
 
-def run_lstm(lstm, x, state, lengths, batch_first, T):
+def run_lstm(lstm, x, state, lengths, batch_first, total_length):
     with torch.no_grad():
         if lengths is not None:
             packed = pack_padded_sequence(x, torch.as_tensor(lengths, dtype=torch.int64),
                                           batch_first=batch_first, enforce_sorted=False)
             out, (hn, cn) = lstm(packed, state)
-            out, out_len = pad_packed_sequence(out, batch_first=batch_first, total_length=T)
+            out, out_len = pad_packed_sequence(out, batch_first=batch_first,
+                                               total_length=total_length)
             assert out_len.tolist() == [int(v) for v in lengths]
         else:
             out, (hn, cn) = lstm(x, state)
@@ -234,11 +250,12 @@ def lstm_from_stored(stored, case, dtype):
     return lstm
 
 
-def make_lengths(rng_gen, T, B, kind):
-    assert B >= 3 and T >= 2
+def make_lengths(rng_gen, T, B, kind, short=False):
+    assert B >= 3 and T >= 3
+    longest = T - 1 if short else T
     while True:
-        rest = torch.randint(1, T + 1, (B - 2,), generator=rng_gen).tolist()
-        ls = [T, 1] + rest
+        rest = torch.randint(1, longest + 1, (B - 2,), generator=rng_gen).tolist()
+        ls = [longest, 1] + rest
         perm = torch.randperm(B, generator=rng_gen).tolist()
         ls = [ls[i] for i in perm]
         if ls != sorted(ls, reverse=True):
@@ -303,14 +320,15 @@ def generate_case(case, out_dir):
     lengths = None
     if case["lengths"]:
         assert not unb
-        lengths = make_lengths(gen, T, B, case["lengths"])
+        lengths = make_lengths(gen, T, B, case["lengths"], case["short_lengths"])
         save_npy(os.path.join(cdir, "lengths.npy"), lengths)
 
     m64 = lstm_from_stored(stored, case, torch.float64)
     m32 = lstm_from_stored(stored, case, torch.float32)
     state64 = None if state32 is None else tuple(s.double() for s in state32)
-    o64, hn64, cn64 = run_lstm(m64, x32.double(), state64, lengths, bf, T)
-    o32, hn32, cn32 = run_lstm(m32, x32, state32, lengths, bf, T)
+    total_length = T if case["total_length"] else None
+    o64, hn64, cn64 = run_lstm(m64, x32.double(), state64, lengths, bf, total_length)
+    o32, hn32, cn32 = run_lstm(m32, x32, state32, lengths, bf, total_length)
     assert o64.dtype == torch.float64 and o32.dtype == torch.float32
 
     exp = {"output": o64, "h_n": hn64, "c_n": cn64}
@@ -331,6 +349,7 @@ def generate_case(case, out_dir):
         "unbatched": unb,
         "has_state": case["state"],
         "has_lengths": lengths is not None,
+        "total_length": total_length,
         "tolerance": tol,
         "torch_f32_error": err,
     }
@@ -427,7 +446,8 @@ def verify(out_dir):
         if case["has_lengths"]:
             lengths = np.load(os.path.join(cdir, "lengths.npy"))
             assert lengths.dtype in (np.int32, np.int64) and lengths.shape == (B,)
-            assert lengths.max() == T and lengths.min() == 1
+            assert lengths.min() == 1
+            assert lengths.max() == (T - 1 if case["name"].startswith("lengths_short") else T)
             assert list(lengths) != sorted(lengths, reverse=True)
         else:
             assert not os.path.exists(os.path.join(cdir, "lengths.npy"))
@@ -436,12 +456,14 @@ def verify(out_dir):
         ec = np.load(os.path.join(cdir, "expected_cn.npy"))
         for a in (eo, eh, ec):
             assert a.dtype == np.float64 and a.flags.c_contiguous
+        # pad_packed_sequence pads to the longest sequence unless total_length is given
+        T_out = T if lengths is None or case["total_length"] else int(lengths.max())
         if unb:
             assert eo.shape == (T, D * H_out)
         elif bf:
-            assert eo.shape == (B, T, D * H_out)
+            assert eo.shape == (B, T_out, D * H_out)
         else:
-            assert eo.shape == (T, B, D * H_out)
+            assert eo.shape == (T_out, B, D * H_out)
         assert eh.shape == (L * D,) + sb + (H_out,)
         assert ec.shape == (L * D,) + sb + (H,)
         # independent recomputation in [T, B, *] layout
@@ -454,6 +476,7 @@ def verify(out_dir):
                 xs = xs.transpose(1, 0, 2)
         ro, rh, rc = np_lstm(params, cfg, xs, h0b.astype(np.float64), c0b.astype(np.float64),
                              lengths)
+        ro = ro[:T_out]
         if unb:
             ro, rh, rc = ro[:, 0], rh[:, 0], rc[:, 0]
         elif bf:

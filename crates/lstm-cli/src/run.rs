@@ -52,6 +52,12 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "L.npy")]
     lengths: Option<PathBuf>,
 
+    /// Pad the output's time axis to N steps, as `pad_packed_sequence(..., total_length=N)`
+    /// does (needs --lengths). Without it the output has max(lengths) steps, PyTorch's
+    /// default; pass the input's T to keep it.
+    #[arg(long, value_name = "N", requires = "lengths")]
+    total_length: Option<usize>,
+
     /// Input and output are [B, T, *] (the model was built with `batch_first=True`, which a
     /// state_dict does not record). h0, c0, h_n and c_n keep their layout.
     #[arg(long)]
@@ -140,9 +146,13 @@ pub(crate) fn run(args: &RunArgs) -> CliResult {
     // 3. The forward pass (which validates every shape and length before computing).
     let _threads = args.threads; // for engines that run on several threads
     let engine = model.engine(args.engine)?;
-    let out = engine
+    let mut out = engine
         .forward(&input, state.as_ref(), lengths.as_deref())
         .map_err(|e| attribute(e, args))?;
+    if let Some(n) = args.total_length {
+        out.output = lstm::pad_to_total_length(out.output, n, args.batch_first)
+            .map_err(|e| CliError::msg(format!("--total-length {n}: {e}")))?;
+    }
 
     // 4. Encode every output, then stage and commit them all together.
     let mut encoded: Vec<(&'static str, &Path, Vec<u8>)> = Vec::new();

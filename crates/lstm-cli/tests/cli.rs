@@ -363,6 +363,38 @@ fn run_lengths_with_batch_first() {
 }
 
 #[test]
+fn run_lengths_stop_at_the_longest_unless_total_length() {
+    let d = Dir::new();
+    let model = d.model();
+    let x = d.npy("x.npy", &[5, 2, 3], 13);
+    d.write("lengths.npy", &npy_i64(&[3, 2]));
+    // pad_packed_sequence's default: as many steps as the longest sequence.
+    d.ok(&run_with(&["--lengths", "lengths.npy"]));
+    let want = expected(&model, &x, None, Some(&[3, 2]));
+    assert_eq!(d.read_f32("y.npy").shape(), &[3, 2, 4]);
+    assert_bitwise("output", &d.read_f32("y.npy"), &want.output);
+    // total_length=5: the same steps, then zeros.
+    d.ok(&run_with(&[
+        "--lengths",
+        "lengths.npy",
+        "--total-length",
+        "5",
+    ]));
+    let padded = lstm::pad_to_total_length(want.output, 5, false).unwrap();
+    assert_eq!(d.read_f32("y.npy").shape(), &[5, 2, 4]);
+    assert_bitwise("output", &d.read_f32("y.npy"), &padded);
+    // Shorter than the longest sequence: refused, as PyTorch does; no output written.
+    std::fs::remove_file(d.path("y.npy")).unwrap();
+    d.fails(
+        &run_with(&["--lengths", "lengths.npy", "--total-length", "2"]),
+        1,
+        &["--total-length 2", "longest"],
+    );
+    // Without lengths there is nothing to pad: a usage error.
+    d.fails(&run_with(&["--total-length", "5"]), 2, &["--lengths"]);
+}
+
+#[test]
 fn run_chooses_the_lstm_by_prefix() {
     let d = Dir::new();
     let enc = LstmConfig::new(3, 4);

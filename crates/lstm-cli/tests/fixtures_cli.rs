@@ -59,6 +59,9 @@ fn run_case(case: &Value, engine: EngineKind, out: &Path) {
     if case["has_lengths"].as_bool().unwrap() {
         args.extend(["--lengths".to_string(), file("lengths.npy")]);
     }
+    if let Some(n) = case["total_length"].as_u64() {
+        args.extend(["--total-length".to_string(), n.to_string()]);
+    }
     if case["config"]["batch_first"].as_bool().unwrap() {
         args.push("--batch-first".to_string());
     }

@@ -296,6 +296,16 @@ impl<T: Clone> SequenceBatch<'_, T> {
             });
         }
         let mut output = Tensor::new([t, b, out_size], output)?;
+        // With lengths, the output is what `pad_packed_sequence` gives by default: padded to
+        // the longest sequence, not to the input's T (see `pad_to_total_length` for
+        // `total_length`). The steps cut are past every sequence's end, hence all zero.
+        if let Some(longest) = self.lengths.as_ref().and_then(|l| l.iter().max()) {
+            if *longest < t {
+                let (shape, mut data) = output.into_parts();
+                data.truncate(longest * b * out_size);
+                output = Tensor::new([*longest, shape[1], shape[2]], data)?;
+            }
+        }
         if self.batch_first {
             output = output.swap_leading_axes()?;
         }
@@ -304,6 +314,53 @@ impl<T: Clone> SequenceBatch<'_, T> {
             h_n: Tensor::new([cells, b, config.h_out()], h_n)?,
             c_n: Tensor::new([cells, b, config.hidden_size], c_n)?,
         })
+    }
+}
+
+/// Zero-pads the time axis of a batched `output` to `total_length` steps, as
+/// `pad_packed_sequence(..., total_length=N)` does (`[T', B, F]` → `[N, B, F]`, or
+/// `[B, T', F]` → `[B, N, F]` when `batch_first`). `total_length` must be at least the output's
+/// length (PyTorch refuses a shorter one too).
+pub fn pad_to_total_length<T: Copy + Default>(
+    output: Tensor<T>,
+    total_length: usize,
+    batch_first: bool,
+) -> Result<Tensor<T>> {
+    let &[a, b, f] = output.shape() else {
+        return Err(LstmError::RankMismatch {
+            what: "output".to_string(),
+            expected: "a 3-D (batched) output".to_string(),
+            found: output.rank(),
+            shape: output.shape().to_vec(),
+        });
+    };
+    let (steps, batch) = if batch_first { (b, a) } else { (a, b) };
+    if total_length < steps {
+        return Err(LstmError::InvalidArgument {
+            what: "total_length",
+            reason: format!("{total_length} is shorter than the longest sequence ({steps} steps)"),
+        });
+    }
+    let seq_first = if batch_first {
+        output.swap_leading_axes()?
+    } else {
+        output
+    };
+    let (_, mut data) = seq_first.into_parts();
+    let total = crate::tensor::checked_numel(&[total_length, batch, f]).unwrap_or(usize::MAX);
+    let extra = total.saturating_sub(data.len());
+    data.try_reserve_exact(extra)
+        .map_err(|_| LstmError::Allocation {
+            what: "output".to_string(),
+            elements: total,
+            element_bytes: std::mem::size_of::<T>(),
+        })?;
+    data.resize(total, T::default());
+    let padded = Tensor::new([total_length, batch, f], data)?;
+    if batch_first {
+        padded.swap_leading_axes()
+    } else {
+        Ok(padded)
     }
 }
 
@@ -395,9 +452,10 @@ pub trait LstmEngine<T: Copy + Default> {
     /// The whole forward pass of `nn.LSTM` in eval mode, with PyTorch's shapes.
     ///
     /// `state` is `(h0, c0)` (zeros when `None`); `lengths` gives each sequence's length as
-    /// `pack_padded_sequence(enforce_sorted=False)` would: output past a sequence's end is 0,
-    /// `h_n`/`c_n` come from its last valid step, and the reverse direction starts there.
-    /// The output keeps the input's `T`.
+    /// `pack_padded_sequence(enforce_sorted=False)` then `pad_packed_sequence` would: output
+    /// past a sequence's end is 0, `h_n`/`c_n` come from its last valid step, the reverse
+    /// direction starts there, and the output has `max(lengths)` steps (pad it to the input's
+    /// `T`, PyTorch's `total_length`, with [`pad_to_total_length`]).
     fn forward(
         &self,
         input: &Tensor<T>,
@@ -490,6 +548,36 @@ mod tests {
         ));
         let s = LstmState::zeros(&c, None).unwrap();
         assert!(SequenceBatch::new(&c, &x, Some(&s), None).is_err());
+    }
+
+    #[test]
+    fn lengths_trim_to_the_longest_and_pad_restores_t() {
+        let c = LstmConfig::new(1, 1);
+        let x = Tensor::new([4, 2, 1], vec![0f32; 8]).unwrap();
+        let call = SequenceBatch::new(&c, &x, None, Some(&[2, 3])).unwrap();
+        let out = call
+            .finish(
+                (1..=8).map(|v| v as f32).collect(),
+                vec![0.0; 2],
+                vec![0.0; 2],
+            )
+            .unwrap();
+        assert_eq!(out.output.shape(), &[3, 2, 1]);
+        assert_eq!(out.output.data(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let padded = pad_to_total_length(out.output.clone(), 4, false).unwrap();
+        assert_eq!(padded.data(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 0.0]);
+        let bf = out.output.swap_leading_axes().unwrap();
+        let padded_bf = pad_to_total_length(bf, 4, true).unwrap();
+        assert_eq!(padded_bf, padded.swap_leading_axes().unwrap());
+        assert!(matches!(
+            pad_to_total_length(out.output.clone(), 2, false),
+            Err(LstmError::InvalidArgument {
+                what: "total_length",
+                ..
+            })
+        ));
+        let flat = Tensor::new([3], vec![0f32; 3]).unwrap();
+        assert!(pad_to_total_length(flat, 4, false).is_err());
     }
 
     #[test]

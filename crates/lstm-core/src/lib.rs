@@ -26,7 +26,9 @@ pub mod tensor;
 pub mod weights;
 
 pub use config::LstmConfig;
-pub use engine::{check_step, BatchOutput, LstmEngine, LstmOutput, LstmState, SequenceBatch};
+pub use engine::{
+    check_step, pad_to_total_length, BatchOutput, LstmEngine, LstmOutput, LstmState, SequenceBatch,
+};
 pub use error::{LstmError, Result};
 pub use tensor::Tensor;
 pub use weights::{CellWeights, LstmWeights, ParamKind, SplitMix64};

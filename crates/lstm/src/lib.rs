@@ -30,8 +30,8 @@
 
 pub use lstm_core::io::{LoadedModel, TensorInfo};
 pub use lstm_core::{
-    io, CellWeights, LstmConfig, LstmEngine, LstmError, LstmOutput, LstmState, LstmWeights,
-    ParamKind, Result, SplitMix64, Tensor,
+    io, pad_to_total_length, CellWeights, LstmConfig, LstmEngine, LstmError, LstmOutput, LstmState,
+    LstmWeights, ParamKind, Result, SplitMix64, Tensor,
 };
 pub use lstm_naive::NaiveEngine;
 

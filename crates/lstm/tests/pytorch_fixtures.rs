@@ -20,6 +20,8 @@ struct Case {
     batch_first: bool,
     has_state: bool,
     has_lengths: bool,
+    /// `pad_packed_sequence`'s `total_length` (else the output stops at the longest sequence).
+    total_length: Option<usize>,
     tolerance: [f64; 3],
     json: Value,
 }
@@ -42,6 +44,7 @@ fn cases() -> Vec<Case> {
                 batch_first: c["config"]["batch_first"].as_bool().unwrap(),
                 has_state: c["has_state"].as_bool().unwrap(),
                 has_lengths: c["has_lengths"].as_bool().unwrap(),
+                total_length: c["total_length"].as_u64().map(|n| n as usize),
                 tolerance: ["output", "h_n", "c_n"].map(|k| tol[k].as_f64().unwrap()),
                 json: c.clone(),
             }
@@ -128,11 +131,15 @@ fn check_case_f32(case: &Case, kind: EngineKind) {
 
 /// Compares an engine's `(output, h_n, c_n)` with PyTorch's float64 result, tensor `k` under
 /// `(atol, rtol) = tolerance(k)`.
-fn assert_matches_pytorch<T: Copy + Into<f64>>(
+fn assert_matches_pytorch<T: Copy + Default + Into<f64>>(
     case: &Case,
     out: &lstm::LstmOutput<T>,
     tolerance: impl Fn(usize) -> (f64, f64),
 ) {
+    let mut out = out.clone();
+    if let Some(n) = case.total_length {
+        out.output = lstm::pad_to_total_length(out.output, n, case.batch_first).unwrap();
+    }
     let want = expected(case);
     let got = [
         (&out.output, "output"),
