@@ -233,18 +233,17 @@ impl<T: Float + Default> LstmEngine<T> for NaiveEngine<T> {
             for b in 0..batch {
                 let hs = (layer * batch + b) * h_out;
                 let cs = (layer * batch + b) * hidden;
+                // h and c are two tensors of the state: disjoint borrows, updated in place.
                 let h = &mut state.h.data_mut()[hs..hs + h_out];
-                let mut h_local = h.to_vec();
                 let c = &mut state.c.data_mut()[cs..cs + hidden];
                 cell_step(
                     config,
                     cell,
                     &layer_input[b * in_size..(b + 1) * in_size],
-                    &mut h_local,
+                    h,
                     c,
                 );
-                state.h.data_mut()[hs..hs + h_out].copy_from_slice(&h_local);
-                next_input[b * h_out..(b + 1) * h_out].copy_from_slice(&h_local);
+                next_input[b * h_out..(b + 1) * h_out].copy_from_slice(h);
             }
             layer_input = next_input;
         }
