@@ -262,6 +262,11 @@ impl<T: Clone> SequenceBatch<'_, T> {
         self.c0
     }
 
+    /// True when the caller's input was unbatched (`[T, I]`); the batch then has B = 1.
+    pub fn unbatched(&self) -> bool {
+        self.unbatched
+    }
+
     /// Per-sequence lengths (each in `1..=T`), or `None` when every sequence has length T.
     pub fn lengths(&self) -> Option<&[usize]> {
         self.lengths.as_deref()

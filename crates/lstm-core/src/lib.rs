@@ -6,6 +6,8 @@
 //!   streaming `step`); [`SequenceBatch`] is the validated, canonical form of a call.
 //! - [`io`]: safetensors `state_dict` load/save and `.npy` read/write.
 //! - [`LstmError`]: the one error enum; every variant says what was expected and what was found.
+//! - [`grad`]: the backward pass's types ([`TrainingTape`], [`GradOutputs`], [`LstmGradients`],
+//!   the [`LstmBackward`] trait).
 //!
 //! ```
 //! use lstm_core::{LstmConfig, LstmWeights, io};
@@ -21,6 +23,7 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod grad;
 pub mod io;
 pub mod tensor;
 pub mod weights;
@@ -30,5 +33,6 @@ pub use engine::{
     check_step, pad_to_total_length, BatchOutput, LstmEngine, LstmOutput, LstmState, SequenceBatch,
 };
 pub use error::{LstmError, Result};
+pub use grad::{GradOutputs, LstmBackward, LstmGradients, TrainingTape};
 pub use tensor::Tensor;
 pub use weights::{CellWeights, LstmWeights, ParamKind, SplitMix64};

@@ -16,6 +16,10 @@
 //! c' = f ⊙ c + i ⊙ g                       h' = o ⊙ tanh(c')   (h' = W_hr h' when proj_size > 0)
 //! ```
 //!
+//! Training: [`NaiveEngine::forward_train`] records the forward in a
+//! [`TrainingTape`](lstm_core::TrainingTape) and [`NaiveEngine::backward`] returns the gradients
+//! of every input and parameter (BPTT, the textbook equations, also evaluated in f64).
+//!
 //! ```
 //! use lstm_core::{LstmConfig, LstmEngine, LstmWeights, Tensor};
 //! use lstm_naive::NaiveEngine;
@@ -94,6 +98,20 @@ fn cell_step<T: Float>(
     h: &mut [T],
     c: &mut [T],
 ) {
+    cell_step_recorded(config, cell, x, h, c, |_, _| {});
+}
+
+/// [`cell_step`], which also hands each unit's f64 values to `record` as
+/// `(k, [i, f, g, o, c', tanh(c')])`: the training forward keeps them for the backward. One
+/// body for both, so that `forward_train` computes exactly what `forward` does.
+fn cell_step_recorded<T: Float>(
+    config: &LstmConfig,
+    cell: &CellWeights<T>,
+    x: &[T],
+    h: &mut [T],
+    c: &mut [T],
+    mut record: impl FnMut(usize, [f64; 6]),
+) {
     let hidden = config.hidden_size;
     let (in_size, h_out) = (x.len(), h.len());
 
@@ -115,8 +133,10 @@ fn cell_step<T: Float>(
         let g = gates[2 * hidden + k].tanh();
         let o = sigmoid(gates[3 * hidden + k]);
         let c_new = f * wide(c[k]) + i * g;
-        h_cell[k] = o * c_new.tanh();
+        let tanh_c = c_new.tanh();
+        h_cell[k] = o * tanh_c;
         c[k] = narrow(c_new);
+        record(k, [i, f, g, o, c_new, tanh_c]);
     }
 
     match &cell.w_hr {
@@ -251,6 +271,8 @@ impl<T: Float + Default> LstmEngine<T> for NaiveEngine<T> {
         Ok(())
     }
 }
+
+mod backward;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -7,6 +7,7 @@ mod npy;
 mod safetensors;
 
 pub use self::npy::{npy_bytes_f32, parse_npy, read_npy, write_npy_f32, NpyArray, NpyData};
+pub(crate) use self::safetensors::normalise_prefix;
 pub use self::safetensors::{
     load_safetensors, parse_safetensors, save_safetensors, serialize_safetensors, LoadedModel,
     TensorInfo,

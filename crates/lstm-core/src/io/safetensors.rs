@@ -47,7 +47,7 @@ const ACCEPTED_DTYPES: &str = "F32, F64, F16 or BF16";
 const FIRST_WEIGHT: &str = "weight_ih_l0";
 
 /// `prefix` as a module prefix: empty, or ending in `.`.
-fn normalise_prefix(prefix: &str) -> String {
+pub(crate) fn normalise_prefix(prefix: &str) -> String {
     if prefix.is_empty() || prefix.ends_with('.') {
         prefix.to_string()
     } else {
