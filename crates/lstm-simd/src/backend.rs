@@ -1,0 +1,126 @@
+//! Runtime instruction-set dispatch: which kernels an engine runs, decided once.
+
+use std::fmt;
+use std::str::FromStr;
+
+use lstm_core::{LstmError, Result};
+
+use crate::kernels::Kernels;
+
+/// The instruction-set path of the SIMD engine.
+///
+/// [`Backend::detect`] picks the best one the CPU has, at run time, so a plain
+/// `cargo build --release` runs 512-bit code on an AVX-512 machine. Tests and benches pin each
+/// supported backend explicitly ([`Backend::all`], [`Backend::is_supported`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// `wide::f32x8`, compiled for the build's target features; runs everywhere.
+    Portable,
+    /// x86-64 AVX2 + FMA, 8 lanes.
+    Avx2,
+    /// x86-64 AVX-512F, 16 lanes.
+    Avx512,
+}
+
+impl Backend {
+    /// Every backend this build knows, best last.
+    pub const ALL: &'static [Backend] = &[Backend::Portable, Backend::Avx2, Backend::Avx512];
+
+    /// The best backend this CPU supports.
+    pub fn detect() -> Backend {
+        Backend::ALL
+            .iter()
+            .rev()
+            .copied()
+            .find(|b| b.is_supported())
+            .unwrap_or(Backend::Portable)
+    }
+
+    /// Every backend this CPU supports (the portable one first).
+    pub fn all() -> Vec<Backend> {
+        Backend::ALL
+            .iter()
+            .copied()
+            .filter(|b| b.is_supported())
+            .collect()
+    }
+
+    /// Whether this CPU can run the backend.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Backend::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Portable => "portable",
+            Backend::Avx2 => "avx2",
+            Backend::Avx512 => "avx512",
+        }
+    }
+
+    /// f32 lanes per vector (the packing unit).
+    pub fn lanes(self) -> usize {
+        match self {
+            Backend::Portable | Backend::Avx2 => 8,
+            Backend::Avx512 => 16,
+        }
+    }
+
+    /// This backend's kernels, or an error when the CPU lacks its instructions. Handing out
+    /// the table only after this check is what makes calling the kernels sound.
+    pub(crate) fn kernels(self) -> Result<Kernels> {
+        if !self.is_supported() {
+            return Err(LstmError::Unsupported(format!(
+                "the {} backend needs CPU features this machine lacks (supported: {:?})",
+                self.name(),
+                Backend::all().iter().map(|b| b.name()).collect::<Vec<_>>()
+            )));
+        }
+        Ok(match self {
+            Backend::Portable => crate::portable::KERNELS,
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2 => crate::x86_64::avx2::KERNELS,
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => crate::x86_64::avx512::KERNELS,
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => crate::portable::KERNELS,
+        })
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = LstmError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Backend::ALL
+            .iter()
+            .copied()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| LstmError::InvalidArgument {
+                what: "backend",
+                reason: format!(
+                    "unknown backend `{s}`; expected one of {:?}",
+                    Backend::ALL.iter().map(|b| b.name()).collect::<Vec<_>>()
+                ),
+            })
+    }
+}

@@ -1,0 +1,633 @@
+//! [`SimdEngine`]: packs the weights once, then drives the kernels over layers, directions,
+//! chunks of time steps and the active rows of each step.
+//!
+//! One forward call, per (layer, direction):
+//! 1. the input projection of a chunk of time steps, `X_chunk · W_ihᵀ + b_ih + b_hh`, one
+//!    [`gemm`](crate::kernels::gemm) over all `steps · B` rows (hoisted out of the recurrence);
+//! 2. for each step of the chunk, one [`fused_step`](crate::kernels::fused_step) over the
+//!    sequences still running (with lengths, the batch is sorted longest first, so those are a
+//!    prefix of the rows), then the `W_hr` projection when `proj_size > 0`.
+//!
+//! All scratch lives in a [`Workspace`] sized before the time loop starts; the loop itself
+//! never allocates.
+
+use std::sync::Mutex;
+
+use lstm_core::tensor::{checked_numel, try_filled_vec};
+use lstm_core::{
+    check_step, BatchOutput, LstmConfig, LstmEngine, LstmError, LstmState, LstmWeights, Result,
+    SequenceBatch,
+};
+
+use crate::backend::Backend;
+use crate::kernels::{GemmArgs, Kernels, StepArgs};
+use crate::pack::{
+    pack_gate_vector, pack_gate_weights, pack_plain, padded_hidden, AlignedBuf, PackedMatrix,
+};
+
+/// Rows of input projection computed ahead of the recurrence, at most: the projected chunk
+/// (`rows · 4H` floats) stays in cache until its steps consume it.
+const CHUNK_BYTES: usize = 2 << 20;
+
+/// One (layer, direction) cell, packed for the engine's backend.
+#[derive(Clone, Debug)]
+struct PackedCell {
+    w_ih: PackedMatrix,
+    w_hh: PackedMatrix,
+    /// `b_ih + b_hh` in gate-tile order (zeros without bias).
+    bias: AlignedBuf,
+    w_hr: Option<PackedMatrix>,
+}
+
+/// Sizes shared by every cell.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    hidden: usize,
+    h_out: usize,
+    /// Hidden size padded to whole vectors: the row stride of `c` and of `o ⊙ tanh(c)`.
+    hp: usize,
+    /// `4 · hp`: the row stride of the input projection.
+    gp: usize,
+    /// Row stride of the recurrent `h` buffers (`hp`, or `P` padded to whole tiles).
+    ldh: usize,
+    dirs: usize,
+    out_size: usize,
+}
+
+/// Reusable scratch of one call: sized before the time loop, reused across calls.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    xproj: AlignedBuf,
+    h: [AlignedBuf; 2],
+    h_cell: AlignedBuf,
+    c: AlignedBuf,
+    /// Intermediate layer outputs `[T, B, D·H_out]` (ping-pong), and the step input.
+    layers: [Vec<f32>; 2],
+    /// The input (and `h0`, `c0`) with the batch sorted longest first, when lengths need it.
+    x_sorted: Vec<f32>,
+    h0_sorted: Vec<f32>,
+    c0_sorted: Vec<f32>,
+}
+
+/// The SIMD engine: PyTorch's `nn.LSTM` forward on packed weights and fused kernels.
+///
+/// ```
+/// use lstm_core::{LstmConfig, LstmEngine, LstmWeights, Tensor};
+/// use lstm_simd::{Backend, SimdEngine};
+///
+/// let weights = LstmWeights::<f32>::random(LstmConfig::new(3, 20).with_num_layers(2), 1)?;
+/// let engine = SimdEngine::new(&weights)?; // the best backend of this CPU
+/// let out = engine.forward(&Tensor::new([7, 2, 3], vec![0.5; 42])?, None, None)?;
+/// assert_eq!(out.output.shape(), &[7, 2, 20]);
+/// let portable = SimdEngine::with_backend(&weights, Backend::Portable)?;
+/// assert_eq!(portable.backend(), Backend::Portable);
+/// # Ok::<(), lstm_core::LstmError>(())
+/// ```
+#[derive(Debug)]
+pub struct SimdEngine {
+    config: LstmConfig,
+    backend: Backend,
+    kernels: Kernels,
+    dims: Dims,
+    cells: Vec<PackedCell>,
+    pool: Mutex<Vec<Workspace>>,
+}
+
+impl SimdEngine {
+    /// Packs `weights` for the best backend this CPU supports ([`Backend::detect`]).
+    pub fn new(weights: &LstmWeights<f32>) -> Result<Self> {
+        Self::with_backend(weights, Backend::detect())
+    }
+
+    /// Packs `weights` for `backend`; fails when this CPU lacks its instructions.
+    pub fn with_backend(weights: &LstmWeights<f32>, backend: Backend) -> Result<Self> {
+        let config = weights.config().clone();
+        config.validate()?;
+        let kernels = backend.kernels()?;
+        let lanes = kernels.lanes;
+        let (hidden, h_out) = (config.hidden_size, config.h_out());
+        let hp = padded_hidden(hidden, lanes);
+        let mut cells = Vec::with_capacity(config.num_cells());
+        let mut ldh = hp;
+        for layer in 0..config.num_layers {
+            for dir in 0..config.num_directions() {
+                let cell = weights
+                    .cell(layer, dir)
+                    .ok_or_else(|| LstmError::MissingTensor {
+                        name: format!("cell (layer {layer}, direction {dir})"),
+                    })?;
+                let in_size = config.layer_input_size(layer);
+                let w_ih = pack_gate_weights("weight_ih", &cell.w_ih, hidden, in_size, lanes)?;
+                let w_hh = pack_gate_weights("weight_hh", &cell.w_hh, hidden, h_out, lanes)?;
+                // b_ih + b_hh, summed once here: one rounding, as PyTorch's fused paths do.
+                let bias_sum: Vec<f32> = match (&cell.b_ih, &cell.b_hh) {
+                    (Some(a), Some(b)) => a.iter().zip(b).map(|(x, y)| x + y).collect(),
+                    _ => vec![0.0; 4 * hidden],
+                };
+                let bias = pack_gate_vector(&bias_sum, hidden, lanes)?;
+                let w_hr = match &cell.w_hr {
+                    Some(w) => {
+                        let p = pack_plain("weight_hr", w, config.proj_size, hidden, lanes)?;
+                        ldh = p.cols();
+                        Some(p)
+                    }
+                    None => None,
+                };
+                cells.push(PackedCell {
+                    w_ih,
+                    w_hh,
+                    bias,
+                    w_hr,
+                });
+            }
+        }
+        let dims = Dims {
+            hidden,
+            h_out,
+            hp,
+            gp: 4 * hp,
+            ldh,
+            dirs: config.num_directions(),
+            out_size: config.output_size(),
+        };
+        Ok(SimdEngine {
+            config,
+            backend,
+            kernels,
+            dims,
+            cells,
+            pool: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The instruction-set path this engine runs.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    fn take_workspace(&self) -> Workspace {
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn return_workspace(&self, ws: Workspace) {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < 16 {
+            pool.push(ws);
+        }
+    }
+
+    /// Steps of input projection computed per chunk for a batch of `batch` rows.
+    fn chunk_steps(&self, batch: usize, seq_len: usize) -> usize {
+        let rows = CHUNK_BYTES / (4 * self.dims.gp);
+        (rows / batch.max(1)).clamp(1, seq_len.max(1))
+    }
+
+    /// Sizes the per-direction scratch for `batch` rows and `steps` projected steps.
+    fn prepare(&self, ws: &mut Workspace, batch: usize, steps: usize) -> Result<()> {
+        let d = &self.dims;
+        ws.xproj
+            .ensure("input projection", numel(&[steps, batch, d.gp]))?;
+        for h in &mut ws.h {
+            h.ensure("h", numel(&[batch, d.ldh]))?;
+        }
+        ws.c.ensure("c", numel(&[batch, d.hp]))?;
+        if self.config.proj_size > 0 {
+            ws.h_cell.ensure("h", numel(&[batch, d.hp]))?;
+        }
+        Ok(())
+    }
+}
+
+/// The element count of `dims`; an overflow becomes `usize::MAX`, which the allocators refuse
+/// with a typed error.
+fn numel(dims: &[usize]) -> usize {
+    checked_numel(dims).unwrap_or(usize::MAX)
+}
+
+/// Grows `v` to `len` floats (zeros), with a typed error when the allocation fails.
+fn ensure_vec(v: &mut Vec<f32>, what: &str, len: usize) -> Result<()> {
+    if v.len() < len {
+        *v = try_filled_vec(what, len, 0.0)?;
+    }
+    Ok(())
+}
+
+/// Copies `rows` rows of `width` floats between two strided buffers.
+fn copy_rows(dst: &mut [f32], ld_dst: usize, src: &[f32], ld_src: usize, rows: usize, w: usize) {
+    for r in 0..rows {
+        dst[r * ld_dst..r * ld_dst + w].copy_from_slice(&src[r * ld_src..r * ld_src + w]);
+    }
+}
+
+/// The state and output of one (layer, direction) pass.
+struct DirectionIo<'a> {
+    /// The layer's input, `[T, B, in_size]`.
+    input: &'a [f32],
+    in_size: usize,
+    /// The layer's output, `[T, B, D·H_out]`; this direction writes its half.
+    output: &'a mut [f32],
+    dir: usize,
+    /// `[B, H_out]` and `[B, H]` initial state, or zeros.
+    h0: Option<&'a [f32]>,
+    c0: Option<&'a [f32]>,
+    /// `[B, H_out]` and `[B, H]` final state.
+    h_n: &'a mut [f32],
+    c_n: &'a mut [f32],
+}
+
+impl SimdEngine {
+    /// Runs one (layer, direction) over the whole sequence.
+    ///
+    /// `active[t]` is the number of sequences still running at step `t` (a prefix of the
+    /// rows: the batch is sorted longest first).
+    fn run_direction(
+        &self,
+        cell: &PackedCell,
+        io: DirectionIo<'_>,
+        active: &[usize],
+        batch: usize,
+        ws: &mut Workspace,
+    ) {
+        let d = self.dims;
+        let seq_len = active.len();
+        let reverse = io.dir == 1;
+        let steps = self.chunk_steps(batch, seq_len);
+
+        // Initial state in both h buffers: a row that joins late (reverse direction with
+        // lengths) finds its h0 whichever buffer is current when it does.
+        let Workspace {
+            xproj,
+            h,
+            h_cell,
+            c,
+            ..
+        } = ws;
+        let [h_a, h_b] = h;
+        for buf in [&mut *h_a, &mut *h_b] {
+            let s = buf.as_mut_slice();
+            s.fill(0.0);
+            if let Some(h0) = io.h0 {
+                copy_rows(s, d.ldh, h0, d.h_out, batch, d.h_out);
+            }
+        }
+        let cs = c.as_mut_slice();
+        cs.fill(0.0);
+        if let Some(c0) = io.c0 {
+            copy_rows(cs, d.hp, c0, d.hidden, batch, d.hidden);
+        }
+        let (mut cur, mut next) = (h_a.as_mut_slice(), h_b.as_mut_slice());
+        let xp = xproj.as_mut_slice();
+        let hc = h_cell.as_mut_slice();
+        let out_off = io.dir * d.h_out;
+        let mut running = batch; // rows still running before this step (forward direction)
+
+        let mut chunk_start = 0;
+        while chunk_start < seq_len {
+            let chunk_len = steps.min(seq_len - chunk_start);
+            // Forward: steps chunk_start.. ; reverse: the same chunks from the end.
+            let first = if reverse {
+                seq_len - chunk_start - chunk_len
+            } else {
+                chunk_start
+            };
+            let gemm = GemmArgs {
+                rows: chunk_len * batch,
+                a: io.input[first * batch * io.in_size..].as_ptr(),
+                lda: io.in_size,
+                k: io.in_size,
+                b: cell.w_ih.as_ptr(),
+                tiles: cell.w_ih.tiles,
+                bias: cell.bias.as_slice().as_ptr(),
+                c: xp.as_mut_ptr(),
+                ldc: d.gp,
+            };
+            // SAFETY: the kernels match this CPU (Backend::kernels checked it at construction);
+            // `input` holds T·B rows of in_size floats and first + chunk_len <= T; the packed
+            // W_ih has k = in_size and `tiles` tiles; `bias` has tiles·4N = gp floats; `xproj`
+            // holds `steps · B` rows of gp floats (prepare) and chunk_len <= steps.
+            unsafe { (self.kernels.gemm)(&gemm) };
+
+            for i in 0..chunk_len {
+                let t = if reverse {
+                    first + chunk_len - 1 - i
+                } else {
+                    first + i
+                };
+                let n = active[t];
+                if !reverse && n < running {
+                    // Rows n..running ended at the previous step: their h is final.
+                    copy_rows(
+                        &mut io.h_n[n * d.h_out..],
+                        d.h_out,
+                        &cur[n * d.ldh..],
+                        d.ldh,
+                        running - n,
+                        d.h_out,
+                    );
+                    running = n;
+                }
+                if n == 0 {
+                    continue;
+                }
+                let h_dst = if cell.w_hr.is_some() {
+                    hc.as_mut_ptr()
+                } else {
+                    next.as_mut_ptr()
+                };
+                let step = StepArgs {
+                    rows: n,
+                    h: cur.as_ptr(),
+                    ldh: d.ldh,
+                    k: d.h_out,
+                    w: cell.w_hh.as_ptr(),
+                    tiles: cell.w_hh.tiles,
+                    xproj: xp[(t - first) * batch * d.gp..].as_ptr(),
+                    ldx: d.gp,
+                    c: cs.as_mut_ptr(),
+                    ldc: d.hp,
+                    h_out: h_dst,
+                    ldo: d.hp,
+                };
+                // SAFETY: kernels match this CPU; `cur` and the destination are distinct
+                // buffers of B rows (stride ldh >= hp >= h_out, resp. hp); W_hh is packed with
+                // k = h_out and `tiles` = hp/N tiles; the projected rows of step t are in the
+                // chunk; c holds B rows of hp floats; n <= B.
+                unsafe { (self.kernels.fused_step)(&step) };
+                if let Some(w_hr) = &cell.w_hr {
+                    let proj = GemmArgs {
+                        rows: n,
+                        a: hc.as_ptr(),
+                        lda: d.hp,
+                        k: d.hidden,
+                        b: w_hr.as_ptr(),
+                        tiles: w_hr.tiles,
+                        bias: std::ptr::null(),
+                        c: next.as_mut_ptr(),
+                        ldc: d.ldh,
+                    };
+                    // SAFETY: kernels match this CPU; h_cell holds B rows of hp >= hidden
+                    // floats; W_hr is packed with k = hidden; `next` holds B rows of
+                    // ldh = w_hr.cols() floats.
+                    unsafe { (self.kernels.gemm)(&proj) };
+                }
+                std::mem::swap(&mut cur, &mut next);
+                for b in 0..n {
+                    let o = (t * batch + b) * d.out_size + out_off;
+                    io.output[o..o + d.h_out].copy_from_slice(&cur[b * d.ldh..b * d.ldh + d.h_out]);
+                }
+            }
+            chunk_start += chunk_len;
+        }
+        // Rows still running at the end (all of them, in the reverse direction).
+        let last = if reverse { batch } else { running };
+        copy_rows(io.h_n, d.h_out, cur, d.ldh, last, d.h_out);
+        copy_rows(io.c_n, d.hidden, cs, d.hp, batch, d.hidden);
+    }
+}
+
+/// The batch order for lengths: longest first (stable), and per step the number of rows
+/// still running.
+struct BatchPlan {
+    /// `order[i]`: the caller's row at sorted position `i`; `None` when already sorted.
+    order: Option<Vec<usize>>,
+    active: Vec<usize>,
+}
+
+impl BatchPlan {
+    fn new(call: &SequenceBatch<'_, f32>) -> Self {
+        let (seq_len, batch) = (call.seq_len(), call.batch());
+        let Some(lengths) = call.lengths() else {
+            return BatchPlan {
+                order: None,
+                active: vec![batch; seq_len],
+            };
+        };
+        let mut order: Vec<usize> = (0..batch).collect();
+        order.sort_by_key(|&b| std::cmp::Reverse(lengths[b]));
+        let active = (0..seq_len)
+            .map(|t| lengths.iter().filter(|&&len| len > t).count())
+            .collect();
+        let identity = order.iter().enumerate().all(|(i, &b)| i == b);
+        BatchPlan {
+            order: (!identity).then_some(order),
+            active,
+        }
+    }
+}
+
+/// `dst[g, i, :] = src[g, order[i], :]` for `groups` groups of `order.len()` rows of `width`.
+fn gather_rows(dst: &mut [f32], src: &[f32], order: &[usize], groups: usize, width: usize) {
+    let b = order.len();
+    for g in 0..groups {
+        for (i, &from) in order.iter().enumerate() {
+            let d = (g * b + i) * width;
+            let s = (g * b + from) * width;
+            dst[d..d + width].copy_from_slice(&src[s..s + width]);
+        }
+    }
+}
+
+/// The inverse of [`gather_rows`], in place through a copy.
+fn scatter_rows(data: &mut [f32], order: &[usize], groups: usize, width: usize) -> Result<()> {
+    let sorted = {
+        let mut v = try_filled_vec("output", data.len(), 0.0f32)?;
+        v.copy_from_slice(data);
+        v
+    };
+    let b = order.len();
+    for g in 0..groups {
+        for (i, &to) in order.iter().enumerate() {
+            let s = (g * b + i) * width;
+            let d = (g * b + to) * width;
+            data[d..d + width].copy_from_slice(&sorted[s..s + width]);
+        }
+    }
+    Ok(())
+}
+
+impl LstmEngine<f32> for SimdEngine {
+    fn config(&self) -> &LstmConfig {
+        &self.config
+    }
+
+    fn name(&self) -> &'static str {
+        "simd"
+    }
+
+    fn forward_batch(&self, call: &SequenceBatch<'_, f32>) -> Result<BatchOutput<f32>> {
+        call.ensure_config(&self.config)?;
+        let d = self.dims;
+        let (seq_len, batch) = (call.seq_len(), call.batch());
+        let cells = self.config.num_cells();
+        let mut output = try_filled_vec("output", numel(&[seq_len, batch, d.out_size]), 0.0)?;
+        let mut h_n = try_filled_vec("h_n", numel(&[cells, batch, d.h_out]), 0.0)?;
+        let mut c_n = try_filled_vec("c_n", numel(&[cells, batch, d.hidden]), 0.0)?;
+        if batch == 0 {
+            return Ok(BatchOutput { output, h_n, c_n });
+        }
+        let plan = BatchPlan::new(call);
+        let mut ws = self.take_workspace();
+        let result = self.forward_into(call, &plan, &mut ws, &mut output, &mut h_n, &mut c_n);
+        self.return_workspace(ws);
+        result?;
+        if let Some(order) = &plan.order {
+            scatter_rows(&mut output, order, seq_len, d.out_size)?;
+            scatter_rows(&mut h_n, order, cells, d.h_out)?;
+            scatter_rows(&mut c_n, order, cells, d.hidden)?;
+        }
+        Ok(BatchOutput { output, h_n, c_n })
+    }
+
+    fn step(&self, x_t: &[f32], state: &mut LstmState<f32>, output: &mut [f32]) -> Result<()> {
+        let batch = check_step(&self.config, x_t, state, output)?;
+        if batch == 0 {
+            return Ok(());
+        }
+        let mut ws = self.take_workspace();
+        let result = self.step_with(&mut ws, x_t, state, output, batch);
+        self.return_workspace(ws);
+        result
+    }
+}
+
+impl SimdEngine {
+    /// The layers of a forward call, in sorted-batch order, into `output`, `h_n`, `c_n`.
+    fn forward_into(
+        &self,
+        call: &SequenceBatch<'_, f32>,
+        plan: &BatchPlan,
+        ws: &mut Workspace,
+        output: &mut [f32],
+        h_n: &mut [f32],
+        c_n: &mut [f32],
+    ) -> Result<()> {
+        let d = self.dims;
+        let (seq_len, batch) = (call.seq_len(), call.batch());
+        let cells = self.config.num_cells();
+        self.prepare(ws, batch, self.chunk_steps(batch, seq_len))?;
+        let layer_len = numel(&[seq_len, batch, d.out_size]);
+        if self.config.num_layers > 1 {
+            for buf in &mut ws.layers {
+                ensure_vec(buf, "layer output", layer_len)?;
+            }
+        }
+
+        // With unsorted lengths, run the batch sorted longest first.
+        let (mut x, mut h0, mut c0) = (call.x(), call.h0(), call.c0());
+        let mut x_sorted = std::mem::take(&mut ws.x_sorted);
+        let mut h0_sorted = std::mem::take(&mut ws.h0_sorted);
+        let mut c0_sorted = std::mem::take(&mut ws.c0_sorted);
+        if let Some(order) = &plan.order {
+            let in_size = self.config.input_size;
+            ensure_vec(&mut x_sorted, "input", call.x().len())?;
+            gather_rows(&mut x_sorted, call.x(), order, seq_len, in_size);
+            x = &x_sorted[..call.x().len()];
+            if let (Some(h), Some(c)) = (call.h0(), call.c0()) {
+                ensure_vec(&mut h0_sorted, "h0", h.len())?;
+                ensure_vec(&mut c0_sorted, "c0", c.len())?;
+                gather_rows(&mut h0_sorted, h, order, cells, d.h_out);
+                gather_rows(&mut c0_sorted, c, order, cells, d.hidden);
+                h0 = Some(&h0_sorted[..h.len()]);
+                c0 = Some(&c0_sorted[..c.len()]);
+            }
+        }
+
+        let mut layers = std::mem::take(&mut ws.layers);
+        for layer in 0..self.config.num_layers {
+            let in_size = self.config.layer_input_size(layer);
+            let last = layer + 1 == self.config.num_layers;
+            let [even, odd] = &mut layers;
+            let (prev, cur) = if layer % 2 == 0 {
+                (&*odd, even)
+            } else {
+                (&*even, odd)
+            };
+            let input: &[f32] = if layer == 0 { x } else { &prev[..layer_len] };
+            let out: &mut [f32] = if last { output } else { &mut cur[..layer_len] };
+            if !last && call.lengths().is_some() {
+                out.fill(0.0); // padded steps of intermediate layers read as zeros
+            }
+            for dir in 0..d.dirs {
+                let idx = layer * d.dirs + dir;
+                let io = DirectionIo {
+                    input,
+                    in_size,
+                    output: out,
+                    dir,
+                    h0: h0.map(|h| &h[idx * batch * d.h_out..(idx + 1) * batch * d.h_out]),
+                    c0: c0.map(|c| &c[idx * batch * d.hidden..(idx + 1) * batch * d.hidden]),
+                    h_n: &mut h_n[idx * batch * d.h_out..(idx + 1) * batch * d.h_out],
+                    c_n: &mut c_n[idx * batch * d.hidden..(idx + 1) * batch * d.hidden],
+                };
+                self.run_direction(&self.cells[idx], io, &plan.active, batch, ws);
+            }
+        }
+        ws.layers = layers;
+        ws.x_sorted = x_sorted;
+        ws.h0_sorted = h0_sorted;
+        ws.c0_sorted = c0_sorted;
+        Ok(())
+    }
+
+    /// One streaming step of every layer (unidirectional; shapes checked by the caller).
+    fn step_with(
+        &self,
+        ws: &mut Workspace,
+        x_t: &[f32],
+        state: &mut LstmState<f32>,
+        output: &mut [f32],
+        batch: usize,
+    ) -> Result<()> {
+        let d = self.dims;
+        self.prepare(ws, batch, 1)?;
+        for buf in &mut ws.layers {
+            ensure_vec(buf, "layer output", numel(&[batch, d.h_out]))?;
+        }
+        let mut h0 = std::mem::take(&mut ws.h0_sorted);
+        let mut c0 = std::mem::take(&mut ws.c0_sorted);
+        ensure_vec(&mut h0, "h", numel(&[batch, d.h_out]))?;
+        ensure_vec(&mut c0, "c", numel(&[batch, d.hidden]))?;
+        let mut layers = std::mem::take(&mut ws.layers);
+        for layer in 0..self.config.num_layers {
+            let in_size = self.config.layer_input_size(layer);
+            let [even, odd] = &mut layers;
+            let (prev, cur) = if layer % 2 == 0 {
+                (&*odd, even)
+            } else {
+                (&*even, odd)
+            };
+            let input: &[f32] = if layer == 0 {
+                x_t
+            } else {
+                &prev[..batch * d.h_out]
+            };
+            let (hs, cs) = (layer * batch * d.h_out, layer * batch * d.hidden);
+            let h_n = &mut state.h.data_mut()[hs..hs + batch * d.h_out];
+            let c_n = &mut state.c.data_mut()[cs..cs + batch * d.hidden];
+            // The state is read and written: stage the old one in reused buffers.
+            h0[..h_n.len()].copy_from_slice(h_n);
+            c0[..c_n.len()].copy_from_slice(c_n);
+            let io = DirectionIo {
+                input,
+                in_size,
+                output: &mut cur[..batch * d.h_out],
+                dir: 0,
+                h0: Some(&h0[..h_n.len()]),
+                c0: Some(&c0[..c_n.len()]),
+                h_n,
+                c_n,
+            };
+            self.run_direction(&self.cells[layer], io, &[batch], batch, ws);
+        }
+        let last = (self.config.num_layers + 1) % 2;
+        output.copy_from_slice(&layers[last][..batch * d.h_out]);
+        ws.layers = layers;
+        ws.h0_sorted = h0;
+        ws.c0_sorted = c0;
+        Ok(())
+    }
+}

@@ -1,0 +1,131 @@
+//! The lane trait every kernel is written against, and the activations built on it.
+//!
+//! A [`Lanes`] value is one SIMD register of `N` f32 lanes: `wide::f32x8` on the portable
+//! path, `__m256` under AVX2+FMA and `__m512` under AVX-512F. Kernels are generic over it and
+//! marked `#[inline(always)]`, so each one is compiled once per backend *inside* that backend's
+//! `#[target_feature]` entry point, with that backend's instructions.
+//!
+//! Soundness model (the one `pulp` and `memchr` use): a value of an ISA-specific lane type can
+//! only be made by the `unsafe` constructors ([`Lanes::splat`], [`Lanes::load`]), whose contract
+//! is that the CPU supports the ISA. Holding a value is therefore proof that its instructions
+//! may run, which is why the arithmetic methods and [`Lanes::constant`] are safe.
+
+/// One SIMD register of f32 lanes.
+pub(crate) trait Lanes: Copy {
+    /// Number of f32 lanes.
+    const N: usize;
+
+    /// All lanes set to `v`.
+    ///
+    /// # Safety
+    /// The CPU supports this type's instruction set.
+    unsafe fn splat(v: f32) -> Self;
+
+    /// Loads `N` lanes from `p` (no alignment needed).
+    ///
+    /// # Safety
+    /// The CPU supports this type's instruction set, and `p..p + N` is readable.
+    unsafe fn load(p: *const f32) -> Self;
+
+    /// Stores the `N` lanes to `p` (no alignment needed).
+    ///
+    /// # Safety
+    /// `p..p + N` is writable (`self` already proves the instruction set).
+    unsafe fn store(self, p: *mut f32);
+
+    /// All lanes set to `v`; safe because `self` proves the instruction set.
+    fn constant(self, v: f32) -> Self;
+    /// Lane-wise `self + o`.
+    fn add(self, o: Self) -> Self;
+    /// Lane-wise `self - o`.
+    fn sub(self, o: Self) -> Self;
+    /// Lane-wise `self * o`.
+    fn mul(self, o: Self) -> Self;
+    /// Lane-wise `self / o`, correctly rounded (never a reciprocal approximation).
+    fn div(self, o: Self) -> Self;
+    /// Lane-wise `self * a + b`, fused (one rounding) on every backend that has FMA.
+    fn mul_add(self, a: Self, b: Self) -> Self;
+    /// Lane-wise `|self|`.
+    fn abs(self) -> Self;
+    /// Clamps to `[lo, hi]`; a NaN lane stays NaN.
+    fn clamp(self, lo: f32, hi: f32) -> Self;
+    /// Rounds to the nearest integer (ties to even).
+    fn round(self) -> Self;
+    /// `2^self` for lanes holding integers in `[-126, 127]`.
+    fn pow2i(self) -> Self;
+    /// `|self|` with the sign of `sign`.
+    fn copysign(self, sign: Self) -> Self;
+    /// Lane-wise `if self < bound { a } else { b }` (`b` where `self` is NaN).
+    fn select_lt(self, bound: f32, a: Self, b: Self) -> Self;
+    /// Replaces subnormal (and zero) lanes by +0; normal, infinite and NaN lanes pass.
+    fn flush_subnormal(self) -> Self;
+}
+
+/// `ln 2` split into a part exact in f32 and the rest (Cody-Waite), as Cephes' `expf`.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// The argument range of [`exp`]: the result stays a normal f32 (no subnormals, no overflow).
+pub(crate) const EXP_MIN: f32 = -87.0;
+pub(crate) const EXP_MAX: f32 = 88.0;
+
+/// `e^x`, Cephes `expf`: range reduction `x = n·ln2 + r`, `|r| <= ln2/2`, a degree-6
+/// polynomial, then scaling by `2^n`. The argument is clamped to `[EXP_MIN, EXP_MAX]`, so the
+/// result is always a normal number (see docs/numerics.md on subnormals). NaN in, NaN out.
+#[inline(always)]
+#[allow(clippy::excessive_precision)] // Cephes' coefficients as published
+pub(crate) fn exp<V: Lanes>(x: V) -> V {
+    let x = x.clamp(EXP_MIN, EXP_MAX);
+    let n = x.mul(x.constant(std::f32::consts::LOG2_E)).round();
+    let r = n.mul_add(x.constant(-LN2_HI), x);
+    let r = n.mul_add(x.constant(-LN2_LO), r);
+    let mut p = x.constant(1.987_569_1e-4);
+    p = p.mul_add(r, x.constant(1.398_199_9e-3));
+    p = p.mul_add(r, x.constant(8.333_452e-3));
+    p = p.mul_add(r, x.constant(4.166_579_6e-2));
+    p = p.mul_add(r, x.constant(1.666_666_5e-1));
+    p = p.mul_add(r, x.constant(5.000_000_1e-1));
+    let r2 = r.mul(r);
+    let y = p.mul_add(r2, r).add(x.constant(1.0));
+    y.mul(n.pow2i())
+}
+
+/// The lowest argument [`sigmoid`] evaluates: `σ(-87) ≈ 1.6e-38`, still a normal f32; below it
+/// the true value is smaller than that, so clamping costs at most 1.6e-38 absolute.
+pub(crate) const SIGMOID_MIN: f32 = -87.0;
+
+/// `σ(x) = 1 / (1 + e^{-x})` with a true division (a reciprocal approximation such as `rcpps`
+/// costs 3e-4 of accuracy). Saturates to exactly 1 for large `x` and to a tiny normal number
+/// for very negative `x`; NaN in, NaN out.
+#[inline(always)]
+pub(crate) fn sigmoid<V: Lanes>(x: V) -> V {
+    let x = x.clamp(SIGMOID_MIN, f32::INFINITY);
+    let one = x.constant(1.0);
+    one.div(one.add(exp(x.mul(x.constant(-1.0)))))
+}
+
+/// Below this `|x|`, [`tanh`] uses its odd polynomial (accurate relative to tiny results);
+/// above, `1 - 2/(e^{2|x|} + 1)`.
+const TANH_POLY_MAX: f32 = 0.625;
+/// `tanh(10) = 1 - 4e-9` rounds to 1 in f32 (as does tanh of anything beyond ~9.01); clamping
+/// there keeps `e^{2|x|}` far from overflow and `2/(e^{2|x|}+1)` out of the subnormal range.
+const TANH_SATURATE: f32 = 10.0;
+
+/// `tanh(x)`: Cephes `tanhf`'s polynomial `x + x³·P(x²)` for `|x| < 0.625`, otherwise
+/// `1 - 2/(e^{2|x|} + 1)` with the sign of `x` (a true division). Exactly ±1 beyond ±9.01;
+/// NaN in, NaN out.
+#[inline(always)]
+#[allow(clippy::excessive_precision)] // Cephes' coefficients as published
+pub(crate) fn tanh<V: Lanes>(x: V) -> V {
+    let a = x.abs().clamp(0.0, TANH_SATURATE);
+    let one = x.constant(1.0);
+    let e = exp(a.add(a));
+    let large = one.sub(x.constant(2.0).div(e.add(one)));
+    let z = x.mul(x);
+    let mut p = x.constant(-5.704_988_7e-3);
+    p = p.mul_add(z, x.constant(2.063_908_9e-2));
+    p = p.mul_add(z, x.constant(-5.373_971_6e-2));
+    p = p.mul_add(z, x.constant(1.333_144_2e-1));
+    p = p.mul_add(z, x.constant(-3.333_328_2e-1));
+    let small = p.mul(z).mul_add(x, x);
+    a.select_lt(TANH_POLY_MAX, small, large.copysign(x))
+}

@@ -1,0 +1,187 @@
+//! Weight packing: done once, when an engine is built.
+//!
+//! A [`PackedMatrix`] holds the transpose of a PyTorch weight (`[rows, k]`, row-major) as column
+//! *tiles* of `4·N` output columns (`N` = the backend's lanes). Tile `t` is `k` runs of `4·N`
+//! floats: run `kk` holds column `kk` of the tile's rows, so a kernel reads the tile front to
+//! back, four vectors per `kk`, with no gathers. Tiles are padded with zero rows.
+//!
+//! For the gate weights (`W_ih`, `W_hh`, `[4H, k]`) the rows of a tile are *gate-interleaved*
+//! ([`pack_gate_weights`]): tile `t` covers hidden units `t·N .. t·N + N` and holds, in order,
+//! their `i`, `f`, `g` and `o` rows. One tile thus yields all four gates of `N` units, which is
+//! what lets the fused step finish a unit's cell update while its gates are still in registers.
+
+use lstm_core::tensor::try_filled_vec;
+use lstm_core::Result;
+
+/// A float buffer whose usable part starts on a 64-byte boundary (one cache line, one zmm).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AlignedBuf {
+    data: Vec<f32>,
+    offset: usize,
+    len: usize,
+}
+
+const ALIGN_FLOATS: usize = 16;
+
+impl AlignedBuf {
+    /// `len` zeros; fails with a typed error when the allocation does.
+    pub(crate) fn zeros(what: &str, len: usize) -> Result<Self> {
+        let data = try_filled_vec(what, len.saturating_add(ALIGN_FLOATS), 0.0f32)?;
+        let addr = data.as_ptr() as usize;
+        let offset = (64 - addr % 64) % 64 / 4;
+        Ok(AlignedBuf { data, offset, len })
+    }
+
+    /// Grows to at least `len` floats (contents unspecified afterwards).
+    pub(crate) fn ensure(&mut self, what: &str, len: usize) -> Result<()> {
+        if self.len < len {
+            *self = AlignedBuf::zeros(what, len)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn as_slice(&self) -> &[f32] {
+        &self.data[self.offset..self.offset + self.len]
+    }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.data[self.offset..self.offset + self.len]
+    }
+}
+
+/// A weight matrix packed for one backend (see the module docs).
+#[derive(Clone, Debug)]
+pub(crate) struct PackedMatrix {
+    buf: AlignedBuf,
+    /// Number of tiles of `4·lanes` output columns.
+    pub(crate) tiles: usize,
+    pub(crate) lanes: usize,
+}
+
+impl PackedMatrix {
+    /// Packs `tiles` tiles of `4·lanes` columns; `row_of(tile, j)` gives the PyTorch row
+    /// feeding column `j` of tile `tile`, or `None` for a zero pad.
+    fn pack(
+        what: &str,
+        weight: &[f32],
+        k: usize,
+        tiles: usize,
+        lanes: usize,
+        row_of: impl Fn(usize, usize) -> Option<usize>,
+    ) -> Result<Self> {
+        let width = 4 * lanes;
+        let mut buf = AlignedBuf::zeros(what, tiles * k * width)?;
+        let out = buf.as_mut_slice();
+        for t in 0..tiles {
+            for j in 0..width {
+                if let Some(row) = row_of(t, j) {
+                    let src = &weight[row * k..(row + 1) * k];
+                    for (kk, &w) in src.iter().enumerate() {
+                        out[(t * k + kk) * width + j] = w;
+                    }
+                }
+            }
+        }
+        Ok(PackedMatrix { buf, tiles, lanes })
+    }
+
+    pub(crate) fn as_ptr(&self) -> *const f32 {
+        self.buf.as_slice().as_ptr()
+    }
+
+    /// Output columns (`tiles · 4 · lanes`).
+    pub(crate) fn cols(&self) -> usize {
+        self.tiles * 4 * self.lanes
+    }
+}
+
+/// Hidden size rounded up to whole vectors.
+pub(crate) fn padded_hidden(hidden: usize, lanes: usize) -> usize {
+    hidden.div_ceil(lanes) * lanes
+}
+
+/// Packs a gate weight `[4H, k]` (`W_ih` or `W_hh`) into gate-interleaved tiles of `lanes`
+/// hidden units.
+pub(crate) fn pack_gate_weights(
+    what: &str,
+    weight: &[f32],
+    hidden: usize,
+    k: usize,
+    lanes: usize,
+) -> Result<PackedMatrix> {
+    let tiles = hidden.div_ceil(lanes);
+    PackedMatrix::pack(what, weight, k, tiles, lanes, |t, j| {
+        let (gate, lane) = (j / lanes, j % lanes);
+        let unit = t * lanes + lane;
+        (unit < hidden).then_some(gate * hidden + unit)
+    })
+}
+
+/// Lays a gate vector `[4H]` (a bias) out in the columns of [`pack_gate_weights`].
+pub(crate) fn pack_gate_vector(values: &[f32], hidden: usize, lanes: usize) -> Result<AlignedBuf> {
+    let tiles = hidden.div_ceil(lanes);
+    let mut buf = AlignedBuf::zeros("bias", tiles * 4 * lanes)?;
+    let out = buf.as_mut_slice();
+    for t in 0..tiles {
+        for gate in 0..4 {
+            for lane in 0..lanes {
+                let unit = t * lanes + lane;
+                if unit < hidden {
+                    out[(t * 4 + gate) * lanes + lane] = values[gate * hidden + unit];
+                }
+            }
+        }
+    }
+    Ok(buf)
+}
+
+/// Packs a plain weight `[rows, k]` (`W_hr`) into tiles of `4·lanes` consecutive rows.
+pub(crate) fn pack_plain(
+    what: &str,
+    weight: &[f32],
+    rows: usize,
+    k: usize,
+    lanes: usize,
+) -> Result<PackedMatrix> {
+    let tiles = rows.div_ceil(4 * lanes);
+    PackedMatrix::pack(what, weight, k, tiles, lanes, |t, j| {
+        let row = t * 4 * lanes + j;
+        (row < rows).then_some(row)
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_tiles_interleave_i_f_g_o() {
+        // H = 3, k = 2, lanes = 2: two tiles (units 0-1, unit 2 + pad).
+        let w: Vec<f32> = (0..24).map(|v| v as f32).collect(); // row r = [2r, 2r+1]
+        let p = pack_gate_weights("w", &w, 3, 2, 2).unwrap();
+        assert_eq!((p.tiles, p.cols()), (2, 16));
+        let s = p.buf.as_slice();
+        // tile 0, kk = 0: i0 i1 f0 f1 g0 g1 o0 o1 -> rows 0 1 3 4 6 7 9 10, column 0.
+        assert_eq!(&s[0..8], &[0., 2., 6., 8., 12., 14., 18., 20.]);
+        // tile 0, kk = 1: the same rows, column 1.
+        assert_eq!(&s[8..16], &[1., 3., 7., 9., 13., 15., 19., 21.]);
+        // tile 1, kk = 0: unit 2 then a zero pad, per gate: rows 2, 5, 8, 11.
+        assert_eq!(&s[16..24], &[4., 0., 10., 0., 16., 0., 22., 0.]);
+        let b = pack_gate_vector(&(0..12).map(|v| v as f32).collect::<Vec<_>>(), 3, 2).unwrap();
+        assert_eq!(
+            b.as_slice(),
+            &[0., 1., 3., 4., 6., 7., 9., 10., 2., 0., 5., 0., 8., 0., 11., 0.]
+        );
+    }
+
+    #[test]
+    fn plain_tiles_and_alignment() {
+        let w: Vec<f32> = (0..10).map(|v| v as f32).collect(); // [5, 2]
+        let p = pack_plain("w", &w, 5, 2, 1).unwrap();
+        assert_eq!(p.tiles, 2);
+        assert_eq!(&p.buf.as_slice()[..8], &[0., 2., 4., 6., 1., 3., 5., 7.]);
+        assert_eq!(&p.buf.as_slice()[8..16], &[8., 0., 0., 0., 9., 0., 0., 0.]);
+        assert_eq!(p.as_ptr() as usize % 64, 0);
+    }
+}
