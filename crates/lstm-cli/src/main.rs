@@ -4,6 +4,7 @@
 //! error into exactly one line on stderr, `error: <message>`, and exit code 1. Usage errors
 //! found by clap are also printed as one `error:` line, with clap's exit code (2).
 
+mod bench;
 mod error;
 mod inspect;
 mod output;
@@ -57,6 +58,9 @@ enum Command {
     /// Show the LSTM in a safetensors file: its inferred configuration, tensors and parameter
     /// count.
     Inspect(inspect::InspectArgs),
+    /// Time an engine on one shape (random weights and input): median, spread and GFLOP/s;
+    /// `--json` adds one JSON object as the last line.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
     let result = std::panic::catch_unwind(|| match &cli.command {
         Command::Run(args) => run::run(args),
         Command::Inspect(args) => inspect::inspect(args),
+        Command::Bench(args) => bench::bench(args),
     });
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,

@@ -569,7 +569,7 @@ fn help_is_helpful() {
     ] {
         assert!(run.contains(flag), "run --help lacks {flag}");
     }
-    assert!(run.contains("naive"));
+    assert!(run.contains("naive") && run.contains("simd"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -24,16 +24,20 @@
 //! semantics. Streaming callers advance a caller-held [`LstmState`] with
 //! [`LstmEngine::step`].
 //!
-//! Engines ([`EngineKind`]) share one contract, [`LstmEngine`]; the reference
-//! [`NaiveEngine`] also runs in `f64` ([`Model::reference_f64`]) as the oracle the fast
-//! engines are tested against.
+//! Engines ([`EngineKind`]) share one contract, [`LstmEngine`]: the default [`SimdEngine`]
+//! (packed weights, fused kernels, AVX-512 / AVX2+FMA / portable chosen at run time), and the
+//! reference [`NaiveEngine`], which also runs in `f64` ([`Model::reference_f64`]) as the
+//! oracle the fast engines are tested against.
 
 pub use lstm_core::io::{LoadedModel, TensorInfo};
 pub use lstm_core::{
     io, pad_to_total_length, CellWeights, LstmConfig, LstmEngine, LstmError, LstmOutput, LstmState,
     LstmWeights, ParamKind, Result, SplitMix64, Tensor,
 };
+// Training: forward_train records a TrainingTape, backward returns LstmGradients.
+pub use lstm_core::{GradOutputs, LstmBackward, LstmGradients, TrainingTape};
 pub use lstm_naive::NaiveEngine;
+pub use lstm_simd::{activations, Backend, SimdEngine};
 
 /// What an engine implementer needs beyond the user API: the validated call
 /// ([`SequenceBatch`](engine::SequenceBatch)), its canonical result, step-argument checks and
@@ -52,18 +56,22 @@ use std::str::FromStr;
 #[non_exhaustive]
 pub enum EngineKind {
     /// The reference engine: PyTorch's equations loop by loop, in f32.
-    #[default]
     Naive,
+    /// The SIMD engine: packed weights and fused kernels on the best instruction set of this
+    /// CPU ([`Backend::detect`]).
+    #[default]
+    Simd,
 }
 
 impl EngineKind {
     /// Every engine this build has.
-    pub const ALL: &'static [EngineKind] = &[EngineKind::Naive];
+    pub const ALL: &'static [EngineKind] = &[EngineKind::Naive, EngineKind::Simd];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Naive => "naive",
+            EngineKind::Simd => "simd",
         }
     }
 }
@@ -181,7 +189,13 @@ impl Model {
     pub fn engine(&self, kind: EngineKind) -> Result<DynEngine> {
         match kind {
             EngineKind::Naive => Ok(Box::new(NaiveEngine::new(self.weights.clone())?)),
+            EngineKind::Simd => Ok(Box::new(SimdEngine::new(&self.weights)?)),
         }
+    }
+
+    /// The SIMD engine pinned to `backend` (an error when this CPU lacks it).
+    pub fn simd_engine(&self, backend: Backend) -> Result<SimdEngine> {
+        SimdEngine::with_backend(&self.weights, backend)
     }
 
     /// The reference engine in f64: the oracle (f32 weights widen exactly).

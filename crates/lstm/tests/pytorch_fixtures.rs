@@ -163,6 +163,38 @@ fn every_engine_matches_pytorch_f64() {
     }
 }
 
+/// The SIMD engine's contract, on every backend this CPU has: within 2e-5 + 1e-4·|ref| of
+/// PyTorch's float64 result, element by element (F64-stored weights, which the loader rounds
+/// to f32, get the manifest's f32 tolerance).
+#[test]
+fn every_simd_backend_within_contract() {
+    for case in cases() {
+        let model = load(&case);
+        let inp = inputs_f64(&case);
+        let to32 = |t: &Tensor<f64>| t.map(|&v| v as f32);
+        let x = to32(&inp.x);
+        let state = inp.state.as_ref().map(|s| LstmState {
+            h: to32(&s.h),
+            c: to32(&s.c),
+        });
+        let f64_weights = case.json["dtype"].as_str() == Some("F64");
+        for backend in lstm::Backend::all() {
+            let engine = model.simd_engine(backend).unwrap();
+            let out = engine
+                .forward(&x, state.as_ref(), inp.lengths.as_deref())
+                .unwrap_or_else(|e| panic!("{} ({backend}): {e}", case.name));
+            let tol = case.tolerance;
+            assert_matches_pytorch(&case, &out, |k| {
+                if f64_weights {
+                    (tol[k].max(2e-5), 1e-4)
+                } else {
+                    (2e-5, 1e-4)
+                }
+            });
+        }
+    }
+}
+
 #[test]
 fn naive_f64_matches_pytorch_f64_to_rounding() {
     for case in cases() {
