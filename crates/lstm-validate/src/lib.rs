@@ -1,0 +1,416 @@
+//! The validation harness of `lstm-kernels`: every engine against the f64 reference, by
+//! property-based testing.
+//!
+//! - [`strategies`]: proptest strategies for whole `nn.LSTM` calls (configs over every option,
+//!   weights from PyTorch's default range to saturating, inputs, states, lengths) that shrink to
+//!   small counterexamples.
+//! - [`tolerance`]: the one tolerance model (`|a − b| ≤ atol + rtol·|b|`), checked time step by
+//!   time step.
+//! - [`engines_under_test`]: the registry. Each engine joins the harness with one entry, and
+//!   every property in `tests/properties.rs` runs over every entry the host supports.
+//! - [`check_property`]: runs a property with a fixed seed and case count, printed, so that a
+//!   CI run can be reproduced exactly.
+//! - [`activation`]: the place of the exhaustive activation tests (SIMD kernels).
+//!
+//! ```
+//! use lstm_validate::{check_property_with, engines_under_test, run_reference, strategies};
+//! use lstm_validate::{tolerance, tolerance_for};
+//! use proptest::prelude::*;
+//!
+//! let engines = engines_under_test();
+//! let space = strategies::CaseSpace { max_seq_len: 3, ..Default::default() };
+//! check_property_with("doc: f32 engines near f64", 8, strategies::cases(space), |case| {
+//!     let weights = case.weights().unwrap();
+//!     let want = run_reference(&case, &weights).unwrap();
+//!     let tol = tolerance_for(&case, &weights, &want).unwrap();
+//!     for engine in &engines {
+//!         let e = engine.build(weights.clone()).unwrap();
+//!         let got = e.forward(&case.input().unwrap(), case.state().unwrap().as_ref(), case.lengths());
+//!         tolerance::compare(&got.unwrap(), &want, case.layout(), tol)
+//!             .map_err(|m| TestCaseError::fail(format!("{}: {m}", engine.name)))?;
+//!     }
+//!     Ok(())
+//! });
+//! ```
+
+pub mod activation;
+pub mod strategies;
+pub mod tolerance;
+
+use std::fmt;
+use std::io::Write;
+
+use lstm_core::{LstmEngine, LstmOutput, LstmState, LstmWeights, Result, Tensor};
+use lstm_naive::NaiveEngine;
+use proptest::strategy::Strategy;
+use proptest::test_runner::{Config, RngAlgorithm, RngSeed, TestCaseError, TestError, TestRunner};
+
+pub use strategies::Case;
+pub use tolerance::{Mismatch, Tolerance};
+
+/// An engine the harness runs, boxed.
+pub type BoxedEngine = Box<dyn LstmEngine<f32>>;
+
+/// How an [`EngineUnderTest`] is built from a model's f32 weights.
+pub type BuildFn = Box<dyn Fn(LstmWeights<f32>) -> Result<BoxedEngine> + Send + Sync>;
+
+/// One engine in the harness: a name, how to build it, where it runs.
+pub struct EngineUnderTest {
+    /// Shown in every failure (`"naive-f32"`, `"simd-avx2"`, `"parallel-4"`).
+    pub name: String,
+    build: BuildFn,
+    /// The SIMD backend the entry pins (`"portable"`, `"avx2"`, `"avx512"`), for
+    /// [`REQUIRE_BACKEND_ENV`]; `None` for engines without one.
+    pub backend: Option<String>,
+    /// Whether this host can run it (an unsupported backend is skipped with a printed note).
+    pub available: bool,
+    /// Another entry this one must equal bit for bit on every call (the parallel runner at any
+    /// thread count against the SIMD engine it parallelises).
+    pub bit_identical_to: Option<String>,
+    /// How exactly the engine must satisfy the layout identities (`step` T times = `forward`,
+    /// `batch_first` = transposed, a batch = its sequences one by one, lengths = truncation,
+    /// unbatched = batch of one, `bias=False` = zero biases): [`Tolerance::EXACT`] unless the
+    /// engine documents why its results depend on the layout.
+    pub identities: Tolerance,
+}
+
+impl EngineUnderTest {
+    /// An engine available everywhere, held to exact layout identities.
+    pub fn new(
+        name: impl Into<String>,
+        build: impl Fn(LstmWeights<f32>) -> Result<BoxedEngine> + Send + Sync + 'static,
+    ) -> Self {
+        EngineUnderTest {
+            name: name.into(),
+            build: Box::new(build),
+            backend: None,
+            available: true,
+            bit_identical_to: None,
+            identities: Tolerance::EXACT,
+        }
+    }
+
+    /// Pins a SIMD backend, available when `supported` (`Backend::X.is_supported()`).
+    pub fn backend(mut self, backend: impl Into<String>, supported: bool) -> Self {
+        self.backend = Some(backend.into());
+        self.available = supported;
+        self
+    }
+
+    /// Demands bit-identical results to the entry named `other`.
+    pub fn bit_identical_to(mut self, other: impl Into<String>) -> Self {
+        self.bit_identical_to = Some(other.into());
+        self
+    }
+
+    /// Loosens the layout identities to `tolerance` (document why in the engine).
+    pub fn identities_within(mut self, tolerance: Tolerance) -> Self {
+        self.identities = tolerance;
+        self
+    }
+
+    /// Builds the engine over `weights`.
+    pub fn build(&self, weights: LstmWeights<f32>) -> Result<BoxedEngine> {
+        (self.build)(weights)
+    }
+}
+
+impl fmt::Debug for EngineUnderTest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineUnderTest")
+            .field("name", &self.name)
+            .field("backend", &self.backend)
+            .field("available", &self.available)
+            .field("bit_identical_to", &self.bit_identical_to)
+            .field("identities", &self.identities)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every f32 engine of the workspace, each SIMD backend pinned explicitly. Adding an engine to
+/// the harness is one entry here; every property then runs over it.
+pub fn engines_under_test() -> Vec<EngineUnderTest> {
+    vec![
+        EngineUnderTest::new("naive-f32", |w| Ok(Box::new(NaiveEngine::new(w)?))),
+        // When `lstm-simd` lands (one entry per backend, pinned; unsupported ones are skipped):
+        // EngineUnderTest::new("simd-avx2", |w| Ok(Box::new(SimdEngine::with_backend(w, Backend::Avx2)?)))
+        //     .backend("avx2", Backend::Avx2.is_supported()),
+        // and the parallel runner, bit-identical to the SIMD engine it runs, at 1..=n threads:
+        // EngineUnderTest::new("parallel-2", |w| ...).bit_identical_to("simd-avx2"),
+    ]
+}
+
+/// The entries of `engines` this host runs; prints one line per skipped entry.
+pub fn available(engines: Vec<EngineUnderTest>) -> Vec<EngineUnderTest> {
+    engines
+        .into_iter()
+        .filter(|e| {
+            if !e.available {
+                note(&format!(
+                    "skipping engine `{}`: backend {:?} is not supported on this host",
+                    e.name, e.backend
+                ));
+            }
+            e.available
+        })
+        .collect()
+}
+
+/// The f64 reference over the exact widening of `weights`: the oracle of every property.
+pub fn reference(weights: &LstmWeights<f32>) -> Result<NaiveEngine<f64>> {
+    NaiveEngine::new(weights.cast::<f64>())
+}
+
+/// The tolerance for `case` against the reference's result `reference` on it: the per-step
+/// rule for short sequences, the long-sequence rule (with `max|c|` over `c0` and `c_n`) beyond
+/// [`tolerance::SHORT_SEQUENCE`] steps.
+pub fn tolerance_for(
+    case: &Case,
+    weights: &LstmWeights<f32>,
+    reference: &LstmOutput<f64>,
+) -> Result<Tolerance> {
+    let (x_max, h0_max) = case.data_bounds();
+    let cond = tolerance::Conditioning::of(weights, x_max, h0_max);
+    if case.seq_len <= tolerance::SHORT_SEQUENCE {
+        return Ok(Tolerance::per_step(&cond));
+    }
+    let c0_max = case
+        .state()?
+        .map_or(0.0, |s| tolerance::max_abs(s.c.data()));
+    let c_max = c0_max.max(tolerance::max_abs(reference.c_n.data()));
+    Ok(Tolerance::long_sequence(&cond, case.seq_len, c_max))
+}
+
+/// Runs the f64 reference on `case` (weights, input and state widened exactly from f32).
+pub fn run_reference(case: &Case, weights: &LstmWeights<f32>) -> Result<LstmOutput<f64>> {
+    let oracle = reference(weights)?;
+    let state = case.state()?.map(|s| widen_state(&s));
+    oracle.forward(&widen(&case.input()?), state.as_ref(), case.lengths())
+}
+
+/// Runs the f64 reference on `case` with every weight, input and state element moved by one
+/// f32 rounding (`v·(1 ± 2⁻²⁴)`, signs drawn from a fixed stream): how much the problem itself
+/// moves under f32-sized perturbations, for [`tolerance::compare_sensitive`].
+pub fn run_perturbed_reference(case: &Case, weights: &LstmWeights<f32>) -> Result<LstmOutput<f64>> {
+    let mut rng = lstm_core::SplitMix64::new(0x9e37_79b9_7f4a_7c15);
+    let mut nudge = |v: f64| {
+        let sign = if rng.next_u64() & 1 == 0 { 1.0 } else { -1.0 };
+        v * (1.0 + sign * tolerance::U)
+    };
+    let wide = weights.cast::<f64>();
+    let mut cells = wide.cells().to_vec();
+    for cell in &mut cells {
+        for v in cell
+            .w_ih
+            .iter_mut()
+            .chain(cell.w_hh.iter_mut())
+            .chain(cell.b_ih.iter_mut().flatten())
+            .chain(cell.b_hh.iter_mut().flatten())
+            .chain(cell.w_hr.iter_mut().flatten())
+        {
+            *v = nudge(*v);
+        }
+    }
+    let oracle = NaiveEngine::new(LstmWeights::new(wide.config().clone(), cells)?)?;
+    let x = case.input()?.map(|&v| nudge(f64::from(v)));
+    let state = case.state()?.map(|s| LstmState {
+        h: s.h.map(|&v| nudge(f64::from(v))),
+        c: s.c.map(|&v| nudge(f64::from(v))),
+    });
+    oracle.forward(&x, state.as_ref(), case.lengths())
+}
+
+/// An f32 tensor widened (exactly) to f64.
+pub fn widen(t: &Tensor<f32>) -> Tensor<f64> {
+    t.map(|&v| f64::from(v))
+}
+
+/// An f32 state widened (exactly) to f64.
+pub fn widen_state(s: &LstmState<f32>) -> LstmState<f64> {
+    LstmState {
+        h: widen(&s.h),
+        c: widen(&s.c),
+    }
+}
+
+/// Comma-separated backends (`avx2,avx512`) that must be available, or the tests fail: so that
+/// CI on a machine without them never passes on the wrong path silently.
+pub const REQUIRE_BACKEND_ENV: &str = "LSTM_VALIDATE_REQUIRE_BACKEND";
+
+/// Checks that every backend named in `demanded` (a comma list, case-insensitive, blanks
+/// ignored) is in `available`; the error names the missing ones and what is available.
+pub fn check_required_backends(
+    demanded: &str,
+    available: &[&str],
+) -> std::result::Result<(), String> {
+    let missing: Vec<&str> = demanded
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .filter(|d| !available.iter().any(|a| a.eq_ignore_ascii_case(d)))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{REQUIRE_BACKEND_ENV} demands {missing:?}, not available on this host \
+             (available: {available:?})"
+        ))
+    }
+}
+
+/// [`check_required_backends`] for the environment's demand and the backends of `engines`
+/// that this host supports. Ok when the variable is unset.
+pub fn check_required_backends_from_env(
+    engines: &[EngineUnderTest],
+) -> std::result::Result<(), String> {
+    let Ok(demanded) = std::env::var(REQUIRE_BACKEND_ENV) else {
+        return Ok(());
+    };
+    let supported: Vec<&str> = engines
+        .iter()
+        .filter(|e| e.available)
+        .filter_map(|e| e.backend.as_deref())
+        .collect();
+    check_required_backends(&demanded, &supported)
+}
+
+/// Cases per property when [`CASES_ENV`] is unset.
+pub const DEFAULT_CASES: u32 = 256;
+/// The base seed when [`SEED_ENV`] is unset; each property derives its own from it and its name.
+pub const DEFAULT_SEED: u64 = 0x1575_7a11_da7e_2024;
+/// Overrides the case count of every property (e.g. `LSTM_VALIDATE_CASES=10000` for a soak).
+pub const CASES_ENV: &str = "LSTM_VALIDATE_CASES";
+/// Overrides the base seed (decimal or `0x` hex), to explore other cases or replay a report.
+pub const SEED_ENV: &str = "LSTM_VALIDATE_SEED";
+
+/// Case count and base seed of a run: the environment's, else the defaults.
+pub fn run_settings() -> std::result::Result<(u32, u64), String> {
+    let cases = match std::env::var(CASES_ENV) {
+        Ok(v) => v
+            .trim()
+            .parse::<u32>()
+            .map_err(|e| format!("{CASES_ENV}={v:?}: {e}"))?,
+        Err(_) => DEFAULT_CASES,
+    };
+    let seed = match std::env::var(SEED_ENV) {
+        Ok(v) => {
+            let t = v.trim();
+            match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => t.parse::<u64>(),
+            }
+            .map_err(|e| format!("{SEED_ENV}={v:?}: {e}"))?
+        }
+        Err(_) => DEFAULT_SEED,
+    };
+    Ok((cases, seed))
+}
+
+/// The seed of property `name` under base seed `base` (FNV-1a of the name, mixed in), so
+/// that properties explore different streams and each is reproducible on its own.
+pub fn property_seed(base: u64, name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    base ^ h
+}
+
+/// Writes one line to stderr past the test harness's capture, so that CI logs always show
+/// seeds, case counts and skipped engines.
+pub fn note(line: &str) {
+    let _ = writeln!(std::io::stderr(), "lstm-validate: {line}");
+}
+
+/// Runs `test` on the run's case count ([`DEFAULT_CASES`], or [`CASES_ENV`]) of cases drawn
+/// from `strategy`; see [`check_property_with`].
+///
+/// # Panics
+///
+/// When the property fails, or when [`CASES_ENV`]/[`SEED_ENV`] do not parse.
+pub fn check_property<S>(
+    name: &str,
+    strategy: S,
+    test: impl Fn(S::Value) -> std::result::Result<(), TestCaseError>,
+) where
+    S: Strategy,
+    S::Value: fmt::Debug,
+{
+    let cases = match run_settings() {
+        Ok((cases, _)) => cases,
+        Err(e) => panic!("{e}"),
+    };
+    check_property_with(name, cases, strategy, test);
+}
+
+/// Runs `test` on `cases` cases drawn from `strategy` by a ChaCha generator seeded from the
+/// base seed ([`DEFAULT_SEED`], or [`SEED_ENV`]) and `name`, shrinking any failure to a minimal
+/// case.
+///
+/// Prints the property's name, case count and seed first. Failures persist nowhere: the fixed
+/// seed is the record, and the panic message says how to replay.
+///
+/// # Panics
+///
+/// When the property fails (with the minimal case and the failure), or when [`SEED_ENV`] does
+/// not parse.
+pub fn check_property_with<S>(
+    name: &str,
+    cases: u32,
+    strategy: S,
+    test: impl Fn(S::Value) -> std::result::Result<(), TestCaseError>,
+) where
+    S: Strategy,
+    S::Value: fmt::Debug,
+{
+    let (base_cases, base_seed) = match run_settings() {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    let seed = property_seed(base_seed, name);
+    note(&format!(
+        "property `{name}`: {cases} cases, ChaCha seed {seed:#018x} \
+         (from {SEED_ENV}={base_seed:#x})"
+    ));
+    let config = Config {
+        cases,
+        rng_algorithm: RngAlgorithm::ChaCha,
+        rng_seed: RngSeed::Fixed(seed),
+        failure_persistence: None,
+        max_shrink_time: 120_000,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new(config);
+    match runner.run(&strategy, test) {
+        Ok(()) => {}
+        Err(TestError::Fail(reason, minimal)) => panic!(
+            "property `{name}` failed: {reason}\nminimal case: {minimal:#?}\n\
+             replay: {SEED_ENV}={base_seed:#x} {CASES_ENV}={base_cases} (property seed {seed:#018x})"
+        ),
+        Err(TestError::Abort(reason)) => panic!("property `{name}` aborted: {reason}"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn required_backends() {
+        assert!(check_required_backends("", &[]).is_ok());
+        assert!(check_required_backends(" avx2 , ", &["portable", "AVX2"]).is_ok());
+        let err = check_required_backends("avx2,avx512", &["portable", "avx2"]).unwrap_err();
+        assert!(
+            err.contains("avx512") && !err.contains("[\"avx2\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn property_seeds_differ_by_name() {
+        assert_ne!(property_seed(1, "a"), property_seed(1, "b"));
+        assert_eq!(property_seed(7, "a"), property_seed(7, "a"));
+    }
+}

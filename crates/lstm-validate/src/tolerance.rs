@@ -1,0 +1,471 @@
+//! The one tolerance model of `lstm-kernels` between an f32 engine and the f64 reference.
+//!
+//! An element passes when `|a − b| ≤ atol + rtol·|b|` (`a` the engine's value, `b` the
+//! reference's), never relative alone: sigmoid tails make relative error meaningless near 0.
+//! Outputs are checked time step by time step, so a failure names the first failing
+//! `(t, b, feature)` together with the drift, the worst error per step relative to what was
+//! allowed, which shows where an error starts and how it grows.
+//!
+//! `atol` depends on the case, through two rules whose constants all live here (the reasoning
+//! is in `docs/numerics.md`, section "Tolerances of the validation harness"):
+//!
+//! - [`Tolerance::per_step`], for short sequences: a floor [`ATOL`] plus the rounding an f32
+//!   dot product may make on the case's largest gate pre-activation sum
+//!   ([`Conditioning::gate_sum`]): `DOT_ULPS · u · √K · Σ|w·x|`.
+//! - [`Tolerance::long_sequence`]: the same, times the number of steps the cell integrates,
+//!   plus [`LONG_CELL_ULPS`] `· u · T · max|c|` for the state rounding that an open forget
+//!   gate carries forward unattenuated.
+
+use std::fmt;
+
+use lstm_core::{LstmOutput, LstmWeights, Tensor};
+
+/// The unit roundoff of f32, `2⁻²⁴`: half an ulp at 1.0.
+pub const U: f64 = f32::EPSILON as f64 / 2.0;
+
+/// Absolute floor for every element: 2e-6 ≈ 34 u (≈ 17 ulps at 1.0). An honest short
+/// computation sits well below; a real bug (a swapped gate, a missed bias, a lane never
+/// written) shows as 1e-3 or more.
+pub const ATOL: f64 = 2e-6;
+
+/// Relative term: 8 u (4 ulps) of the reference value, the rounding of large cell values.
+pub const RTOL: f64 = 8.0 * U;
+
+/// Multiple of `u · √K · Σ|w·x|` allowed for the dot products of one step (K terms): the
+/// statistical size of an f32 dot product's rounding, with margin for several steps and for
+/// the gate and cell arithmetic that follows.
+pub const DOT_ULPS: f64 = 16.0;
+
+/// Multiple of `u · T · max|c|` allowed on long sequences: each step rounds c (½ u relative)
+/// and an open forget gate carries the error on with gain ≈ 1.
+pub const LONG_CELL_ULPS: f64 = 4.0;
+
+/// Multiple of the problem's own sensitivity allowed on top of `atol`: the largest change that
+/// one f32 rounding of every weight, input and state element makes in the f64 reference's
+/// result at the same time step ([`compare_sensitive`]). Large recurrent weights can make an
+/// LSTM chaotic, amplifying any rounding ~5× per step; no f32 engine can do better there, and
+/// an engine's error is then a small multiple of this sensitivity rather than of `u`.
+pub const SENSITIVITY: f64 = 16.0;
+
+/// The longest sequence [`Tolerance::per_step`] is meant for; longer ones use
+/// [`Tolerance::long_sequence`].
+pub const SHORT_SEQUENCE: usize = 16;
+
+/// Allowed deviation of an f32 activation at a point, for exact-structure tests that still
+/// pass through one `tanh` (e.g. `h = ½ tanh(c)`): 4 ulps at 1.0.
+pub const ACTIVATION_ATOL: f64 = 8.0 * U;
+
+/// How hard a case is for f32 arithmetic: the size of its gate pre-activation sums.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Conditioning {
+    /// The largest `Σ_j |W_ij|·|x_j| + Σ_j |W_hj|·|h_j| + |b_i| + |b_h|` over every gate row of
+    /// every cell, with `|x|` and `|h|` at their bounds: the scale of the rounding error of one
+    /// gate pre-activation in f32.
+    pub gate_sum: f64,
+    /// The largest number of terms K = I_k + H_out of one gate's dot products.
+    pub dot_len: usize,
+}
+
+impl Conditioning {
+    /// The conditioning of `weights` fed inputs with `|x| ≤ input_max` and an initial state with
+    /// `|h0| ≤ h0_max`. Later layers read `h`, bounded by 1 (`|o·tanh(c)| ≤ 1`) or, with a
+    /// projection, by the largest row sum of `|W_hr|`.
+    pub fn of(weights: &LstmWeights<f32>, input_max: f64, h0_max: f64) -> Self {
+        let config = weights.config();
+        let (hidden, h_out) = (config.hidden_size, config.h_out());
+        let row_l1 = |m: &[f32], cols: usize, r: usize| -> f64 {
+            m.get(r * cols..(r + 1) * cols)
+                .map_or(0.0, |row| row.iter().map(|v| f64::from(v.abs())).sum())
+        };
+        // |h| of every layer after the first step; the projection widens the bound.
+        let h_bound = |layer: usize| -> f64 {
+            let cell_max = (0..config.num_directions())
+                .filter_map(|d| weights.cell(layer, d))
+                .filter_map(|c| c.w_hr.as_deref())
+                .flat_map(|w| (0..h_out).map(move |p| row_l1(w, hidden, p)))
+                .fold(0.0, f64::max);
+            if config.proj_size > 0 {
+                cell_max
+            } else {
+                1.0
+            }
+        };
+        let mut gate_sum: f64 = 0.0;
+        for layer in 0..config.num_layers {
+            let in_size = config.layer_input_size(layer);
+            let x_max = if layer == 0 {
+                input_max
+            } else {
+                h_bound(layer - 1)
+            };
+            let h_max = h_bound(layer).max(h0_max);
+            for dir in 0..config.num_directions() {
+                let Some(cell) = weights.cell(layer, dir) else {
+                    continue;
+                };
+                for r in 0..4 * hidden {
+                    let bias = |b: &Option<Vec<f32>>| {
+                        b.as_ref()
+                            .and_then(|b| b.get(r))
+                            .map_or(0.0, |v| f64::from(v.abs()))
+                    };
+                    let sum = row_l1(&cell.w_ih, in_size, r) * x_max
+                        + row_l1(&cell.w_hh, h_out, r) * h_max
+                        + bias(&cell.b_ih)
+                        + bias(&cell.b_hh);
+                    gate_sum = gate_sum.max(sum);
+                }
+            }
+        }
+        let dot_len = (0..config.num_layers)
+            .map(|l| config.layer_input_size(l) + h_out)
+            .max()
+            .unwrap_or(0);
+        Conditioning { gate_sum, dot_len }
+    }
+}
+
+/// `|a − b| ≤ atol + rtol·|b|` for an engine value `a` and a reference value `b`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerance {
+    /// Absolute term.
+    pub atol: f64,
+    /// Relative term, on the reference value.
+    pub rtol: f64,
+}
+
+impl Tolerance {
+    /// Bit-for-bit equality (NaN equals NaN).
+    pub const EXACT: Tolerance = Tolerance {
+        atol: 0.0,
+        rtol: 0.0,
+    };
+
+    /// The rule for short sequences (T ≤ [`SHORT_SEQUENCE`]).
+    pub fn per_step(cond: &Conditioning) -> Self {
+        Tolerance {
+            atol: ATOL + DOT_ULPS * U * (cond.dot_len as f64).sqrt() * cond.gate_sum,
+            rtol: RTOL,
+        }
+    }
+
+    /// The rule for a sequence of `seq_len` steps whose cells reach `max_abs_c`: the per-step
+    /// allowance accumulated over the steps, plus the cell's own rounding carried forward.
+    pub fn long_sequence(cond: &Conditioning, seq_len: usize, max_abs_c: f64) -> Self {
+        let step = Self::per_step(cond);
+        let t = seq_len.max(1) as f64;
+        Tolerance {
+            atol: step.atol * t.sqrt() + LONG_CELL_ULPS * U * t * max_abs_c,
+            rtol: RTOL,
+        }
+    }
+
+    /// What may separate an engine value from `reference`.
+    pub fn allowed(&self, reference: f64) -> f64 {
+        self.atol + self.rtol * reference.abs()
+    }
+
+    /// Whether `got` is within tolerance of `reference`; NaN matches only NaN, infinities only
+    /// themselves.
+    pub fn accepts(&self, got: f64, reference: f64) -> bool {
+        if got.is_nan() || reference.is_nan() {
+            return got.is_nan() && reference.is_nan();
+        }
+        if self.atol == 0.0 && self.rtol == 0.0 {
+            return got.to_bits() == reference.to_bits() || got == reference;
+        }
+        got == reference || (got - reference).abs() <= self.allowed(reference)
+    }
+}
+
+/// The caller's layout of a forward call's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Output is `[B, T, F]`.
+    pub batch_first: bool,
+    /// Output is `[T, F]`.
+    pub unbatched: bool,
+}
+
+/// The worst element of one time step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepError {
+    /// Time index.
+    pub t: usize,
+    /// Largest `|a − b|` of the step.
+    pub max_abs: f64,
+    /// Largest `|a − b| / allowed` of the step (> 1 fails).
+    pub max_ratio: f64,
+}
+
+/// Why two results differ: a shape, or the first element outside the tolerance.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mismatch {
+    /// The tensors do not have the same shape.
+    Shape {
+        /// `output`, `h_n` or `c_n`.
+        tensor: &'static str,
+        /// The engine's shape.
+        got: Vec<usize>,
+        /// The reference's shape.
+        want: Vec<usize>,
+    },
+    /// An element outside the tolerance.
+    Value {
+        /// `output`, `h_n` or `c_n`.
+        tensor: &'static str,
+        /// Time step (for `output`) or cell `layer·D + direction` (for `h_n`, `c_n`).
+        outer: usize,
+        /// Sequence.
+        b: usize,
+        /// Feature.
+        feature: usize,
+        /// The engine's value.
+        got: f64,
+        /// The reference's value.
+        want: f64,
+        /// The tolerance applied.
+        tolerance: Tolerance,
+        /// Per time step of `output`, the worst error up to and including the failing step.
+        drift: Vec<StepError>,
+    },
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mismatch::Shape { tensor, got, want } => {
+                write!(f, "{tensor}: shape {got:?}, reference {want:?}")
+            }
+            Mismatch::Value {
+                tensor,
+                outer,
+                b,
+                feature,
+                got,
+                want,
+                tolerance,
+                drift,
+            } => {
+                let axis = if *tensor == "output" { "t" } else { "cell" };
+                write!(
+                    f,
+                    "{tensor}[{axis}={outer}, b={b}, feature={feature}] = {got:e}, reference \
+                     {want:e}: |diff| {:.3e} > allowed {:.3e} (atol {:.3e} + rtol {:.3e}·|ref|)",
+                    (got - want).abs(),
+                    tolerance.allowed(*want),
+                    tolerance.atol,
+                    tolerance.rtol
+                )?;
+                if !drift.is_empty() {
+                    write!(f, "\n  drift (worst |diff| / allowed per step):")?;
+                    // The first step and the last 24: where the error starts to grow shows.
+                    let skip = drift.len().saturating_sub(24).max(1);
+                    if let Some(s) = drift.first() {
+                        write!(f, " t{}: {:.2e} ({:.2}×)", s.t, s.max_abs, s.max_ratio)?;
+                    }
+                    if skip > 1 {
+                        write!(f, " …")?;
+                    }
+                    for s in drift.iter().skip(skip) {
+                        write!(f, " t{}: {:.2e} ({:.2}×)", s.t, s.max_abs, s.max_ratio)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Mismatch {}
+
+/// A tensor's elements as f64.
+fn wide<T: Copy + Into<f64>>(t: &Tensor<T>) -> Vec<f64> {
+    t.data().iter().map(|&v| v.into()).collect()
+}
+
+/// `[T, B, F]` dims and data of an output in `layout`.
+fn canonical<T: Copy + Into<f64>>(out: &Tensor<T>, layout: Layout) -> (usize, usize, Vec<f64>) {
+    match *out.shape() {
+        [t, _] if layout.unbatched => (t, 1, wide(out)),
+        [a, b, f] if layout.batch_first => {
+            // [B, T, F] → [T, B, F].
+            let data = wide(out);
+            let mut c = Vec::with_capacity(data.len());
+            for t in 0..b {
+                for s in 0..a {
+                    c.extend_from_slice(&data[(s * b + t) * f..(s * b + t + 1) * f]);
+                }
+            }
+            (b, a, c)
+        }
+        [t, b, _] => (t, b, wide(out)),
+        _ => (0, 0, wide(out)),
+    }
+}
+
+/// Compares an engine's result with the reference's, both in the caller's `layout`: `output`
+/// time step by time step (in time order), then `h_n` and `c_n`.
+pub fn compare<A, B>(
+    got: &LstmOutput<A>,
+    want: &LstmOutput<B>,
+    layout: Layout,
+    tolerance: Tolerance,
+) -> Result<(), Mismatch>
+where
+    A: Copy + Into<f64>,
+    B: Copy + Into<f64>,
+{
+    compare_sensitive(got, want, None, layout, tolerance)
+}
+
+/// [`compare`], with the tolerance widened where the problem itself is sensitive: `perturbed`
+/// is the reference's result on the same call with every weight, input and state element
+/// moved by one f32 rounding ([`crate::run_perturbed_reference`]). At each time step of
+/// `output`, `atol` grows by [`SENSITIVITY`] × the largest `|perturbed − reference|` of that
+/// step; for `h_n` and `c_n` by [`SENSITIVITY`] × the tensor's largest.
+pub fn compare_sensitive<A, B>(
+    got: &LstmOutput<A>,
+    want: &LstmOutput<B>,
+    perturbed: Option<&LstmOutput<f64>>,
+    layout: Layout,
+    base: Tolerance,
+) -> Result<(), Mismatch>
+where
+    A: Copy + Into<f64>,
+    B: Copy + Into<f64>,
+{
+    shapes_match("output", got.output.shape(), want.output.shape())?;
+    let (steps, batch, g) = canonical(&got.output, layout);
+    let (_, _, w) = canonical(&want.output, layout);
+    let p = perturbed.map(|p| canonical(&p.output, layout).2);
+    let features = g.len().checked_div(steps * batch).unwrap_or(0);
+    let widen = |extra: f64| Tolerance {
+        atol: base.atol + SENSITIVITY * extra,
+        rtol: base.rtol,
+    };
+    let mut drift = Vec::with_capacity(steps);
+    for t in 0..steps {
+        let row = (t * batch * features)..((t + 1) * batch * features);
+        let tolerance = widen(match &p {
+            Some(p) => spread(&p[row.clone()], &w[row]),
+            None => 0.0,
+        });
+        let mut step = StepError {
+            t,
+            max_abs: 0.0,
+            max_ratio: 0.0,
+        };
+        let mut first_bad = None;
+        for b in 0..batch {
+            for f in 0..features {
+                let i = (t * batch + b) * features + f;
+                let (a, r) = (g[i], w[i]);
+                let diff = if a == r { 0.0 } else { (a - r).abs() };
+                let ratio = diff / tolerance.allowed(r);
+                if diff > step.max_abs || diff.is_nan() {
+                    step.max_abs = diff;
+                }
+                if ratio > step.max_ratio || ratio.is_nan() {
+                    step.max_ratio = ratio;
+                }
+                if first_bad.is_none() && !tolerance.accepts(a, r) {
+                    first_bad = Some((b, f, a, r));
+                }
+            }
+        }
+        drift.push(step);
+        if let Some((b, feature, got, want)) = first_bad {
+            return Err(Mismatch::Value {
+                tensor: "output",
+                outer: t,
+                b,
+                feature,
+                got,
+                want,
+                tolerance,
+                drift,
+            });
+        }
+    }
+    let state_tolerance = |pick: fn(&LstmOutput<f64>) -> &Tensor<f64>, w: &Tensor<B>| {
+        widen(perturbed.map_or(0.0, |p| spread(pick(p).data(), &wide(w))))
+    };
+    final_state(
+        "h_n",
+        &got.h_n,
+        &want.h_n,
+        layout,
+        state_tolerance(|o| &o.h_n, &want.h_n),
+    )?;
+    final_state(
+        "c_n",
+        &got.c_n,
+        &want.c_n,
+        layout,
+        state_tolerance(|o| &o.c_n, &want.c_n),
+    )
+}
+
+/// The largest `|a − b|` over two equally long slices (NaN where either is NaN counts 0).
+fn spread(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .filter(|d| !d.is_nan())
+        .fold(0.0, f64::max)
+}
+
+fn shapes_match(tensor: &'static str, got: &[usize], want: &[usize]) -> Result<(), Mismatch> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(Mismatch::Shape {
+            tensor,
+            got: got.to_vec(),
+            want: want.to_vec(),
+        })
+    }
+}
+
+/// `h_n` or `c_n` (`[L·D, B, F]`, or `[L·D, F]` unbatched), element by element.
+fn final_state<A, B>(
+    tensor: &'static str,
+    got: &Tensor<A>,
+    want: &Tensor<B>,
+    layout: Layout,
+    tolerance: Tolerance,
+) -> Result<(), Mismatch>
+where
+    A: Copy + Into<f64>,
+    B: Copy + Into<f64>,
+{
+    shapes_match(tensor, got.shape(), want.shape())?;
+    let (cells, batch) = match *got.shape() {
+        [c, _] if layout.unbatched => (c, 1),
+        [c, b, _] => (c, b),
+        _ => (1, 1),
+    };
+    let per = got.len().checked_div(cells * batch).unwrap_or(0);
+    for (i, (&a, &r)) in got.data().iter().zip(want.data()).enumerate() {
+        let (a, r) = (a.into(), r.into());
+        if !tolerance.accepts(a, r) {
+            return Err(Mismatch::Value {
+                tensor,
+                outer: i / per.max(1) / batch.max(1),
+                b: (i / per.max(1)) % batch.max(1),
+                feature: i % per.max(1),
+                got: a,
+                want: r,
+                tolerance,
+                drift: Vec::new(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The largest `|v|` of a slice (0 when empty; NaN is ignored).
+pub fn max_abs<T: Copy + Into<f64>>(values: &[T]) -> f64 {
+    values.iter().map(|&v| v.into().abs()).fold(0.0, f64::max)
+}
