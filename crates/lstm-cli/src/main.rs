@@ -6,6 +6,7 @@
 
 mod bench;
 mod error;
+mod grad;
 mod inspect;
 mod output;
 mod run;
@@ -58,6 +59,22 @@ enum Command {
     /// Show the LSTM in a safetensors file: its inferred configuration, tensors and parameter
     /// count.
     Inspect(inspect::InspectArgs),
+    /// Run a model's backward pass (BPTT): from the upstream gradient of the output (and of
+    /// h_n, c_n), write the gradients of every parameter (and of the input, h0, c0).
+    #[command(
+        long_about = "Run a model's backward pass (BPTT): from the upstream gradient of the output \
+                      (and optionally of h_n, c_n), write the gradient of every parameter as a \
+                      safetensors file named like the model's tensors, and optionally the \
+                      gradients of the input, h0 and c0 as f32 `.npy` files.\n\n\
+                      Equivalent to `output, (h_n, c_n) = lstm(x, (h0, c0))` then \
+                      `torch.autograd.backward([output, h_n, c_n], [gy, ghn, gcn])` in eval mode; \
+                      with --lengths, through `pack_padded_sequence(enforce_sorted=False)` and \
+                      `pad_packed_sequence`.\n\n\
+                      As with `run`, every input is checked and the whole computation done \
+                      before anything is written, and on any error no output file is created or \
+                      changed."
+    )]
+    Grad(grad::GradArgs),
     /// Time an engine on one shape (random weights and input): median, spread and GFLOP/s;
     /// `--json` adds one JSON object as the last line.
     Bench(bench::BenchArgs),
@@ -75,6 +92,7 @@ fn main() -> ExitCode {
     let result = std::panic::catch_unwind(|| match &cli.command {
         Command::Run(args) => run::run(args),
         Command::Inspect(args) => inspect::inspect(args),
+        Command::Grad(args) => grad::grad(args),
         Command::Bench(args) => bench::bench(args),
     });
     match result {
