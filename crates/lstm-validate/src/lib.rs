@@ -42,6 +42,7 @@ use std::io::Write;
 
 use lstm_core::{LstmEngine, LstmOutput, LstmState, LstmWeights, Result, Tensor};
 use lstm_naive::NaiveEngine;
+use lstm_simd::{Backend, SimdEngine};
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, RngAlgorithm, RngSeed, TestCaseError, TestError, TestRunner};
 
@@ -132,12 +133,20 @@ impl fmt::Debug for EngineUnderTest {
 pub fn engines_under_test() -> Vec<EngineUnderTest> {
     vec![
         EngineUnderTest::new("naive-f32", |w| Ok(Box::new(NaiveEngine::new(w)?))),
-        // When `lstm-simd` lands (one entry per backend, pinned; unsupported ones are skipped):
-        // EngineUnderTest::new("simd-avx2", |w| Ok(Box::new(SimdEngine::with_backend(w, Backend::Avx2)?)))
-        //     .backend("avx2", Backend::Avx2.is_supported()),
-        // and the parallel runner, bit-identical to the SIMD engine it runs, at 1..=n threads:
+        simd(Backend::Portable),
+        simd(Backend::Avx2),
+        simd(Backend::Avx512),
+        // The parallel runner, bit-identical to the SIMD engine it runs, at 1..=n threads:
         // EngineUnderTest::new("parallel-2", |w| ...).bit_identical_to("simd-avx2"),
     ]
+}
+
+/// The SIMD engine pinned to `backend` (skipped where the host lacks it).
+fn simd(backend: Backend) -> EngineUnderTest {
+    EngineUnderTest::new(format!("simd-{}", backend.name()), move |w| {
+        Ok(Box::new(SimdEngine::with_backend(&w, backend)?))
+    })
+    .backend(backend.name(), backend.is_supported())
 }
 
 /// The entries of `engines` this host runs; prints one line per skipped entry.

@@ -45,7 +45,7 @@ pub const LONG_CELL_ULPS: f64 = 4.0;
 /// result at the same time step ([`compare_sensitive`]). Large recurrent weights can make an
 /// LSTM chaotic, amplifying any rounding ~5× per step; no f32 engine can do better there, and
 /// an engine's error is then a small multiple of this sensitivity rather than of `u`.
-pub const SENSITIVITY: f64 = 16.0;
+pub const SENSITIVITY: f64 = 64.0;
 
 /// The longest sequence [`Tolerance::per_step`] is meant for; longer ones use
 /// [`Tolerance::long_sequence`].
