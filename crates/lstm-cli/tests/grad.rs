@@ -259,7 +259,7 @@ fn npy_i64(values: &[i64]) -> Vec<u8> {
         "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}",
         values.len()
     );
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');

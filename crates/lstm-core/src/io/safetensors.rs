@@ -75,7 +75,7 @@ fn check_lstm_shaped(file: &SafeTensors<'_>, prefix: &str) -> Result<()> {
         return Ok(());
     }
     let projected = shape("weight_hr_l0").is_some_and(|hr| hr.first() == Some(&hh_cols));
-    if rows % 4 == 0 && (hh_cols.checked_mul(4) == Some(rows) || projected) {
+    if rows.is_multiple_of(4) && (hh_cols.checked_mul(4) == Some(rows) || projected) {
         return Ok(());
     }
     let looks_like = if hh_cols.checked_mul(3) == Some(rows) {
@@ -233,7 +233,7 @@ fn infer_config(prefix: &str, params: &BTreeMap<ParamKey, Param<'_>>) -> Result<
         name: full(FIRST_WEIGHT),
     })?;
     let (rows, input_size) = matrix_dims(w_ih0, "a 2-D array [4*hidden_size, input_size]")?;
-    if rows == 0 || rows % 4 != 0 {
+    if rows == 0 || !rows.is_multiple_of(4) {
         return Err(LstmError::ShapeMismatch {
             what: format!(
                 "{} (its rows are 4*hidden_size: a positive multiple of 4)",
