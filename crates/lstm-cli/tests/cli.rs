@@ -159,7 +159,7 @@ fn npy_raw(descr: &str, shape: &[usize], payload: &[u8]) -> Vec<u8> {
         _ => format!("({})", dims.join(", ")),
     };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
@@ -195,7 +195,7 @@ fn safetensors_raw(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
         ));
     }
     let mut header = format!("{{{}}}", entries.join(","));
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(' ');
     }
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();

@@ -16,6 +16,57 @@
 
 use crate::lanes::{sigmoid, tanh, Lanes};
 
+/// Splits rows `start..end` into `ceil(n / MR)` register blocks of as equal sizes as possible
+/// (each at most `MR`) as `(first_row, rows)` pairs. Equal blocks keep every block
+/// compute-bound: a block of one or two rows would stream its weight tile from L2 for too few
+/// FMAs.
+#[inline(always)]
+fn row_blocks<const MR: usize>(start: usize, end: usize) -> impl Iterator<Item = (usize, usize)> {
+    let n = end.saturating_sub(start);
+    let blocks = n.div_ceil(MR);
+    let (base, extra) = match n.checked_div(blocks) {
+        Some(base) => (base, n - base * blocks),
+        None => (0, 0),
+    };
+    (0..blocks).map(move |b| {
+        // Blocks before `b` hold `base` rows each, plus one for each of the first `extra`.
+        let first = start + b * base + b.min(extra);
+        (first, base + usize::from(b < extra))
+    })
+}
+
+/// Calls a kernel generic over its row count with `rows` (1..=6) as a constant.
+macro_rules! with_rows {
+    ($rows:expr, |$r:ident| $call:expr) => {
+        match $rows {
+            6 => {
+                const $r: usize = 6;
+                $call
+            }
+            5 => {
+                const $r: usize = 5;
+                $call
+            }
+            4 => {
+                const $r: usize = 4;
+                $call
+            }
+            3 => {
+                const $r: usize = 3;
+                $call
+            }
+            2 => {
+                const $r: usize = 2;
+                $call
+            }
+            _ => {
+                const $r: usize = 1;
+                $call
+            }
+        }
+    };
+}
+
 /// Arguments of [`gemm`]: `C[r, 0..tiles·4N] = bias + A[r, 0..k] · B` for `r < rows`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct GemmArgs {
@@ -160,19 +211,16 @@ pub(crate) unsafe fn gemm<V: Lanes, const MR: usize>(args: &GemmArgs) {
                 } else {
                     args.bias.add(t * 4 * n)
                 };
-                let mut r = r0;
-                let at = |r: usize| args.a.add(r * args.lda);
-                let ct = |r: usize| args.c.add(r * args.ldc + t * 4 * n);
-                while r + MR <= r_end {
-                    gemm_block::<V, MR>(at(r), args.lda, args.k, b, bias, ct(r), args.ldc);
-                    r += MR;
-                }
-                while r + 2 <= r_end {
-                    gemm_block::<V, 2>(at(r), args.lda, args.k, b, bias, ct(r), args.ldc);
-                    r += 2;
-                }
-                if r < r_end {
-                    gemm_block::<V, 1>(at(r), args.lda, args.k, b, bias, ct(r), args.ldc);
+                for (r, rows) in row_blocks::<MR>(r0, r_end) {
+                    with_rows!(rows, |R| gemm_block::<V, R>(
+                        args.a.add(r * args.lda),
+                        args.lda,
+                        args.k,
+                        b,
+                        bias,
+                        args.c.add(r * args.ldc + t * 4 * n),
+                        args.ldc
+                    ))
                 }
             }
         }
@@ -231,20 +279,9 @@ unsafe fn step_block<V: Lanes, const MR: usize>(args: &StepArgs, row: usize, t: 
 #[inline(always)]
 pub(crate) unsafe fn fused_step<V: Lanes, const MR: usize>(args: &StepArgs) {
     for t in 0..args.tiles {
-        let mut r = 0;
-        // SAFETY: r + block <= rows and t < tiles, as step_block requires.
-        unsafe {
-            while r + MR <= args.rows {
-                step_block::<V, MR>(args, r, t);
-                r += MR;
-            }
-            while r + 2 <= args.rows {
-                step_block::<V, 2>(args, r, t);
-                r += 2;
-            }
-            if r < args.rows {
-                step_block::<V, 1>(args, r, t);
-            }
+        for (r, rows) in row_blocks::<MR>(0, args.rows) {
+            // SAFETY: r + rows <= args.rows and t < tiles, as step_block requires.
+            unsafe { with_rows!(rows, |R| step_block::<V, R>(args, r, t)) }
         }
     }
 }

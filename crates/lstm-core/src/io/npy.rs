@@ -721,7 +721,7 @@ mod tests {
     /// A version-1.0 `.npy` file with a header dict made of the given pieces.
     fn npy_with_dict(dict: &str, data: &[u8]) -> Vec<u8> {
         let mut text = dict.as_bytes().to_vec();
-        while (10 + text.len() + 1) % 64 != 0 {
+        while !(10 + text.len() + 1).is_multiple_of(64) {
             text.push(b' ');
         }
         text.push(b'\n');
