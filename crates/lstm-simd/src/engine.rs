@@ -11,6 +11,7 @@
 //! All scratch lives in a [`Workspace`] sized before the time loop starts; the loop itself
 //! never allocates.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use lstm_core::tensor::{checked_numel, try_filled_vec};
@@ -240,7 +241,8 @@ struct DirectionIo<'a> {
 }
 
 impl SimdEngine {
-    /// Runs one (layer, direction) over the whole sequence.
+    /// Runs one (layer, direction) over the whole sequence, on one thread or split over the
+    /// hidden units of a [`WorkerTeam`].
     ///
     /// `active[t]` is the number of sequences still running at step `t` (a prefix of the
     /// rows: the batch is sorted longest first).
@@ -251,12 +253,9 @@ impl SimdEngine {
         active: &[usize],
         batch: usize,
         ws: &mut Workspace,
+        team: Option<&dyn WorkerTeam>,
     ) {
         let d = self.dims;
-        let seq_len = active.len();
-        let reverse = io.dir == 1;
-        let steps = self.chunk_steps(batch, seq_len);
-
         // Initial state in both h buffers: a row that joins late (reverse direction with
         // lengths) finds its h0 whichever buffer is current when it does.
         let Workspace {
@@ -279,40 +278,218 @@ impl SimdEngine {
         if let Some(c0) = io.c0 {
             copy_rows(cs, d.hp, c0, d.hidden, batch, d.hidden);
         }
-        let (mut cur, mut next) = (h_a.as_mut_slice(), h_b.as_mut_slice());
-        let xp = xproj.as_mut_slice();
-        let hc = h_cell.as_mut_slice();
-        let out_off = io.dir * d.h_out;
+        let job = DirectionJob {
+            kernels: self.kernels,
+            d,
+            cell,
+            input: io.input,
+            in_size: io.in_size,
+            active,
+            batch,
+            steps: self.chunk_steps(batch, active.len()),
+            dir: io.dir,
+            h_is_zero: io.h0.is_none(),
+            xp: xproj.as_mut_slice().as_mut_ptr(),
+            h_a: h_a.as_mut_slice().as_mut_ptr(),
+            h_b: h_b.as_mut_slice().as_mut_ptr(),
+            hc: h_cell.as_mut_slice().as_mut_ptr(),
+            c: cs.as_mut_ptr(),
+            output: io.output.as_mut_ptr(),
+            h_n: io.h_n.as_mut_ptr(),
+            c_n: io.c_n.as_mut_ptr(),
+        };
+        match team {
+            Some(team) if team.size() > 1 => {
+                let barrier = SpinBarrier::new(team.size());
+                let workers = team.size();
+                // SAFETY: every worker gets a distinct index below `workers` and calls the
+                // barrier as often as the others (identical control flow); see DirectionJob.
+                team.run(&|w| unsafe { job.run(w, workers, &|| barrier.wait()) });
+            }
+            // SAFETY: one worker owns every column.
+            _ => unsafe { job.run(0, 1, &|| {}) },
+        }
+    }
+}
+
+/// A group of workers that run one job together: the parallel runner implements it on a
+/// thread pool it owns, and [`SimdEngine::forward_batch_split`] splits each step's hidden
+/// units across it.
+pub trait WorkerTeam: Sync {
+    /// The number of workers.
+    fn size(&self) -> usize;
+    /// Runs `job(w)` once for every worker `w` in `0..size()`, all concurrently (each job waits
+    /// for the others at every step), and returns when all have returned.
+    fn run(&self, job: &(dyn Fn(usize) + Sync));
+}
+
+/// A barrier for a fixed number of threads that spins briefly, then yields: a step of a
+/// stream takes microseconds, far less than a sleep and wake-up.
+#[derive(Debug)]
+pub struct SpinBarrier {
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+    parties: usize,
+}
+
+impl SpinBarrier {
+    /// A barrier for `parties` threads.
+    pub fn new(parties: usize) -> Self {
+        SpinBarrier {
+            arrived: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+            parties: parties.max(1),
+        }
+    }
+
+    /// Blocks until all parties have called `wait` (for this generation). Memory written by
+    /// any party before its `wait` is visible to every party after.
+    pub fn wait(&self) {
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.parties {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+            return;
+        }
+        let mut spins = 0u32;
+        while self.generation.load(Ordering::Acquire) == generation {
+            if spins < 2_000 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// Worker `w`'s share of `n` items: `[n·w/workers, n·(w+1)/workers)`.
+fn share(n: usize, w: usize, workers: usize) -> (usize, usize) {
+    (n * w / workers, n * (w + 1) / workers)
+}
+
+/// Copies columns `c0..c1` of `rows` rows between two strided buffers.
+///
+/// # Safety
+/// Both buffers hold `rows` rows at their strides with at least `c1` columns; the regions do
+/// not overlap, and no other thread writes them meanwhile.
+unsafe fn copy_cols(
+    dst: *mut f32,
+    ld_dst: usize,
+    src: *const f32,
+    ld_src: usize,
+    rows: usize,
+    (c0, c1): (usize, usize),
+) {
+    if c1 <= c0 {
+        return;
+    }
+    for r in 0..rows {
+        // SAFETY: row r < rows and columns c0..c1 are inside both buffers (caller contract).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                src.add(r * ld_src + c0),
+                dst.add(r * ld_dst + c0),
+                c1 - c0,
+            );
+        }
+    }
+}
+
+/// One (layer, direction) pass, as raw pointers so that the workers of a team can share it.
+///
+/// Worker `w` of `W` owns a contiguous range of gate tiles (hidden units) and of `W_hr` tiles
+/// (projected units): it alone writes those columns of the input projection, `c`, `h` and the
+/// outputs. Every worker reads all of the previous `h`; a barrier after each step (and before
+/// the projection) orders the writes of one step before the reads of the next. Each output
+/// element is computed by the same instructions whatever `W` is, so results are bit-identical
+/// for every team size.
+struct DirectionJob<'a> {
+    kernels: Kernels,
+    d: Dims,
+    cell: &'a PackedCell,
+    input: &'a [f32],
+    in_size: usize,
+    active: &'a [usize],
+    batch: usize,
+    steps: usize,
+    dir: usize,
+    h_is_zero: bool,
+    xp: *mut f32,
+    h_a: *mut f32,
+    h_b: *mut f32,
+    hc: *mut f32,
+    c: *mut f32,
+    output: *mut f32,
+    h_n: *mut f32,
+    c_n: *mut f32,
+}
+
+// SAFETY: the pointers are only dereferenced in `run`, where workers write disjoint column
+// ranges and barriers order every cross-worker read after the write it depends on.
+unsafe impl Sync for DirectionJob<'_> {}
+
+impl DirectionJob<'_> {
+    /// Worker `w`'s part of the pass.
+    ///
+    /// # Safety
+    /// `w < workers`; all `workers` workers run concurrently with distinct `w` and the same
+    /// `barrier` (a no-op only when `workers == 1`); the buffers are sized as the engine's
+    /// `prepare` sizes them for `batch` rows and `steps` projected steps.
+    unsafe fn run(&self, w: usize, workers: usize, barrier: &dyn Fn()) {
+        let (d, cell) = (self.d, self.cell);
+        let n_lanes = self.kernels.lanes;
+        let seq_len = self.active.len();
+        let reverse = self.dir == 1;
+        let (batch, in_size) = (self.batch, self.in_size);
+        // Owned columns: gate tiles (t0..t1), their units, projected tiles and their columns.
+        let (t0, t1) = share(cell.w_hh.tiles, w, workers);
+        let units = (t0 * n_lanes, (t1 * n_lanes).min(d.hidden));
+        let (p0, p1) = cell
+            .w_hr
+            .as_ref()
+            .map_or((0, 0), |p| share(p.tiles, w, workers));
+        let h_cols = if cell.w_hr.is_some() {
+            (p0 * 4 * n_lanes, (p1 * 4 * n_lanes).min(d.h_out))
+        } else {
+            units
+        };
+        let (mut cur, mut next) = (self.h_a, self.h_b);
+        let out_off = self.dir * d.h_out;
         let mut running = batch; // rows still running before this step (forward direction)
                                  // From a zero initial state the first step's h · W_hhᵀ is exactly zero: skip it (a
                                  // sixth of the recurrent work of a 6-step window, half of a single step).
-        let mut h_is_zero = io.h0.is_none();
+        let mut h_is_zero = self.h_is_zero;
 
         let mut chunk_start = 0;
         while chunk_start < seq_len {
-            let chunk_len = steps.min(seq_len - chunk_start);
+            let chunk_len = self.steps.min(seq_len - chunk_start);
             // Forward: steps chunk_start.. ; reverse: the same chunks from the end.
             let first = if reverse {
                 seq_len - chunk_start - chunk_len
             } else {
                 chunk_start
             };
-            let gemm = GemmArgs {
-                rows: chunk_len * batch,
-                a: io.input[first * batch * io.in_size..].as_ptr(),
-                lda: io.in_size,
-                k: io.in_size,
-                b: cell.w_ih.as_ptr(),
-                tiles: cell.w_ih.tiles,
-                bias: cell.bias.as_slice().as_ptr(),
-                c: xp.as_mut_ptr(),
-                ldc: d.gp,
-            };
-            // SAFETY: the kernels match this CPU (Backend::kernels checked it at construction);
-            // `input` holds T·B rows of in_size floats and first + chunk_len <= T; the packed
-            // W_ih has k = in_size and `tiles` tiles; `bias` has tiles·4N = gp floats; `xproj`
-            // holds `steps · B` rows of gp floats (prepare) and chunk_len <= steps.
-            unsafe { (self.kernels.gemm)(&gemm) };
+            if t1 > t0 {
+                let gemm = GemmArgs {
+                    rows: chunk_len * batch,
+                    a: self.input[first * batch * in_size..].as_ptr(),
+                    lda: in_size,
+                    k: in_size,
+                    // Offsets of tile t0 < tiles: inside the packed W_ih, the bias (tiles·4N
+                    // floats) and a row of the projection (gp = tiles·4N floats).
+                    b: cell.w_ih.as_ptr().wrapping_add(t0 * in_size * 4 * n_lanes),
+                    tiles: t1 - t0,
+                    bias: cell.bias.as_slice().as_ptr().wrapping_add(t0 * 4 * n_lanes),
+                    c: self.xp.wrapping_add(t0 * 4 * n_lanes),
+                    ldc: d.gp,
+                };
+                // SAFETY: the kernels match this CPU (Backend::kernels checked it); `input`
+                // holds T·B rows of in_size floats and first + chunk_len <= T; tiles t0..t1 of
+                // W_ih (k = in_size) and the bias exist; `xproj` holds `steps · B` rows of gp
+                // floats and chunk_len <= steps; this worker alone writes these columns.
+                unsafe { (self.kernels.gemm)(&gemm) };
+            }
 
             for i in 0..chunk_len {
                 let t = if reverse {
@@ -320,76 +497,101 @@ impl SimdEngine {
                 } else {
                     first + i
                 };
-                let n = active[t];
+                let n = self.active[t];
                 if !reverse && n < running {
                     // Rows n..running ended at the previous step: their h is final.
-                    copy_rows(
-                        &mut io.h_n[n * d.h_out..],
-                        d.h_out,
-                        &cur[n * d.ldh..],
-                        d.ldh,
-                        running - n,
-                        d.h_out,
-                    );
+                    // SAFETY: rows n..running < B of h_n ([B, h_out]) and of `cur` ([B, ldh]);
+                    // this worker's columns.
+                    unsafe {
+                        copy_cols(
+                            self.h_n.add(n * d.h_out),
+                            d.h_out,
+                            cur.add(n * d.ldh),
+                            d.ldh,
+                            running - n,
+                            h_cols,
+                        );
+                    }
                     running = n;
                 }
                 if n == 0 {
                     continue;
                 }
-                let h_dst = if cell.w_hr.is_some() {
-                    hc.as_mut_ptr()
-                } else {
-                    next.as_mut_ptr()
-                };
-                let step = StepArgs {
-                    rows: n,
-                    h: cur.as_ptr(),
-                    ldh: d.ldh,
-                    k: if h_is_zero { 0 } else { d.h_out },
-                    w: cell.w_hh.as_ptr(),
-                    tiles: cell.w_hh.tiles,
-                    xproj: xp[(t - first) * batch * d.gp..].as_ptr(),
-                    ldx: d.gp,
-                    c: cs.as_mut_ptr(),
-                    ldc: d.hp,
-                    h_out: h_dst,
-                    ldo: d.hp,
-                };
-                // SAFETY: kernels match this CPU; `cur` and the destination are distinct
-                // buffers of B rows (stride ldh >= hp >= h_out, resp. hp); W_hh is packed with
-                // k = h_out and `tiles` = hp/N tiles; the projected rows of step t are in the
-                // chunk; c holds B rows of hp floats; n <= B.
-                unsafe { (self.kernels.fused_step)(&step) };
+                let h_dst = if cell.w_hr.is_some() { self.hc } else { next };
+                if t1 > t0 {
+                    // t0 < tiles and t - first < chunk_len keep every offset inside W_hh, the
+                    // projected chunk, c and the destination.
+                    let step = StepArgs {
+                        rows: n,
+                        h: cur,
+                        ldh: d.ldh,
+                        k: if h_is_zero { 0 } else { d.h_out },
+                        w: cell.w_hh.as_ptr().wrapping_add(t0 * d.h_out * 4 * n_lanes),
+                        tiles: t1 - t0,
+                        xproj: self
+                            .xp
+                            .wrapping_add((t - first) * batch * d.gp + t0 * 4 * n_lanes),
+                        ldx: d.gp,
+                        c: self.c.wrapping_add(t0 * n_lanes),
+                        ldc: d.hp,
+                        h_out: h_dst.wrapping_add(t0 * n_lanes),
+                        ldo: d.hp,
+                    };
+                    // SAFETY: kernels match this CPU; `cur` and the destination are distinct
+                    // buffers of B rows (strides ldh >= h_out and hp); the tiles t0..t1 of
+                    // W_hh (k = h_out), of the projected step and of c exist; n <= B; this
+                    // worker alone writes these columns and every worker finished writing
+                    // `cur` before the last barrier.
+                    unsafe { (self.kernels.fused_step)(&step) };
+                }
                 h_is_zero = false;
                 if let Some(w_hr) = &cell.w_hr {
-                    let proj = GemmArgs {
-                        rows: n,
-                        a: hc.as_ptr(),
-                        lda: d.hp,
-                        k: d.hidden,
-                        b: w_hr.as_ptr(),
-                        tiles: w_hr.tiles,
-                        bias: std::ptr::null(),
-                        c: next.as_mut_ptr(),
-                        ldc: d.ldh,
-                    };
-                    // SAFETY: kernels match this CPU; h_cell holds B rows of hp >= hidden
-                    // floats; W_hr is packed with k = hidden; `next` holds B rows of
-                    // ldh = w_hr.cols() floats.
-                    unsafe { (self.kernels.gemm)(&proj) };
+                    barrier(); // all of o ⊙ tanh(c') is written
+                    if p1 > p0 {
+                        // p0 < tiles of W_hr and of a row of `next`.
+                        let proj = GemmArgs {
+                            rows: n,
+                            a: self.hc,
+                            lda: d.hp,
+                            k: d.hidden,
+                            b: w_hr.as_ptr().wrapping_add(p0 * d.hidden * 4 * n_lanes),
+                            tiles: p1 - p0,
+                            bias: std::ptr::null(),
+                            c: next.wrapping_add(p0 * 4 * n_lanes),
+                            ldc: d.ldh,
+                        };
+                        // SAFETY: kernels match this CPU; h_cell holds B rows of hp >= hidden
+                        // floats; W_hr is packed with k = hidden; `next` holds B rows of
+                        // ldh = w_hr.cols() floats; this worker alone writes these columns.
+                        unsafe { (self.kernels.gemm)(&proj) };
+                    }
+                }
+                if workers > 1 {
+                    barrier(); // `next` is complete, and nobody reads `cur` any more
                 }
                 std::mem::swap(&mut cur, &mut next);
-                for b in 0..n {
-                    let o = (t * batch + b) * d.out_size + out_off;
-                    io.output[o..o + d.h_out].copy_from_slice(&cur[b * d.ldh..b * d.ldh + d.h_out]);
+                // SAFETY: rows < n <= B of the output row block of step t (out_size columns,
+                // this direction's half at out_off) and of `cur`; this worker's columns.
+                unsafe {
+                    copy_cols(
+                        self.output.add(t * batch * d.out_size + out_off),
+                        d.out_size,
+                        cur,
+                        d.ldh,
+                        n,
+                        h_cols,
+                    );
                 }
             }
             chunk_start += chunk_len;
         }
         // Rows still running at the end (all of them, in the reverse direction).
         let last = if reverse { batch } else { running };
-        copy_rows(io.h_n, d.h_out, cur, d.ldh, last, d.h_out);
-        copy_rows(io.c_n, d.hidden, cs, d.hp, batch, d.hidden);
+        // SAFETY: B rows of h_n/c_n and of `cur`/c; this worker's columns.
+        unsafe {
+            copy_cols(self.h_n, d.h_out, cur, d.ldh, last, h_cols);
+            copy_cols(self.c_n, d.hidden, self.c, d.hp, batch, units);
+        }
     }
 }
 
@@ -463,27 +665,7 @@ impl LstmEngine<f32> for SimdEngine {
     }
 
     fn forward_batch(&self, call: &SequenceBatch<'_, f32>) -> Result<BatchOutput<f32>> {
-        call.ensure_config(&self.config)?;
-        let d = self.dims;
-        let (seq_len, batch) = (call.seq_len(), call.batch());
-        let cells = self.config.num_cells();
-        let mut output = try_filled_vec("output", numel(&[seq_len, batch, d.out_size]), 0.0)?;
-        let mut h_n = try_filled_vec("h_n", numel(&[cells, batch, d.h_out]), 0.0)?;
-        let mut c_n = try_filled_vec("c_n", numel(&[cells, batch, d.hidden]), 0.0)?;
-        if batch == 0 {
-            return Ok(BatchOutput { output, h_n, c_n });
-        }
-        let plan = BatchPlan::new(call);
-        let mut ws = self.take_workspace();
-        let result = self.forward_into(call, &plan, &mut ws, &mut output, &mut h_n, &mut c_n);
-        self.return_workspace(ws);
-        result?;
-        if let Some(order) = &plan.order {
-            scatter_rows(&mut output, order, seq_len, d.out_size)?;
-            scatter_rows(&mut h_n, order, cells, d.h_out)?;
-            scatter_rows(&mut c_n, order, cells, d.hidden)?;
-        }
-        Ok(BatchOutput { output, h_n, c_n })
+        self.forward_batch_with(call, None)
     }
 
     fn step(&self, x_t: &[f32], state: &mut LstmState<f32>, output: &mut [f32]) -> Result<()> {
@@ -499,7 +681,48 @@ impl LstmEngine<f32> for SimdEngine {
 }
 
 impl SimdEngine {
+    /// [`LstmEngine::forward_batch`] with every step's hidden units split across `team`
+    /// (the parallel runner's batch-1 path): each worker keeps its slice of `W_ih` and `W_hh`
+    /// in its own core's cache and the workers meet at a barrier once per step (twice with a
+    /// projection). Bit-identical to the one-thread result for every team size.
+    pub fn forward_batch_split(
+        &self,
+        call: &SequenceBatch<'_, f32>,
+        team: &dyn WorkerTeam,
+    ) -> Result<BatchOutput<f32>> {
+        self.forward_batch_with(call, Some(team))
+    }
+
+    fn forward_batch_with(
+        &self,
+        call: &SequenceBatch<'_, f32>,
+        team: Option<&dyn WorkerTeam>,
+    ) -> Result<BatchOutput<f32>> {
+        call.ensure_config(&self.config)?;
+        let d = self.dims;
+        let (seq_len, batch) = (call.seq_len(), call.batch());
+        let cells = self.config.num_cells();
+        let mut output = try_filled_vec("output", numel(&[seq_len, batch, d.out_size]), 0.0)?;
+        let mut h_n = try_filled_vec("h_n", numel(&[cells, batch, d.h_out]), 0.0)?;
+        let mut c_n = try_filled_vec("c_n", numel(&[cells, batch, d.hidden]), 0.0)?;
+        if batch == 0 {
+            return Ok(BatchOutput { output, h_n, c_n });
+        }
+        let plan = BatchPlan::new(call);
+        let mut ws = self.take_workspace();
+        let result = self.forward_into(call, &plan, &mut ws, &mut output, &mut h_n, &mut c_n, team);
+        self.return_workspace(ws);
+        result?;
+        if let Some(order) = &plan.order {
+            scatter_rows(&mut output, order, seq_len, d.out_size)?;
+            scatter_rows(&mut h_n, order, cells, d.h_out)?;
+            scatter_rows(&mut c_n, order, cells, d.hidden)?;
+        }
+        Ok(BatchOutput { output, h_n, c_n })
+    }
+
     /// The layers of a forward call, in sorted-batch order, into `output`, `h_n`, `c_n`.
+    #[allow(clippy::too_many_arguments)] // the call, its plan, scratch, three outputs, a team
     fn forward_into(
         &self,
         call: &SequenceBatch<'_, f32>,
@@ -508,6 +731,7 @@ impl SimdEngine {
         output: &mut [f32],
         h_n: &mut [f32],
         c_n: &mut [f32],
+        team: Option<&dyn WorkerTeam>,
     ) -> Result<()> {
         let d = self.dims;
         let (seq_len, batch) = (call.seq_len(), call.batch());
@@ -567,7 +791,7 @@ impl SimdEngine {
                     h_n: &mut h_n[idx * batch * d.h_out..(idx + 1) * batch * d.h_out],
                     c_n: &mut c_n[idx * batch * d.hidden..(idx + 1) * batch * d.hidden],
                 };
-                self.run_direction(&self.cells[idx], io, &plan.active, batch, ws);
+                self.run_direction(&self.cells[idx], io, &plan.active, batch, ws, team);
             }
         }
         ws.layers = layers;
@@ -625,7 +849,7 @@ impl SimdEngine {
                 h_n,
                 c_n,
             };
-            self.run_direction(&self.cells[layer], io, &[batch], batch, ws);
+            self.run_direction(&self.cells[layer], io, &[batch], batch, ws, None);
         }
         let last = (self.config.num_layers + 1) % 2;
         output.copy_from_slice(&layers[last][..batch * d.h_out]);

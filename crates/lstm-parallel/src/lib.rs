@@ -1,0 +1,349 @@
+//! The parallel runner of `lstm-kernels`: the SIMD engine on a thread pool the runner owns.
+//!
+//! Three ways to use several cores, chosen per call by a cost model ([`Plan`]):
+//!
+//! - **Batch split**: the batch is cut into shards (whole register blocks of rows where
+//!   possible) and each shard runs the SIMD engine over the whole sequence on its own thread.
+//! - **Hidden split** (batch 1 and small batches): every step's hidden units are divided
+//!   among the threads ([`SimdEngine::forward_batch_split`]); each thread keeps its slice of
+//!   `W_ih` and `W_hh` in its own core's L2 and the threads meet at a spin barrier once per
+//!   step.
+//! - **Serial**: work too small to pay for a fork-join (a few microseconds) stays on the
+//!   calling thread, so a tiny call is never slower than the SIMD engine.
+//!
+//! Every output element is computed by the same instructions whichever plan runs it: results
+//! are bit-identical to the SIMD engine for every thread count.
+//!
+//! ```
+//! use lstm_core::{LstmConfig, LstmEngine, LstmWeights, Tensor};
+//! use lstm_parallel::ParallelEngine;
+//! use lstm_simd::SimdEngine;
+//!
+//! let weights = LstmWeights::<f32>::random(LstmConfig::new(8, 48), 1)?;
+//! let x = Tensor::new([20, 16, 8], vec![0.3; 20 * 16 * 8])?;
+//! let parallel = ParallelEngine::new(&weights, 2)?;
+//! let simd = SimdEngine::new(&weights)?;
+//! assert_eq!(parallel.forward(&x, None, None)?, simd.forward(&x, None, None)?);
+//! # Ok::<(), lstm_core::LstmError>(())
+//! ```
+
+use lstm_core::tensor::{checked_numel, try_filled_vec};
+use lstm_core::{
+    check_step, BatchOutput, LstmConfig, LstmEngine, LstmError, LstmState, LstmWeights, Result,
+    SequenceBatch, Tensor,
+};
+use lstm_simd::{Backend, SimdEngine, WorkerTeam};
+use rayon::prelude::*;
+
+/// Below this many floating-point operations per time step and thread, a split costs more
+/// (a fork-join of ~5-20 µs, or a barrier of ~0.2-1 µs per step) than it saves.
+const MIN_FLOPS_PER_STEP_AND_THREAD: f64 = 2.0e5;
+/// Rows of a register block of the widest kernel: batch shards are cut at multiples of it.
+const ROW_BLOCK: usize = 6;
+
+/// How one call is spread over the threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// On the calling thread.
+    Serial,
+    /// The batch cut into this many shards, one per thread.
+    Batch(usize),
+    /// Every step's hidden units split over this many threads.
+    Hidden(usize),
+}
+
+/// The parallel runner: the SIMD engine on `threads` threads of its own pool.
+#[derive(Debug)]
+pub struct ParallelEngine {
+    simd: SimdEngine,
+    pool: rayon::ThreadPool,
+    threads: usize,
+}
+
+impl ParallelEngine {
+    /// Packs `weights` for the best backend of this CPU and starts a pool of `threads`.
+    pub fn new(weights: &LstmWeights<f32>, threads: usize) -> Result<Self> {
+        Self::with_backend(weights, Backend::detect(), threads)
+    }
+
+    /// As [`new`](Self::new), with the SIMD backend pinned.
+    pub fn with_backend(
+        weights: &LstmWeights<f32>,
+        backend: Backend,
+        threads: usize,
+    ) -> Result<Self> {
+        if threads == 0 {
+            return Err(LstmError::InvalidArgument {
+                what: "threads",
+                reason: "the number of threads must be at least 1".to_string(),
+            });
+        }
+        let simd = SimdEngine::with_backend(weights, backend)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("lstm-parallel-{i}"))
+            .build()
+            .map_err(|e| LstmError::Unsupported(format!("cannot start {threads} threads: {e}")))?;
+        Ok(ParallelEngine {
+            simd,
+            pool,
+            threads,
+        })
+    }
+
+    /// The number of threads of the pool.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The SIMD backend every thread runs.
+    pub fn backend(&self) -> Backend {
+        self.simd.backend()
+    }
+
+    /// The cost model: how a call of `seq_len` steps over `batch` sequences would run.
+    ///
+    /// - Serial when there is one thread, or when one step's work per thread is below
+    ///   `MIN_FLOPS_PER_STEP_AND_THREAD` (the fork-join or the per-step barrier would cost
+    ///   more than it saves).
+    /// - Batch split when each of at least two shards gets a full register block of rows
+    ///   (shards run independently: no synchronisation at all).
+    /// - Hidden split otherwise (small batches), when every thread gets at least two gate
+    ///   tiles.
+    pub fn plan(&self, seq_len: usize, batch: usize) -> Plan {
+        let config = self.simd.config();
+        if self.threads == 1 || batch == 0 || seq_len == 0 {
+            return Plan::Serial;
+        }
+        let step_flops = config.forward_flops(1, batch) / config.num_layers as f64;
+        let shards = (batch / ROW_BLOCK).min(self.threads);
+        if shards >= 2 && step_flops / shards as f64 >= MIN_FLOPS_PER_STEP_AND_THREAD {
+            return Plan::Batch(shards);
+        }
+        // The per-step barrier needs every worker on a core of its own: never more workers
+        // than the machine has cores, whatever the pool size.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let lanes = self.simd.backend().lanes();
+        let tiles = config.hidden_size.div_ceil(lanes);
+        let workers = self.threads.min(tiles / 2).min(cores);
+        if workers >= 2 && step_flops / workers as f64 >= MIN_FLOPS_PER_STEP_AND_THREAD {
+            return Plan::Hidden(workers);
+        }
+        Plan::Serial
+    }
+
+    /// Runs a shard of rows `rows` of `call` on the SIMD engine (in this thread).
+    fn run_shard(
+        &self,
+        call: &SequenceBatch<'_, f32>,
+        rows: std::ops::Range<usize>,
+    ) -> Result<BatchOutput<f32>> {
+        let config = self.simd.config();
+        let (seq_len, batch, b) = (call.seq_len(), call.batch(), rows.len());
+        let in_size = config.input_size;
+        // The shard's input, in the layout the config expects.
+        let mut x = try_filled_vec("input", numel(&[seq_len, b, in_size]), 0.0f32)?;
+        for t in 0..seq_len {
+            for (j, row) in rows.clone().enumerate() {
+                let src = &call.x()[(t * batch + row) * in_size..][..in_size];
+                let dst = if config.batch_first {
+                    (j * seq_len + t) * in_size
+                } else {
+                    (t * b + j) * in_size
+                };
+                x[dst..dst + in_size].copy_from_slice(src);
+            }
+        }
+        let shape = if config.batch_first {
+            [b, seq_len, in_size]
+        } else {
+            [seq_len, b, in_size]
+        };
+        let x = Tensor::new(shape, x)?;
+        let cells = config.num_cells();
+        let state = match (call.h0(), call.c0()) {
+            (Some(h0), Some(c0)) => Some(LstmState {
+                h: Tensor::new(
+                    [cells, b, config.h_out()],
+                    gather(h0, cells, batch, config.h_out(), &rows)?,
+                )?,
+                c: Tensor::new(
+                    [cells, b, config.hidden_size],
+                    gather(c0, cells, batch, config.hidden_size, &rows)?,
+                )?,
+            }),
+            _ => None,
+        };
+        let lengths = call.lengths().map(|l| l[rows.clone()].to_vec());
+        let shard = SequenceBatch::new(config, &x, state.as_ref(), lengths.as_deref())?;
+        self.simd.forward_batch(&shard)
+    }
+}
+
+/// The element count of `dims`, or `usize::MAX` on overflow (refused by the allocator).
+fn numel(dims: &[usize]) -> usize {
+    checked_numel(dims).unwrap_or(usize::MAX)
+}
+
+/// Rows `rows` of each of `groups` blocks of `batch` rows of `width` floats.
+fn gather(
+    src: &[f32],
+    groups: usize,
+    batch: usize,
+    width: usize,
+    rows: &std::ops::Range<usize>,
+) -> Result<Vec<f32>> {
+    let mut out = try_filled_vec("state", numel(&[groups, rows.len(), width]), 0.0f32)?;
+    for g in 0..groups {
+        for (j, row) in rows.clone().enumerate() {
+            let s = (g * batch + row) * width;
+            let d = (g * rows.len() + j) * width;
+            out[d..d + width].copy_from_slice(&src[s..s + width]);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes a shard's `[groups, b, width]` result into rows `rows` of `[groups, batch, width]`.
+fn scatter(
+    dst: &mut [f32],
+    src: &[f32],
+    groups: usize,
+    batch: usize,
+    width: usize,
+    rows: &std::ops::Range<usize>,
+) {
+    for g in 0..groups {
+        for (j, row) in rows.clone().enumerate() {
+            let s = (g * rows.len() + j) * width;
+            let d = (g * batch + row) * width;
+            dst[d..d + width].copy_from_slice(&src[s..s + width]);
+        }
+    }
+}
+
+/// Cuts `batch` rows into at most `shards` non-empty ranges of whole register blocks (the last
+/// takes the rest), as even as the blocks allow.
+fn shard_ranges(batch: usize, shards: usize) -> Vec<std::ops::Range<usize>> {
+    // Whole register blocks when there are enough of them, single rows otherwise.
+    let unit = if batch.div_ceil(ROW_BLOCK) >= shards {
+        ROW_BLOCK
+    } else {
+        1
+    };
+    let blocks = batch.div_ceil(unit);
+    (0..shards)
+        .map(|s| {
+            let start = (blocks * s / shards * unit).min(batch);
+            let end = (blocks * (s + 1) / shards * unit).min(batch);
+            start..end
+        })
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+/// The pool as a [`WorkerTeam`] of `size` workers.
+struct PoolTeam<'a> {
+    pool: &'a rayon::ThreadPool,
+    size: usize,
+}
+
+impl WorkerTeam for PoolTeam<'_> {
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn run(&self, job: &(dyn Fn(usize) + Sync)) {
+        // `broadcast` runs the closure once on every pool thread, all at the same time, which
+        // the per-step barrier of a hidden split needs (a plain `scope` could queue two
+        // workers on one thread and deadlock it). Threads beyond `size` return at once.
+        self.pool.broadcast(|ctx| {
+            if ctx.index() < self.size {
+                job(ctx.index());
+            }
+        });
+    }
+}
+
+impl LstmEngine<f32> for ParallelEngine {
+    fn config(&self) -> &LstmConfig {
+        self.simd.config()
+    }
+
+    fn name(&self) -> &'static str {
+        "parallel"
+    }
+
+    fn forward_batch(&self, call: &SequenceBatch<'_, f32>) -> Result<BatchOutput<f32>> {
+        self.forward_batch_planned(call, self.plan(call.seq_len(), call.batch()))
+    }
+
+    fn step(&self, x_t: &[f32], state: &mut LstmState<f32>, output: &mut [f32]) -> Result<()> {
+        // One step is a few microseconds at most: a fork-join would cost more than it saves.
+        check_step(self.simd.config(), x_t, state, output)?;
+        self.simd.step(x_t, state, output)
+    }
+}
+
+impl ParallelEngine {
+    /// Runs a validated call with the given plan instead of the cost model's (for tests and
+    /// measurements: every plan gives the same bits). Thread counts above the pool's, and
+    /// splits finer than the work allows, are reduced.
+    pub fn forward_batch_planned(
+        &self,
+        call: &SequenceBatch<'_, f32>,
+        plan: Plan,
+    ) -> Result<BatchOutput<f32>> {
+        call.ensure_config(self.simd.config())?;
+        let plan = match plan {
+            Plan::Batch(n) => Plan::Batch(n.min(self.threads).min(call.batch())),
+            Plan::Hidden(n) => Plan::Hidden(n.min(self.threads)),
+            Plan::Serial => Plan::Serial,
+        };
+        match plan {
+            Plan::Serial | Plan::Batch(0 | 1) | Plan::Hidden(0 | 1) => {
+                self.simd.forward_batch(call)
+            }
+            Plan::Hidden(workers) => {
+                let team = PoolTeam {
+                    pool: &self.pool,
+                    size: workers,
+                };
+                self.simd.forward_batch_split(call, &team)
+            }
+            Plan::Batch(shards) => {
+                let ranges = shard_ranges(call.batch(), shards);
+                let results: Vec<Result<BatchOutput<f32>>> = self.pool.install(|| {
+                    ranges
+                        .par_iter()
+                        .map(|rows| self.run_shard(call, rows.clone()))
+                        .collect()
+                });
+                let config = self.simd.config();
+                let (seq_len, batch, cells) = (call.seq_len(), call.batch(), config.num_cells());
+                let mut output = try_filled_vec(
+                    "output",
+                    numel(&[seq_len, batch, config.output_size()]),
+                    0.0,
+                )?;
+                let mut h_n = try_filled_vec("h_n", numel(&[cells, batch, config.h_out()]), 0.0)?;
+                let mut c_n =
+                    try_filled_vec("c_n", numel(&[cells, batch, config.hidden_size]), 0.0)?;
+                for (rows, result) in ranges.iter().zip(results) {
+                    let part = result?;
+                    scatter(
+                        &mut output,
+                        &part.output,
+                        seq_len,
+                        batch,
+                        config.output_size(),
+                        rows,
+                    );
+                    scatter(&mut h_n, &part.h_n, cells, batch, config.h_out(), rows);
+                    scatter(&mut c_n, &part.c_n, cells, batch, config.hidden_size, rows);
+                }
+                Ok(BatchOutput { output, h_n, c_n })
+            }
+        }
+    }
+}

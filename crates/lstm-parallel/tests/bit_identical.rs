@@ -1,0 +1,118 @@
+//! Every plan and thread count gives the SIMD engine's bits, for every option.
+#![allow(clippy::unwrap_used)]
+
+use lstm_core::{
+    LstmConfig, LstmEngine, LstmState, LstmWeights, SequenceBatch, SplitMix64, Tensor,
+};
+use lstm_parallel::{ParallelEngine, Plan};
+use lstm_simd::{Backend, SimdEngine};
+
+fn data(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n)
+        .map(|_| rng.next_signed_unit() as f32 * scale)
+        .collect()
+}
+
+fn configs() -> Vec<LstmConfig> {
+    vec![
+        LstmConfig::new(5, 40),
+        LstmConfig::new(5, 33).with_num_layers(2),
+        LstmConfig::new(7, 48).with_bidirectional(true),
+        LstmConfig::new(7, 50)
+            .with_proj_size(13)
+            .with_bidirectional(true)
+            .with_num_layers(2),
+        LstmConfig::new(3, 17)
+            .with_bias(false)
+            .with_batch_first(true),
+        LstmConfig::new(4, 64).with_proj_size(40),
+    ]
+}
+
+#[test]
+fn every_plan_and_thread_count_is_bit_identical_to_simd() {
+    for (n, config) in configs().into_iter().enumerate() {
+        let weights = LstmWeights::<f32>::random(config.clone(), n as u64).unwrap();
+        for backend in Backend::all() {
+            let simd = SimdEngine::with_backend(&weights, backend).unwrap();
+            let engines: Vec<ParallelEngine> = [1, 2, 3, 8]
+                .into_iter()
+                .map(|n| ParallelEngine::with_backend(&weights, backend, n).unwrap())
+                .collect();
+            for (t, b) in [(9, 1), (7, 3), (6, 13)] {
+                let shape = if config.batch_first {
+                    [b, t, config.input_size]
+                } else {
+                    [t, b, config.input_size]
+                };
+                let x = Tensor::new(shape, data(t * b * config.input_size, 3, 1.0)).unwrap();
+                let mut state = LstmState::<f32>::zeros(&config, Some(b)).unwrap();
+                let h = data(state.h.data().len(), 4, 0.5);
+                let c = data(state.c.data().len(), 5, 1.5);
+                state.h.data_mut().copy_from_slice(&h);
+                state.c.data_mut().copy_from_slice(&c);
+                let lengths: Vec<usize> = (0..b).map(|i| 1 + (i * 5 + 3) % t).collect();
+                for (st, len) in [
+                    (None, None),
+                    (Some(&state), None),
+                    (Some(&state), Some(lengths.as_slice())),
+                    (None, Some(lengths.as_slice())),
+                ] {
+                    let call = SequenceBatch::new(&config, &x, st, len).unwrap();
+                    let want = simd.forward_batch(&call).unwrap();
+                    for par in &engines {
+                        let threads = par.threads();
+                        for plan in [
+                            Plan::Serial,
+                            Plan::Batch(threads),
+                            Plan::Hidden(threads),
+                            par.plan(t, b),
+                        ] {
+                            let got = par.forward_batch_planned(&call, plan).unwrap();
+                            assert!(
+                                got == want,
+                                "{backend} {config:?} T={t} B={b} threads={threads} {plan:?} \
+                                 state={} lengths={}",
+                                st.is_some(),
+                                len.is_some()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn cost_model_stays_serial_for_tiny_work_and_splits_real_work() {
+    let tiny = LstmWeights::<f32>::random(LstmConfig::new(64, 64), 1).unwrap();
+    let par = ParallelEngine::new(&tiny, 2).unwrap();
+    assert_eq!(par.plan(1, 1), Plan::Serial);
+    let big = LstmWeights::<f32>::random(LstmConfig::new(256, 256), 1).unwrap();
+    let par = ParallelEngine::new(&big, 2).unwrap();
+    assert_eq!(par.plan(100, 32), Plan::Batch(2));
+    assert_eq!(par.plan(100, 1), Plan::Hidden(2));
+    let one = ParallelEngine::new(&big, 1).unwrap();
+    assert_eq!(one.plan(100, 32), Plan::Serial);
+    assert!(ParallelEngine::new(&big, 0).is_err());
+}
+
+#[test]
+fn streaming_step_matches_forward() {
+    let config = LstmConfig::new(6, 40).with_num_layers(2);
+    let weights = LstmWeights::<f32>::random(config.clone(), 9).unwrap();
+    let par = ParallelEngine::new(&weights, 2).unwrap();
+    let (t, b) = (5, 2);
+    let x = Tensor::new([t, b, 6], data(t * b * 6, 1, 1.0)).unwrap();
+    let full = par.forward(&x, None, None).unwrap();
+    let mut state = LstmState::zeros(&config, Some(b)).unwrap();
+    let mut out = vec![f32::NAN; b * 40];
+    for s in 0..t {
+        par.step(&x.data()[s * b * 6..(s + 1) * b * 6], &mut state, &mut out)
+            .unwrap();
+        assert_eq!(out, full.output.data()[s * b * 40..(s + 1) * b * 40]);
+    }
+    assert_eq!(state.h, full.h_n);
+}
