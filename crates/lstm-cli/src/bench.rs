@@ -11,7 +11,7 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use lstm::{Backend, EngineKind, LstmConfig, LstmEngine, LstmWeights, SimdEngine, Tensor};
+use lstm::{Backend, EngineKind, LstmConfig, LstmEngine, LstmWeights, Tensor};
 
 use crate::run::{engine_parser, parse_threads};
 use crate::{CliError, CliResult};
@@ -61,7 +61,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "P", default_value_t = 0)]
     proj_size: usize,
 
-    /// Worker threads for engines that use several (the simd and naive engines run on one).
+    /// Threads of the parallel engine (default: one per core); the simd and naive engines run
+    /// on one.
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     threads: Option<NonZeroUsize>,
 
@@ -159,27 +160,27 @@ pub(crate) fn bench(args: &BenchArgs) -> CliResult {
     }
     let x = Tensor::new([args.seq_len, args.batch, args.input_size], data)?;
 
-    let (engine, backend): (Box<dyn LstmEngine<f32>>, String) = match args.engine {
-        EngineKind::Simd => {
-            let backend = match &args.backend {
-                Some(name) => name.parse::<Backend>()?,
-                None => Backend::detect(),
-            };
-            (
-                Box::new(SimdEngine::with_backend(&weights, backend)?),
-                backend.name().to_string(),
-            )
-        }
-        kind => {
-            if args.backend.is_some() {
-                return Err(CliError::msg(format!(
-                    "--backend applies to the simd engine, not `{kind}`"
-                )));
-            }
-            let model = lstm::Model::from_weights(weights);
-            (model.engine(kind)?, "scalar".to_string())
-        }
+    let mut options = lstm::EngineOptions::default();
+    if let Some(name) = &args.backend {
+        options = options.with_backend(name.parse::<Backend>()?);
+    }
+    let threads = match args.engine {
+        EngineKind::Parallel => args.threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |n| n.get(),
+        ),
+        _ => 1,
     };
+    options = options.with_threads(threads);
+    let backend = match args.engine {
+        EngineKind::Naive => "scalar".to_string(),
+        _ => options
+            .backend
+            .unwrap_or_else(Backend::detect)
+            .name()
+            .to_string(),
+    };
+    let engine = lstm::Model::from_weights(weights).engine_with(args.engine, options)?;
     if !(args.min_time.is_finite() && args.min_time >= 0.0) {
         return Err(CliError::msg("--min-time must be a number of seconds >= 0"));
     }
@@ -189,7 +190,7 @@ pub(crate) fn bench(args: &BenchArgs) -> CliResult {
     let result = BenchResult {
         engine: engine.name(),
         backend,
-        threads: 1,
+        threads,
         median_ms: med * 1e3,
         min_ms: samples.first().copied().unwrap_or(f64::NAN) * 1e3,
         max_ms: samples.last().copied().unwrap_or(f64::NAN) * 1e3,
@@ -198,10 +199,11 @@ pub(crate) fn bench(args: &BenchArgs) -> CliResult {
         calls_per_sample: calls,
     };
     println!(
-        "{} ({}, {} thread): T={} B={} I={} H={} L={}{}{}: median {:.4} ms (min {:.4}, max {:.4}; {} samples × {} calls), {:.1} GFLOP/s",
+        "{} ({}, {} thread{}): T={} B={} I={} H={} L={}{}{}: median {:.4} ms (min {:.4}, max {:.4}; {} samples × {} calls), {:.1} GFLOP/s",
         result.engine,
         result.backend,
         result.threads,
+        if result.threads == 1 { "" } else { "s" },
         args.seq_len,
         args.batch,
         args.input_size,

@@ -77,8 +77,8 @@ pub(crate) struct RunArgs {
     )]
     engine: EngineKind,
 
-    /// Number of worker threads (at least 1) for engines that use several; the naive engine
-    /// runs on one.
+    /// Worker threads (at least 1) of the parallel engine (default: one per core); the naive
+    /// and simd engines run on one.
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     threads: Option<NonZeroUsize>,
 }
@@ -144,8 +144,11 @@ pub(crate) fn run(args: &RunArgs) -> CliResult {
     };
 
     // 3. The forward pass (which validates every shape and length before computing).
-    let _threads = args.threads; // for engines that run on several threads
-    let engine = model.engine(args.engine)?;
+    let mut options = lstm::EngineOptions::default();
+    if let Some(n) = args.threads {
+        options = options.with_threads(n.get());
+    }
+    let engine = model.engine_with(args.engine, options)?;
     let mut out = engine
         .forward(&input, state.as_ref(), lengths.as_deref())
         .map_err(|e| attribute(e, args))?;

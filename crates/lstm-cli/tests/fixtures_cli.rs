@@ -53,6 +53,9 @@ fn run_case(case: &Value, engine: EngineKind, out: &Path) {
         .map(String::from),
     );
     args.extend(["--engine".to_string(), engine.name().to_string()]);
+    if engine == EngineKind::Parallel {
+        args.extend(["--threads".to_string(), "2".to_string()]);
+    }
     if case["has_state"].as_bool().unwrap() {
         args.extend(["--h0", &file("h0.npy"), "--c0", &file("c0.npy")].map(String::from));
     }

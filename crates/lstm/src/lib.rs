@@ -37,6 +37,7 @@ pub use lstm_core::{
 // Training: forward_train records a TrainingTape, backward returns LstmGradients.
 pub use lstm_core::{GradOutputs, LstmBackward, LstmGradients, TrainingTape};
 pub use lstm_naive::NaiveEngine;
+pub use lstm_parallel::{ParallelEngine, Plan};
 pub use lstm_simd::{activations, Backend, SimdEngine};
 
 /// What an engine implementer needs beyond the user API: the validated call
@@ -61,17 +62,22 @@ pub enum EngineKind {
     /// CPU ([`Backend::detect`]).
     #[default]
     Simd,
+    /// The SIMD engine on several threads of a pool of its own (batch shards, or each step's
+    /// hidden units split across cores), bit-identical to `Simd`.
+    Parallel,
 }
 
 impl EngineKind {
     /// Every engine this build has.
-    pub const ALL: &'static [EngineKind] = &[EngineKind::Naive, EngineKind::Simd];
+    pub const ALL: &'static [EngineKind] =
+        &[EngineKind::Naive, EngineKind::Simd, EngineKind::Parallel];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Naive => "naive",
             EngineKind::Simd => "simd",
+            EngineKind::Parallel => "parallel",
         }
     }
 }
@@ -97,6 +103,30 @@ impl FromStr for EngineKind {
                     EngineKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>()
                 ),
             })
+    }
+}
+
+/// How to build an engine: threads for the parallel runner, and the SIMD instruction set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineOptions {
+    /// Threads of the parallel runner (`None`: one per core); ignored by the others.
+    pub threads: Option<usize>,
+    /// The SIMD backend (`None`: the best this CPU has); refused for the naive engine.
+    pub backend: Option<Backend>,
+}
+
+impl EngineOptions {
+    /// With `threads` threads (the parallel runner).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
+    /// With the SIMD backend pinned.
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
     }
 }
 
@@ -185,11 +215,38 @@ impl Model {
         &self.tensors
     }
 
-    /// Builds an engine of `kind` over this model's weights.
+    /// Builds an engine of `kind` over this model's weights (default options: the parallel
+    /// runner gets one thread per core, SIMD engines the best backend of this CPU).
     pub fn engine(&self, kind: EngineKind) -> Result<DynEngine> {
+        self.engine_with(kind, EngineOptions::default())
+    }
+
+    /// Builds an engine of `kind` with explicit options.
+    pub fn engine_with(&self, kind: EngineKind, options: EngineOptions) -> Result<DynEngine> {
+        let backend = options.backend.unwrap_or_else(Backend::detect);
         match kind {
-            EngineKind::Naive => Ok(Box::new(NaiveEngine::new(self.weights.clone())?)),
-            EngineKind::Simd => Ok(Box::new(SimdEngine::new(&self.weights)?)),
+            EngineKind::Naive => {
+                if let Some(b) = options.backend {
+                    return Err(LstmError::InvalidArgument {
+                        what: "backend",
+                        reason: format!(
+                            "the naive engine has no SIMD backend (asked for `{b}`); use the simd or parallel engine"
+                        ),
+                    });
+                }
+                Ok(Box::new(NaiveEngine::new(self.weights.clone())?))
+            }
+            EngineKind::Simd => Ok(Box::new(SimdEngine::with_backend(&self.weights, backend)?)),
+            EngineKind::Parallel => {
+                let threads = options
+                    .threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+                Ok(Box::new(ParallelEngine::with_backend(
+                    &self.weights,
+                    backend,
+                    threads,
+                )?))
+            }
         }
     }
 
