@@ -92,7 +92,10 @@ fn cost_model_stays_serial_for_tiny_work_and_splits_real_work() {
     assert_eq!(par.plan(1, 1), Plan::Serial);
     let big = LstmWeights::<f32>::random(LstmConfig::new(256, 256), 1).unwrap();
     let par = ParallelEngine::new(&big, 2).unwrap();
-    assert_eq!(par.plan(100, 32), Plan::Batch(2));
+    assert_eq!(par.plan(100, 32), Plan::Hidden(2));
+    let narrow = LstmWeights::<f32>::random(LstmConfig::new(256, 40), 1).unwrap();
+    let par3 = ParallelEngine::new(&narrow, 3).unwrap();
+    assert!(matches!(par3.plan(100, 64), Plan::Batch(_)));
     assert_eq!(par.plan(100, 1), Plan::Hidden(2));
     let one = ParallelEngine::new(&big, 1).unwrap();
     assert_eq!(one.plan(100, 32), Plan::Serial);
