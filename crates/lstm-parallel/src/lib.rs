@@ -59,6 +59,9 @@ pub struct ParallelEngine {
     simd: SimdEngine,
     pool: rayon::ThreadPool,
     threads: usize,
+    /// Cores of this machine, read once: `available_parallelism` reads cgroup files (tens of
+    /// microseconds), far too slow for the cost model of a one-step call.
+    cores: usize,
 }
 
 impl ParallelEngine {
@@ -89,6 +92,7 @@ impl ParallelEngine {
             simd,
             pool,
             threads,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
     }
 
@@ -123,7 +127,7 @@ impl ParallelEngine {
         let worth = |workers: usize| step_flops / workers as f64 >= MIN_FLOPS_PER_STEP_AND_THREAD;
         // The per-step barrier needs every worker on a core of its own: never more workers
         // than the machine has cores, whatever the pool size.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = self.cores;
         let lanes = self.simd.backend().lanes();
         let tiles = config.hidden_size.div_ceil(lanes);
         let hidden = self.threads.min(tiles / 2).min(cores);
