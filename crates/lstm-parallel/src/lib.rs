@@ -32,7 +32,7 @@ use lstm_core::{
     check_step, BatchOutput, LstmConfig, LstmEngine, LstmError, LstmState, LstmWeights, Result,
     SequenceBatch, Tensor,
 };
-use lstm_simd::{Backend, SimdEngine, WorkerTeam};
+use lstm_simd::{Backend, SimdEngine, Split, WorkerTeam};
 use rayon::prelude::*;
 
 /// Below this many floating-point operations per time step and thread, a split costs more
@@ -51,6 +51,9 @@ pub enum Plan {
     Batch(usize),
     /// Every step's hidden units split over this many threads.
     Hidden(usize),
+    /// The two directions of each bidirectional layer at once, on two threads (layers with
+    /// one direction use the hidden split).
+    Directions,
 }
 
 /// The parallel runner: the SIMD engine on `threads` threads of its own pool.
@@ -299,7 +302,10 @@ impl ParallelEngine {
         let plan = match plan {
             Plan::Batch(n) => Plan::Batch(n.min(self.threads).min(call.batch())),
             Plan::Hidden(n) => Plan::Hidden(n.min(self.threads)),
-            Plan::Serial => Plan::Serial,
+            Plan::Directions if self.threads < 2 || !self.simd.config().bidirectional => {
+                Plan::Hidden(self.threads.min(2))
+            }
+            other => other,
         };
         match plan {
             Plan::Serial | Plan::Batch(0 | 1) | Plan::Hidden(0 | 1) => {
@@ -310,7 +316,14 @@ impl ParallelEngine {
                     pool: &self.pool,
                     size: workers,
                 };
-                self.simd.forward_batch_split(call, &team)
+                self.simd.forward_batch_split(call, &team, Split::Hidden)
+            }
+            Plan::Directions => {
+                let team = PoolTeam {
+                    pool: &self.pool,
+                    size: 2,
+                };
+                self.simd.forward_batch_split(call, &team, Split::Directions)
             }
             Plan::Batch(shards) => {
                 let ranges = shard_ranges(call.batch(), shards);

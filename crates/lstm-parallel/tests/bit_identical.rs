@@ -67,6 +67,7 @@ fn every_plan_and_thread_count_is_bit_identical_to_simd() {
                             Plan::Serial,
                             Plan::Batch(threads),
                             Plan::Hidden(threads),
+                            Plan::Directions,
                             par.plan(t, b),
                         ] {
                             let got = par.forward_batch_planned(&call, plan).unwrap();

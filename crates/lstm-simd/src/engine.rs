@@ -229,8 +229,9 @@ struct DirectionIo<'a> {
     /// The layer's input, `[T, B, in_size]`.
     input: &'a [f32],
     in_size: usize,
-    /// The layer's output, `[T, B, D·H_out]`; this direction writes its half.
-    output: &'a mut [f32],
+    /// The layer's output, `[T, B, D·H_out]`; this direction writes its half (raw, because
+    /// the two directions of a layer may write their halves at the same time).
+    output: *mut f32,
     dir: usize,
     /// `[B, H_out]` and `[B, H]` initial state, or zeros.
     h0: Option<&'a [f32]>,
@@ -240,21 +241,32 @@ struct DirectionIo<'a> {
     c_n: &'a mut [f32],
 }
 
+/// How a [`WorkerTeam`] shares a forward call (see [`SimdEngine::forward_batch_split`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Split {
+    /// Each step's gate tiles (hidden units) are divided among the workers, who meet at a
+    /// barrier after every step.
+    Hidden,
+    /// The two directions of each bidirectional layer run at the same time on two workers,
+    /// with no synchronisation inside the layer (unidirectional layers fall back to `Hidden`).
+    Directions,
+}
+
 impl SimdEngine {
-    /// Runs one (layer, direction) over the whole sequence, on one thread or split over the
-    /// hidden units of a [`WorkerTeam`].
+    /// Writes one (layer, direction)'s initial state into `ws` and returns the pass over the
+    /// whole sequence, ready to run on one thread or on the workers of a team.
     ///
     /// `active[t]` is the number of sequences still running at step `t` (a prefix of the
     /// rows: the batch is sorted longest first).
-    fn run_direction(
-        &self,
-        cell: &PackedCell,
-        io: DirectionIo<'_>,
-        active: &[usize],
+    fn direction_job<'a>(
+        &'a self,
+        cell: &'a PackedCell,
+        io: DirectionIo<'a>,
+        active: &'a [usize],
         batch: usize,
-        ws: &mut Workspace,
-        team: Option<&dyn WorkerTeam>,
-    ) {
+        ws: &'a mut Workspace,
+    ) -> DirectionJob<'a> {
         let d = self.dims;
         // Initial state in both h buffers: a row that joins late (reverse direction with
         // lengths) finds its h0 whichever buffer is current when it does.
@@ -278,7 +290,7 @@ impl SimdEngine {
         if let Some(c0) = io.c0 {
             copy_rows(cs, d.hp, c0, d.hidden, batch, d.hidden);
         }
-        let job = DirectionJob {
+        DirectionJob {
             kernels: self.kernels,
             d,
             cell,
@@ -294,10 +306,24 @@ impl SimdEngine {
             h_b: h_b.as_mut_slice().as_mut_ptr(),
             hc: h_cell.as_mut_slice().as_mut_ptr(),
             c: cs.as_mut_ptr(),
-            output: io.output.as_mut_ptr(),
+            output: io.output,
             h_n: io.h_n.as_mut_ptr(),
             c_n: io.c_n.as_mut_ptr(),
-        };
+        }
+    }
+
+    /// Runs one (layer, direction) over the whole sequence, on this thread or split over the
+    /// hidden units of a team.
+    fn run_direction(
+        &self,
+        cell: &PackedCell,
+        io: DirectionIo<'_>,
+        active: &[usize],
+        batch: usize,
+        ws: &mut Workspace,
+        team: Option<&dyn WorkerTeam>,
+    ) {
+        let job = self.direction_job(cell, io, active, batch, ws);
         match team {
             Some(team) if team.size() > 1 => {
                 let barrier = SpinBarrier::new(team.size());
@@ -665,7 +691,7 @@ impl LstmEngine<f32> for SimdEngine {
     }
 
     fn forward_batch(&self, call: &SequenceBatch<'_, f32>) -> Result<BatchOutput<f32>> {
-        self.forward_batch_with(call, None)
+        self.forward_batch_with(call, None, Split::Hidden)
     }
 
     fn step(&self, x_t: &[f32], state: &mut LstmState<f32>, output: &mut [f32]) -> Result<()> {
@@ -681,22 +707,29 @@ impl LstmEngine<f32> for SimdEngine {
 }
 
 impl SimdEngine {
-    /// [`LstmEngine::forward_batch`] with every step's hidden units split across `team`
-    /// (the parallel runner's batch-1 path): each worker keeps its slice of `W_ih` and `W_hh`
-    /// in its own core's cache and the workers meet at a barrier once per step (twice with a
-    /// projection). Bit-identical to the one-thread result for every team size.
+    /// [`LstmEngine::forward_batch`] shared by the workers of `team` (the parallel runner):
+    ///
+    /// - [`Split::Hidden`]: every step's hidden units are divided among the workers; each
+    ///   keeps its slice of `W_ih` and `W_hh` in its own core's cache, and they meet at a
+    ///   barrier once per step (twice with a projection);
+    /// - [`Split::Directions`]: the two directions of each bidirectional layer run at once on
+    ///   two workers (unidirectional layers use the hidden split).
+    ///
+    /// Bit-identical to the one-thread result for every team size and split.
     pub fn forward_batch_split(
         &self,
         call: &SequenceBatch<'_, f32>,
         team: &dyn WorkerTeam,
+        split: Split,
     ) -> Result<BatchOutput<f32>> {
-        self.forward_batch_with(call, Some(team))
+        self.forward_batch_with(call, Some(team), split)
     }
 
     fn forward_batch_with(
         &self,
         call: &SequenceBatch<'_, f32>,
         team: Option<&dyn WorkerTeam>,
+        split: Split,
     ) -> Result<BatchOutput<f32>> {
         call.ensure_config(&self.config)?;
         let d = self.dims;
@@ -710,7 +743,16 @@ impl SimdEngine {
         }
         let plan = BatchPlan::new(call);
         let mut ws = self.take_workspace();
-        let result = self.forward_into(call, &plan, &mut ws, &mut output, &mut h_n, &mut c_n, team);
+        let result = self.forward_into(
+            call,
+            &plan,
+            &mut ws,
+            &mut output,
+            &mut h_n,
+            &mut c_n,
+            team,
+            split,
+        );
         self.return_workspace(ws);
         result?;
         if let Some(order) = &plan.order {
@@ -732,6 +774,7 @@ impl SimdEngine {
         h_n: &mut [f32],
         c_n: &mut [f32],
         team: Option<&dyn WorkerTeam>,
+        split: Split,
     ) -> Result<()> {
         let d = self.dims;
         let (seq_len, batch) = (call.seq_len(), call.batch());
@@ -779,19 +822,76 @@ impl SimdEngine {
             if !last && call.lengths().is_some() {
                 out.fill(0.0); // padded steps of intermediate layers read as zeros
             }
+            let out_ptr = out.as_mut_ptr();
+            let cells_of_layer = layer * d.dirs..(layer + 1) * d.dirs;
+            let (mut h_rest, mut c_rest) = (
+                &mut h_n
+                    [cells_of_layer.start * batch * d.h_out..cells_of_layer.end * batch * d.h_out],
+                &mut c_n[cells_of_layer.start * batch * d.hidden
+                    ..cells_of_layer.end * batch * d.hidden],
+            );
+            let mut ios = Vec::with_capacity(d.dirs);
             for dir in 0..d.dirs {
                 let idx = layer * d.dirs + dir;
-                let io = DirectionIo {
+                let (h_dir, h_tail) = std::mem::take(&mut h_rest).split_at_mut(batch * d.h_out);
+                let (c_dir, c_tail) = std::mem::take(&mut c_rest).split_at_mut(batch * d.hidden);
+                (h_rest, c_rest) = (h_tail, c_tail);
+                ios.push(DirectionIo {
                     input,
                     in_size,
-                    output: out,
+                    output: out_ptr,
                     dir,
                     h0: h0.map(|h| &h[idx * batch * d.h_out..(idx + 1) * batch * d.h_out]),
                     c0: c0.map(|c| &c[idx * batch * d.hidden..(idx + 1) * batch * d.hidden]),
-                    h_n: &mut h_n[idx * batch * d.h_out..(idx + 1) * batch * d.h_out],
-                    c_n: &mut c_n[idx * batch * d.hidden..(idx + 1) * batch * d.hidden],
-                };
-                self.run_direction(&self.cells[idx], io, &plan.active, batch, ws, team);
+                    h_n: h_dir,
+                    c_n: c_dir,
+                });
+            }
+            match team {
+                Some(team) if split == Split::Directions && d.dirs == 2 && team.size() >= 2 => {
+                    // Both directions at once, each on its own worker and workspace.
+                    let mut second = self.take_workspace();
+                    let prepared =
+                        self.prepare(&mut second, batch, self.chunk_steps(batch, seq_len));
+                    if let Err(e) = prepared {
+                        self.return_workspace(second);
+                        return Err(e);
+                    }
+                    let mut ios = ios.into_iter();
+                    if let (Some(fwd), Some(rev)) = (ios.next(), ios.next()) {
+                        let first = self.direction_job(
+                            &self.cells[layer * 2],
+                            fwd,
+                            &plan.active,
+                            batch,
+                            ws,
+                        );
+                        let other = self.direction_job(
+                            &self.cells[layer * 2 + 1],
+                            rev,
+                            &plan.active,
+                            batch,
+                            &mut second,
+                        );
+                        // Each job runs on one worker as its only worker (no barrier needed);
+                        // the two write disjoint memory: their own workspaces, their own halves
+                        // of the output's columns (dir·H_out) and their own cells of h_n, c_n.
+                        team.run(&|w| match w {
+                            // SAFETY: see above; worker 0 of 1 owns every column of `first`.
+                            0 => unsafe { first.run(0, 1, &|| {}) },
+                            // SAFETY: see above; worker 0 of 1 owns every column of `other`.
+                            1 => unsafe { other.run(0, 1, &|| {}) },
+                            _ => {}
+                        });
+                    }
+                    self.return_workspace(second);
+                }
+                _ => {
+                    for (dir, io) in ios.into_iter().enumerate() {
+                        let idx = layer * d.dirs + dir;
+                        self.run_direction(&self.cells[idx], io, &plan.active, batch, ws, team);
+                    }
+                }
             }
         }
         ws.layers = layers;
@@ -842,7 +942,7 @@ impl SimdEngine {
             let io = DirectionIo {
                 input,
                 in_size,
-                output: &mut cur[..batch * d.h_out],
+                output: cur[..batch * d.h_out].as_mut_ptr(),
                 dir: 0,
                 h0: Some(&h0[..h_n.len()]),
                 c0: Some(&c0[..c_n.len()]),

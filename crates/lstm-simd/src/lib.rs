@@ -38,7 +38,7 @@ mod portable;
 mod x86_64;
 
 pub use backend::Backend;
-pub use engine::{SimdEngine, SpinBarrier, WorkerTeam, Workspace};
+pub use engine::{SimdEngine, SpinBarrier, Split, WorkerTeam, Workspace};
 
 /// The engine's activations over slices, per backend: for accuracy tests and for callers who
 /// want them.
