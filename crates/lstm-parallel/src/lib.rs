@@ -323,7 +323,8 @@ impl ParallelEngine {
                     pool: &self.pool,
                     size: 2,
                 };
-                self.simd.forward_batch_split(call, &team, Split::Directions)
+                self.simd
+                    .forward_batch_split(call, &team, Split::Directions)
             }
             Plan::Batch(shards) => {
                 let ranges = shard_ranges(call.batch(), shards);
