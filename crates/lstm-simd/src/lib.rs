@@ -34,6 +34,7 @@ mod kernels;
 mod lanes;
 mod pack;
 mod portable;
+pub mod roofline;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
