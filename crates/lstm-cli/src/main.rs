@@ -9,6 +9,7 @@ mod error;
 mod grad;
 mod inspect;
 mod output;
+mod report;
 mod run;
 
 use std::io::Write;
@@ -78,6 +79,10 @@ enum Command {
     /// Time an engine on one shape (random weights and input): median, spread and GFLOP/s;
     /// `--json` adds one JSON object as the last line.
     Bench(bench::BenchArgs),
+    /// The performance report: every engine, backend and thread count on a grid of real
+    /// workloads, beside PyTorch and onnxruntime when Python has them, bounded by the
+    /// machine's measured FMA peak and bandwidth; writes REPORT.md, SVG charts and JSON.
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +99,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::inspect(args),
         Command::Grad(args) => grad::grad(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Report(args) => report::report(args),
     });
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,
