@@ -10,7 +10,8 @@
 //!   every property in `tests/properties.rs` runs over every entry the host supports.
 //! - [`check_property`]: runs a property with a fixed seed and case count, printed, so that a
 //!   CI run can be reproduced exactly.
-//! - [`activation`]: the place of the exhaustive activation tests (SIMD kernels).
+//! - [`activation`]: the exhaustive activation tests' measuring loop (SIMD kernels).
+//! - [`fuzz`]: the bodies of the fuzz targets, shared with the corpus replay test.
 //!
 //! ```
 //! use lstm_validate::{check_property_with, engines_under_test, run_reference, strategies};
@@ -34,6 +35,7 @@
 //! ```
 
 pub mod activation;
+pub mod fuzz;
 pub mod strategies;
 pub mod tolerance;
 
@@ -192,16 +194,66 @@ pub fn tolerance_for(
 
 /// Runs the f64 reference on `case` (weights, input and state widened exactly from f32).
 pub fn run_reference(case: &Case, weights: &LstmWeights<f32>) -> Result<LstmOutput<f64>> {
-    let oracle = reference(weights)?;
-    let state = case.state()?.map(|s| widen_state(&s));
-    oracle.forward(&widen(&case.input()?), state.as_ref(), case.lengths())
+    run_reference_on(
+        weights,
+        &case.input()?,
+        case.state()?.as_ref(),
+        case.lengths(),
+    )
 }
 
-/// Runs the f64 reference on `case` with every weight, input and state element moved by one
-/// f32 rounding (`v·(1 ± 2⁻²⁴)`, signs drawn from a fixed stream): how much the problem itself
-/// moves under f32-sized perturbations, for [`tolerance::compare_sensitive`].
-pub fn run_perturbed_reference(case: &Case, weights: &LstmWeights<f32>) -> Result<LstmOutput<f64>> {
-    let mut rng = lstm_core::SplitMix64::new(0x9e37_79b9_7f4a_7c15);
+/// Runs the f64 reference on one call given explicitly (weights, input and state widened
+/// exactly from f32).
+pub fn run_reference_on(
+    weights: &LstmWeights<f32>,
+    x: &Tensor<f32>,
+    state: Option<&LstmState<f32>>,
+    lengths: Option<&[usize]>,
+) -> Result<LstmOutput<f64>> {
+    let oracle = reference(weights)?;
+    let state = state.map(widen_state);
+    oracle.forward(&widen(x), state.as_ref(), lengths)
+}
+
+/// Runs the f64 reference on `case` [`tolerance::PERTURBATION_SAMPLES`] times, each time with
+/// every weight, input and state element moved by one f32 rounding (`v·(1 ± 2⁻²⁴)`, signs
+/// drawn from a fixed stream per sample): how much the problem itself moves under f32-sized
+/// perturbations, for [`tolerance::compare_sensitive`].
+pub fn run_perturbed_reference(
+    case: &Case,
+    weights: &LstmWeights<f32>,
+) -> Result<Vec<LstmOutput<f64>>> {
+    run_perturbed_reference_on(
+        weights,
+        &case.input()?,
+        case.state()?.as_ref(),
+        case.lengths(),
+    )
+}
+
+/// [`run_perturbed_reference`] for a call given explicitly.
+pub fn run_perturbed_reference_on(
+    weights: &LstmWeights<f32>,
+    x: &Tensor<f32>,
+    state: Option<&LstmState<f32>>,
+    lengths: Option<&[usize]>,
+) -> Result<Vec<LstmOutput<f64>>> {
+    (0..tolerance::PERTURBATION_SAMPLES)
+        .map(|sample| perturbed_run(weights, x, state, lengths, sample as u64))
+        .collect()
+}
+
+/// One perturbed run of the f64 reference: sample `sample` of the sign streams.
+fn perturbed_run(
+    weights: &LstmWeights<f32>,
+    x: &Tensor<f32>,
+    state: Option<&LstmState<f32>>,
+    lengths: Option<&[usize]>,
+    sample: u64,
+) -> Result<LstmOutput<f64>> {
+    let mut rng = lstm_core::SplitMix64::new(
+        0x9e37_79b9_7f4a_7c15 ^ sample.wrapping_mul(0xd1b5_4a32_d192_ed03),
+    );
     let mut nudge = |v: f64| {
         let sign = if rng.next_u64() & 1 == 0 { 1.0 } else { -1.0 };
         v * (1.0 + sign * tolerance::U)
@@ -221,12 +273,12 @@ pub fn run_perturbed_reference(case: &Case, weights: &LstmWeights<f32>) -> Resul
         }
     }
     let oracle = NaiveEngine::new(LstmWeights::new(wide.config().clone(), cells)?)?;
-    let x = case.input()?.map(|&v| nudge(f64::from(v)));
-    let state = case.state()?.map(|s| LstmState {
+    let x = x.map(|&v| nudge(f64::from(v)));
+    let state = state.map(|s| LstmState {
         h: s.h.map(|&v| nudge(f64::from(v))),
         c: s.c.map(|&v| nudge(f64::from(v))),
     });
-    oracle.forward(&x, state.as_ref(), case.lengths())
+    oracle.forward(&x, state.as_ref(), lengths)
 }
 
 /// An f32 tensor widened (exactly) to f64.
