@@ -42,8 +42,12 @@ pub mod tolerance;
 use std::fmt;
 use std::io::Write;
 
-use lstm_core::{LstmEngine, LstmOutput, LstmState, LstmWeights, Result, Tensor};
+use lstm_core::{
+    BatchOutput, LstmConfig, LstmEngine, LstmOutput, LstmState, LstmWeights, Result, SequenceBatch,
+    Tensor,
+};
 use lstm_naive::NaiveEngine;
+use lstm_parallel::{ParallelEngine, Plan};
 use lstm_simd::{Backend, SimdEngine};
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, RngAlgorithm, RngSeed, TestCaseError, TestError, TestRunner};
@@ -138,9 +142,58 @@ pub fn engines_under_test() -> Vec<EngineUnderTest> {
         simd(Backend::Portable),
         simd(Backend::Avx2),
         simd(Backend::Avx512),
-        // The parallel runner, bit-identical to the SIMD engine it runs, at 1..=n threads:
-        // EngineUnderTest::new("parallel-2", |w| ...).bit_identical_to("simd-avx2"),
+        // The parallel runner, bit-identical to the SIMD engine it runs (the best backend of
+        // the host), with its own cost model and with each plan forced, at 1, 2, 3 threads.
+        parallel(1, None),
+        parallel(2, None),
+        parallel(2, Some(Plan::Hidden(2))),
+        parallel(3, Some(Plan::Hidden(3))),
+        parallel(3, Some(Plan::Batch(3))),
+        parallel(2, Some(Plan::Directions)),
     ]
+}
+
+/// The parallel runner on `threads` threads, with its cost model or a forced plan.
+fn parallel(threads: usize, plan: Option<Plan>) -> EngineUnderTest {
+    let best = Backend::detect();
+    let name = match plan {
+        None => format!("parallel-{threads}"),
+        Some(p) => format!("parallel-{threads}-{p:?}").to_lowercase(),
+    };
+    EngineUnderTest::new(name, move |w| {
+        let engine = ParallelEngine::with_backend(&w, best, threads)?;
+        Ok(match plan {
+            None => Box::new(engine),
+            Some(plan) => Box::new(ForcedPlan { engine, plan }),
+        })
+    })
+    .bit_identical_to(format!("simd-{}", best.name()))
+}
+
+/// The parallel runner with a plan forced on every call, so that the properties exercise each
+/// split even on the small cases for which the cost model stays serial.
+#[derive(Debug)]
+struct ForcedPlan {
+    engine: ParallelEngine,
+    plan: Plan,
+}
+
+impl LstmEngine<f32> for ForcedPlan {
+    fn config(&self) -> &LstmConfig {
+        self.engine.config()
+    }
+
+    fn name(&self) -> &'static str {
+        "parallel"
+    }
+
+    fn forward_batch(&self, call: &SequenceBatch<'_, f32>) -> Result<BatchOutput<f32>> {
+        self.engine.forward_batch_planned(call, self.plan)
+    }
+
+    fn step(&self, x_t: &[f32], state: &mut LstmState<f32>, output: &mut [f32]) -> Result<()> {
+        self.engine.step(x_t, state, output)
+    }
 }
 
 /// The SIMD engine pinned to `backend` (skipped where the host lacks it).
