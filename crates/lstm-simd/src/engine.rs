@@ -14,6 +14,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+// The training forward and the backward pass (a child module: it reads the packed cells).
+#[path = "backward.rs"]
+mod backward;
+
 use lstm_core::tensor::{checked_numel, try_filled_vec};
 use lstm_core::{
     check_step, BatchOutput, LstmConfig, LstmEngine, LstmError, LstmState, LstmWeights, Result,
@@ -92,6 +96,8 @@ pub struct SimdEngine {
     dims: Dims,
     cells: Vec<PackedCell>,
     pool: Mutex<Vec<Workspace>>,
+    /// The backward pass's packings and scratch, made on the first training call.
+    train: std::sync::OnceLock<backward::TrainState>,
 }
 
 impl SimdEngine {
@@ -158,6 +164,7 @@ impl SimdEngine {
             dims,
             cells,
             pool: Mutex::new(Vec::new()),
+            train: std::sync::OnceLock::new(),
         })
     }
 

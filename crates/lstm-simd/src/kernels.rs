@@ -114,7 +114,7 @@ pub(crate) struct StepArgs {
 /// `V`'s instruction set is available; `a` has `MR` rows of `k` readable floats at stride
 /// `lda`; `b` has `k · 4N` readable floats.
 #[inline(always)]
-unsafe fn accumulate<V: Lanes, const MR: usize>(
+pub(crate) unsafe fn accumulate<V: Lanes, const MR: usize>(
     acc: &mut [[V; 4]; MR],
     a: *const f32,
     lda: usize,

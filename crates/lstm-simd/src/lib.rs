@@ -35,6 +35,7 @@ mod lanes;
 mod pack;
 mod portable;
 pub mod roofline;
+mod train_kernels;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 

@@ -89,6 +89,11 @@ impl PackedMatrix {
         self.buf.as_slice().as_ptr()
     }
 
+    /// The packed floats (`tiles` tiles of `k · 4·lanes`), for repacking.
+    pub(crate) fn as_slice(&self) -> &[f32] {
+        self.buf.as_slice()
+    }
+
     /// Output columns (`tiles · 4 · lanes`).
     pub(crate) fn cols(&self) -> usize {
         self.tiles * 4 * self.lanes
