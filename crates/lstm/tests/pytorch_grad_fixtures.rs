@@ -1,14 +1,14 @@
 //! The backward pass against PyTorch autograd: every case of `fixtures/pytorch-grad/` (written
 //! by `tools/gen_grad_fixtures.py` from float64 autograd through `torch.nn.LSTM`) run through the
-//! reference engine, in f32 (element by element within the case's tolerance,
-//! max(2e-5, 4 × PyTorch f32 autograd's own error)) and in f64 (within summation-order
-//! rounding).
+//! reference engine in f32 and the SIMD engine on every backend this host supports (element by
+//! element within the case's tolerance, max(2e-5, 4 × PyTorch f32 autograd's own error)), and
+//! through the reference engine in f64 (within summation-order rounding).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lstm::{io, LstmState, Model, NaiveEngine, Tensor};
+use lstm::{io, Backend, LstmState, Model, NaiveEngine, Tensor};
 use lstm_core::{GradOutputs, LstmBackward, LstmGradients, TrainingTape};
 use serde_json::Value;
 
@@ -227,6 +227,29 @@ fn naive_f32_gradients_match_autograd() {
         "naive f32: worst error / tolerance = {:.3} ({})",
         worst.0, worst.1
     );
+}
+
+#[test]
+fn simd_gradients_match_autograd_on_every_backend() {
+    for backend in Backend::all() {
+        let mut worst = (0.0, String::new());
+        for case in cases() {
+            let engine = load(&case).simd_engine(backend).unwrap();
+            let got = gradients(&engine, &inputs(&case));
+            let tol = &case["tolerance"];
+            let ratio = compare(&case, &got, &|key| {
+                let t = tol.get(key).or_else(|| tol["params"].get(key));
+                (t.and_then(Value::as_f64).unwrap(), 0.0)
+            });
+            if ratio > worst.0 {
+                worst = (ratio, case["name"].as_str().unwrap().to_string());
+            }
+        }
+        println!(
+            "simd ({backend}): worst error / tolerance = {:.3} ({})",
+            worst.0, worst.1
+        );
+    }
 }
 
 #[test]
