@@ -4,7 +4,9 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use lstm::{io, EngineKind, GradOutputs, LstmError, LstmState, Model, NaiveEngine, Tensor};
+use lstm::{
+    io, EngineKind, GradOutputs, LstmError, LstmState, Model, NaiveEngine, SimdEngine, Tensor,
+};
 use lstm::{LstmBackward, TrainingTape};
 
 use crate::output::{check_paths, FileArg, StagedOutputs};
@@ -65,12 +67,13 @@ pub(crate) struct GradArgs {
     #[arg(long, value_name = "P")]
     prefix: Option<String>,
 
-    /// The engine that runs the forward and backward passes (the backward is implemented by
-    /// the naive reference engine so far).
+    /// The engine that runs the forward and backward passes: `simd` (the default: packed
+    /// weights, fused kernels, GEMMs over all steps for the weight gradients) or `naive` (the
+    /// reference).
     #[arg(
         long,
         value_name = "ENGINE",
-        default_value_t = EngineKind::Naive,
+        default_value_t = EngineKind::Simd,
         value_parser = engine_parser(),
     )]
     engine: EngineKind,
@@ -137,9 +140,10 @@ pub(crate) fn grad(args: &GradArgs) -> CliResult {
     let _threads = args.threads; // for engines that run on several threads
     let engine: Box<dyn LstmBackward<f32>> = match args.engine {
         EngineKind::Naive => Box::new(NaiveEngine::new(model.weights().clone())?),
+        EngineKind::Simd => Box::new(SimdEngine::new(model.weights())?),
         other => {
             return Err(CliError::msg(format!(
-                "--engine {other}: not yet supported for grad (the backward pass is implemented by the naive engine; use --engine naive)"
+                "--engine {other}: not yet supported for grad (the backward pass is implemented by the simd and naive engines; use --engine simd or naive)"
             )))
         }
     };

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use lstm::{
-    io, EngineKind, GradOutputs, LstmConfig, LstmState, LstmWeights, Model, NaiveEngine, Tensor,
-    TrainingTape,
+    io, EngineKind, GradOutputs, LstmBackward, LstmConfig, LstmState, LstmWeights, Model,
+    NaiveEngine, SimdEngine, Tensor, TrainingTape,
 };
 use serde_json::Value;
 
@@ -64,8 +64,9 @@ fn assert_close(case: &str, what: &str, got: &[f32], want: &[f64], tol: f64) {
     }
 }
 
-/// Runs one fixture through `lstm grad` with every optional output, and compares.
-fn run_fixture(case: &Value, out: &Path) {
+/// Runs one fixture through `lstm grad` (the default engine, or `--engine` `engine`) with every
+/// optional output, and compares.
+fn run_fixture(case: &Value, out: &Path, engine: Option<&str>) {
     let name = case["name"].as_str().unwrap();
     let dir = fixtures_dir().join(name);
     let file = |f: &str| dir.join(f).to_string_lossy().into_owned();
@@ -100,6 +101,9 @@ fn run_fixture(case: &Value, out: &Path) {
     }
     if case["config"]["batch_first"].as_bool().unwrap() {
         args.push("--batch-first".into());
+    }
+    if let Some(engine) = engine {
+        args.extend(["--engine".into(), engine.into()]);
     }
     let result = lstm_in(out, &args);
     assert!(
@@ -158,8 +162,11 @@ fn every_grad_fixture_through_the_command_line() {
     let cases = manifest["cases"].as_array().unwrap();
     assert!(cases.len() >= 20);
     let out = tempfile::tempdir().unwrap();
-    for case in cases {
-        run_fixture(case, out.path());
+    // The default engine (simd), and the reference.
+    for engine in [None, Some("naive")] {
+        for case in cases {
+            run_fixture(case, out.path(), engine);
+        }
     }
 }
 
@@ -294,8 +301,23 @@ fn bits(t: &[f32]) -> Vec<u32> {
 
 #[test]
 fn grad_files_equal_the_library_bitwise() {
+    // The default engine is the SIMD one; `--engine naive` the reference.
+    grad_files_equal(&[], &|m: &Model| {
+        Box::new(SimdEngine::new(m.weights()).unwrap()) as Box<dyn LstmBackward<f32>>
+    });
+    grad_files_equal(&["--engine", "naive"], &|m: &Model| {
+        Box::new(NaiveEngine::new(m.weights().clone()).unwrap()) as Box<dyn LstmBackward<f32>>
+    });
+}
+
+/// `lstm grad` with `engine_args` writes exactly what the library's engine `build` gives.
+fn grad_files_equal(
+    engine_args: &[&'static str],
+    build: &dyn Fn(&Model) -> Box<dyn LstmBackward<f32>>,
+) {
     let d = Dir::new();
-    d.ok(&grad_with(&[
+    let mut args = engine_args.to_vec();
+    args.extend([
         "--h0",
         "h0.npy",
         "--c0",
@@ -312,9 +334,10 @@ fn grad_files_equal_the_library_bitwise() {
         "gh0.npy",
         "--grad-c0",
         "gc0.npy",
-    ]));
+    ]);
+    d.ok(&grad_with(&args));
     let model = Model::load(d.path("m.safetensors")).unwrap();
-    let engine = NaiveEngine::new(model.weights().clone()).unwrap();
+    let engine = build(&model);
     let state = LstmState {
         h: read_f32(&d.path("h0.npy")),
         c: read_f32(&d.path("c0.npy")),
@@ -469,13 +492,13 @@ fn broken_inputs_fail_cleanly() {
     assert_eq!(std::fs::read(d.path("gw.safetensors")).unwrap(), b"old");
 }
 
-/// Engines without a backward are refused with a clear message, not run.
+/// The engines with a backward run; others are refused with a clear message, not run.
 #[test]
 fn engines_without_a_backward_are_refused() {
     let d = Dir::new();
     for &kind in EngineKind::ALL {
-        if kind == EngineKind::Naive {
-            d.ok(&grad_with(&["--engine", "naive"]));
+        if matches!(kind, EngineKind::Naive | EngineKind::Simd) {
+            d.ok(&grad_with(&["--engine", kind.name()]));
             continue;
         }
         d.fails(
