@@ -1,5 +1,11 @@
 //! `lstm bench`: times one engine on one shape, with random weights and input.
 //!
+//! `--mode forward` (the default) times `forward`; `--mode train` times one training step,
+//! `forward_train` then `backward` with a fixed random upstream gradient of the output, the
+//! tape reused across calls (what a training loop does). GFLOP/s count the forward's FLOPs
+//! (`LstmConfig::forward_flops`), times 3 for a training step (the backward's four GEMMs,
+//! `dh·W_hh`, `dG·W_ih`, `dW_hh`, `dW_ih`, are twice the forward's two).
+//!
 //! Method: build the engine (packing is not timed), warm up, then take timed samples until
 //! both a minimum count and a minimum total time are reached. A sample times enough back-to-back
 //! calls to last at least ~2 ms, so that microsecond calls are not lost in timer noise; the
@@ -11,14 +17,42 @@ use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use lstm::{Backend, EngineKind, LstmConfig, LstmEngine, LstmWeights, Tensor};
+use clap::ValueEnum;
+use lstm::{
+    Backend, EngineKind, GradOutputs, LstmBackward, LstmConfig, LstmEngine, LstmWeights,
+    NaiveEngine, SimdEngine, Tensor, TrainingTape,
+};
 
 use crate::run::{engine_parser, parse_threads};
 use crate::{CliError, CliResult};
 
+/// What `lstm bench` times.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Mode {
+    /// `forward` (inference).
+    #[default]
+    Forward,
+    /// A training step: `forward_train` + `backward`.
+    Train,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Forward => "forward",
+            Mode::Train => "train",
+        }
+    }
+}
+
 /// Arguments of `lstm bench`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
+    /// What to time: `forward`, or `train` (forward_train + backward with a random upstream
+    /// gradient).
+    #[arg(long, value_enum, default_value_t = Mode::Forward)]
+    mode: Mode,
+
     /// The engine to time.
     #[arg(
         long,
@@ -104,10 +138,39 @@ pub(crate) fn time_forward(
     x: &Tensor<f32>,
     min_time: Duration,
 ) -> CliResult<(Vec<f64>, usize)> {
-    let run = || -> CliResult<()> {
-        black_box(engine.forward(black_box(x), None, None)?);
-        Ok(())
-    };
+    time_calls(
+        || {
+            black_box(engine.forward(black_box(x), None, None)?);
+            Ok(())
+        },
+        min_time,
+    )
+}
+
+/// Times one training step of `engine` on `x`: `forward_train` into a reused tape, then
+/// `backward` with the upstream gradient `gy`.
+pub(crate) fn time_train(
+    engine: &dyn LstmBackward<f32>,
+    x: &Tensor<f32>,
+    gy: &Tensor<f32>,
+    min_time: Duration,
+) -> CliResult<(Vec<f64>, usize)> {
+    let mut tape = TrainingTape::new();
+    time_calls(
+        || {
+            black_box(engine.forward_train(black_box(x), None, None, &mut tape)?);
+            black_box(engine.backward(&tape, &GradOutputs::new(black_box(gy)))?);
+            Ok(())
+        },
+        min_time,
+    )
+}
+
+/// Per-call times of `run` over samples (see the module docs for the method).
+fn time_calls(
+    mut run: impl FnMut() -> CliResult<()>,
+    min_time: Duration,
+) -> CliResult<(Vec<f64>, usize)> {
     // Warm-up (caches, page faults, CPU frequency), and a first estimate of one call.
     let start = Instant::now();
     let mut warm = 0u32;
@@ -159,6 +222,15 @@ pub(crate) fn bench(args: &BenchArgs) -> CliResult {
         *v = rng.next_signed_unit() as f32;
     }
     let x = Tensor::new([args.seq_len, args.batch, args.input_size], data)?;
+    // The training step's engine (built before `weights` moves into the forward's).
+    let trainer = match args.mode {
+        Mode::Forward => None,
+        Mode::Train => Some(train_engine(
+            args.engine,
+            args.backend.as_deref(),
+            &weights,
+        )?),
+    };
 
     let mut options = lstm::EngineOptions::default();
     if let Some(name) = &args.backend {
@@ -184,8 +256,24 @@ pub(crate) fn bench(args: &BenchArgs) -> CliResult {
     if !(args.min_time.is_finite() && args.min_time >= 0.0) {
         return Err(CliError::msg("--min-time must be a number of seconds >= 0"));
     }
-    let (mut samples, calls) =
-        time_forward(engine.as_ref(), &x, Duration::from_secs_f64(args.min_time))?;
+    let min_time = Duration::from_secs_f64(args.min_time);
+    let (mut samples, calls) = match &trainer {
+        None => time_forward(engine.as_ref(), &x, min_time)?,
+        Some(trainer) => {
+            let out = [args.seq_len, args.batch, config.output_size()];
+            let n = lstm::engine::checked_numel(&out)
+                .ok_or_else(|| CliError::msg("the output size overflows"))?;
+            let mut gy = lstm::engine::try_filled_vec("upstream gradient", n, 0.0f32)?;
+            for v in &mut gy {
+                *v = rng.next_signed_unit() as f32;
+            }
+            time_train(trainer.as_ref(), &x, &Tensor::new(out, gy)?, min_time)?
+        }
+    };
+    let flops_per_call = match args.mode {
+        Mode::Forward => 1.0,
+        Mode::Train => 3.0,
+    } * config.forward_flops(args.seq_len, args.batch);
     let med = median(&mut samples);
     let result = BenchResult {
         engine: engine.name(),
@@ -194,13 +282,14 @@ pub(crate) fn bench(args: &BenchArgs) -> CliResult {
         median_ms: med * 1e3,
         min_ms: samples.first().copied().unwrap_or(f64::NAN) * 1e3,
         max_ms: samples.last().copied().unwrap_or(f64::NAN) * 1e3,
-        gflops: config.forward_flops(args.seq_len, args.batch) / med / 1e9,
+        gflops: flops_per_call / med / 1e9,
         samples: samples.len(),
         calls_per_sample: calls,
     };
     println!(
-        "{} ({}, {} thread{}): T={} B={} I={} H={} L={}{}{}: median {:.4} ms (min {:.4}, max {:.4}; {} samples × {} calls), {:.1} GFLOP/s",
+        "{} {} ({}, {} thread{}): T={} B={} I={} H={} L={}{}{}: median {:.4} ms (min {:.4}, max {:.4}; {} samples × {} calls), {:.1} GFLOP/s",
         result.engine,
+        args.mode.name(),
         result.backend,
         result.threads,
         if result.threads == 1 { "" } else { "s" },
@@ -220,10 +309,11 @@ pub(crate) fn bench(args: &BenchArgs) -> CliResult {
     );
     if args.json {
         println!(
-            "{{\"engine\":\"{}\",\"backend\":\"{}\",\"threads\":{},\"mode\":\"forward\",\"seq_len\":{},\"batch\":{},\"input_size\":{},\"hidden_size\":{},\"num_layers\":{},\"bidirectional\":{},\"proj_size\":{},\"median_ms\":{},\"min_ms\":{},\"max_ms\":{},\"gflops\":{},\"samples\":{},\"calls_per_sample\":{}}}",
+            "{{\"engine\":\"{}\",\"backend\":\"{}\",\"threads\":{},\"mode\":\"{}\",\"seq_len\":{},\"batch\":{},\"input_size\":{},\"hidden_size\":{},\"num_layers\":{},\"bidirectional\":{},\"proj_size\":{},\"median_ms\":{},\"min_ms\":{},\"max_ms\":{},\"gflops\":{},\"samples\":{},\"calls_per_sample\":{}}}",
             result.engine,
             result.backend,
             result.threads,
+            args.mode.name(),
             args.seq_len,
             args.batch,
             args.input_size,
@@ -240,4 +330,25 @@ pub(crate) fn bench(args: &BenchArgs) -> CliResult {
         );
     }
     Ok(())
+}
+
+/// The engine that runs a training step (`forward_train` + `backward`) of `kind`.
+fn train_engine(
+    kind: EngineKind,
+    backend: Option<&str>,
+    weights: &LstmWeights<f32>,
+) -> CliResult<Box<dyn LstmBackward<f32>>> {
+    match kind {
+        EngineKind::Simd => {
+            let backend = match backend {
+                Some(name) => name.parse::<Backend>()?,
+                None => Backend::detect(),
+            };
+            Ok(Box::new(SimdEngine::with_backend(weights, backend)?))
+        }
+        EngineKind::Naive => Ok(Box::new(NaiveEngine::new(weights.clone())?)),
+        other => Err(CliError::msg(format!(
+            "--mode train: the {other} engine has no backward pass; use --engine simd or naive"
+        ))),
+    }
 }

@@ -1,0 +1,58 @@
+//! `lstm bench`: the JSON line scripts read, for both modes, and the refusal of a training step
+//! by an engine without a backward.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lstm"))
+        .args([
+            "bench",
+            "--seq-len",
+            "3",
+            "--batch",
+            "2",
+            "--input-size",
+            "5",
+        ])
+        .args(["--hidden-size", "7", "--min-time", "0", "--json"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json(args: &[&str]) -> Value {
+    let out = bench(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn both_modes_print_the_json_line() {
+    for (mode, engine) in [("forward", "simd"), ("train", "simd"), ("train", "naive")] {
+        let v = json(&["--mode", mode, "--engine", engine]);
+        assert_eq!(v["mode"], mode);
+        assert_eq!(v["engine"], engine);
+        assert_eq!(v["seq_len"], 3);
+        assert!(v["median_ms"].as_f64().unwrap() > 0.0);
+        assert!(v["gflops"].as_f64().unwrap() > 0.0);
+    }
+    // The default mode is forward.
+    assert_eq!(json(&[])["mode"], "forward");
+}
+
+#[test]
+fn a_training_step_needs_a_backward() {
+    let out = bench(&["--mode", "train", "--engine", "parallel"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no backward pass"), "{stderr}");
+    assert_eq!(stderr.matches('\n').count(), 1, "{stderr}");
+}
