@@ -35,6 +35,7 @@
 //! ```
 
 pub mod activation;
+pub mod backward;
 pub mod fuzz;
 pub mod strategies;
 pub mod tolerance;
