@@ -97,6 +97,14 @@ pub(crate) fn train_step<'a>(
             x,
             grad_output,
         )),
+        EngineKind::Simd => Some(boxed_train_step(
+            lstm::SimdEngine::with_backend(
+                weights,
+                variant.backend.unwrap_or_else(Backend::detect),
+            )?,
+            x,
+            grad_output,
+        )),
         _ => None,
     })
 }
