@@ -297,6 +297,44 @@ pub fn run_perturbed_reference_on(
         .collect()
 }
 
+/// The name of the engine whose result [`run_state_rounded`] is.
+pub const STATE_ROUNDED_ENGINE: &str = "naive-f32";
+
+/// `NaiveEngine<f32>` on the call, widened: every step evaluated exactly (in f64) from the
+/// f32 state, and only `h` and `c` rounded to f32 after each step. Its distance from the
+/// reference is the problem's sensitivity to the per-step state roundings every f32 engine
+/// makes, which perturbing the initial data alone misses where the state passes through
+/// values near 0 (a relative perturbation of a tiny state is tiny) and later steps amplify.
+pub fn run_state_rounded(
+    weights: &LstmWeights<f32>,
+    x: &Tensor<f32>,
+    state: Option<&LstmState<f32>>,
+    lengths: Option<&[usize]>,
+) -> Result<LstmOutput<f64>> {
+    let out = NaiveEngine::new(weights.clone())?.forward(x, state, lengths)?;
+    Ok(LstmOutput {
+        output: widen(&out.output),
+        h_n: widen(&out.h_n),
+        c_n: widen(&out.c_n),
+    })
+}
+
+/// The sensitivity samples an engine is compared with ([`tolerance::compare_sensitive`]):
+/// `perturbed` (from [`run_perturbed_reference`]), and `state_rounded` (from
+/// [`run_state_rounded`]) unless the engine is [`STATE_ROUNDED_ENGINE`] itself, whose
+/// error it would excuse.
+pub fn sensitivity_samples(
+    engine: &str,
+    perturbed: &[LstmOutput<f64>],
+    state_rounded: &LstmOutput<f64>,
+) -> Vec<LstmOutput<f64>> {
+    let mut samples = perturbed.to_vec();
+    if engine != STATE_ROUNDED_ENGINE {
+        samples.push(state_rounded.clone());
+    }
+    samples
+}
+
 /// One perturbed run of the f64 reference: sample `sample` of the sign streams.
 fn perturbed_run(
     weights: &LstmWeights<f32>,

@@ -8,7 +8,8 @@ use lstm_validate::strategies::{cases, Case, CaseSpace};
 use lstm_validate::tolerance::{self, compare, compare_sensitive, Conditioning, Layout, Tolerance};
 use lstm_validate::{
     available, check_property, check_required_backends_from_env, engines_under_test, note,
-    run_perturbed_reference, run_reference, tolerance_for, EngineUnderTest,
+    run_perturbed_reference, run_reference, run_state_rounded, sensitivity_samples, tolerance_for,
+    EngineUnderTest,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -55,6 +56,13 @@ fn engines_match_the_f64_reference() {
             let weights = case.weights().unwrap();
             let want = run_reference(&case, &weights).unwrap();
             let nudged = run_perturbed_reference(&case, &weights).unwrap();
+            let rounded = run_state_rounded(
+                &weights,
+                &case.input().unwrap(),
+                case.state().unwrap().as_ref(),
+                case.lengths(),
+            )
+            .unwrap();
             let tol = tolerance_for(&case, &weights, &want).unwrap();
             for engine in &engines {
                 let e = engine.build(weights.clone()).unwrap();
@@ -65,7 +73,8 @@ fn engines_match_the_f64_reference() {
                         case.lengths(),
                     )
                     .map_err(|err| fail(engine, err))?;
-                compare_sensitive(&got, &want, &nudged, case.layout(), tol)
+                let samples = sensitivity_samples(&engine.name, &nudged, &rounded);
+                compare_sensitive(&got, &want, &samples, case.layout(), tol)
                     .map_err(|m| fail(engine, m))?;
             }
             Ok(())
@@ -83,6 +92,13 @@ fn long_sequences_match_the_f64_reference() {
             let weights = case.weights().unwrap();
             let want = run_reference(&case, &weights).unwrap();
             let nudged = run_perturbed_reference(&case, &weights).unwrap();
+            let rounded = run_state_rounded(
+                &weights,
+                &case.input().unwrap(),
+                case.state().unwrap().as_ref(),
+                case.lengths(),
+            )
+            .unwrap();
             let tol = tolerance_for(&case, &weights, &want).unwrap();
             for engine in &engines {
                 let e = engine.build(weights.clone()).unwrap();
@@ -93,7 +109,8 @@ fn long_sequences_match_the_f64_reference() {
                         case.lengths(),
                     )
                     .map_err(|err| fail(engine, err))?;
-                compare_sensitive(&got, &want, &nudged, case.layout(), tol)
+                let samples = sensitivity_samples(&engine.name, &nudged, &rounded);
+                compare_sensitive(&got, &want, &samples, case.layout(), tol)
                     .map_err(|m| fail(engine, m))?;
             }
             Ok(())
