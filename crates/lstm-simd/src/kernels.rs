@@ -21,7 +21,10 @@ use crate::lanes::{sigmoid, tanh, Lanes};
 /// compute-bound: a block of one or two rows would stream its weight tile from L2 for too few
 /// FMAs.
 #[inline(always)]
-fn row_blocks<const MR: usize>(start: usize, end: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(crate) fn row_blocks<const MR: usize>(
+    start: usize,
+    end: usize,
+) -> impl Iterator<Item = (usize, usize)> {
     let n = end.saturating_sub(start);
     let blocks = n.div_ceil(MR);
     let (base, extra) = match n.checked_div(blocks) {
@@ -66,6 +69,7 @@ macro_rules! with_rows {
         }
     };
 }
+pub(crate) use with_rows;
 
 /// Arguments of [`gemm`]: `C[r, 0..tiles·4N] = bias + A[r, 0..k] · B` for `r < rows`.
 #[derive(Clone, Copy, Debug)]

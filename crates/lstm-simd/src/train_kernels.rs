@@ -18,56 +18,8 @@
 //! Every function here is `#[inline(always)]` and is instantiated inside one backend's
 //! `#[target_feature]` entry point by [`train_backend!`].
 
+use crate::kernels::{row_blocks, with_rows};
 use crate::lanes::{sigmoid, tanh, Lanes};
-
-/// Calls a kernel generic over its row count with `rows` (1..=6) as a constant.
-macro_rules! with_rows {
-    ($rows:expr, |$r:ident| $call:expr) => {
-        match $rows {
-            6 => {
-                const $r: usize = 6;
-                $call
-            }
-            5 => {
-                const $r: usize = 5;
-                $call
-            }
-            4 => {
-                const $r: usize = 4;
-                $call
-            }
-            3 => {
-                const $r: usize = 3;
-                $call
-            }
-            2 => {
-                const $r: usize = 2;
-                $call
-            }
-            _ => {
-                const $r: usize = 1;
-                $call
-            }
-        }
-    };
-}
-
-/// Splits rows `start..end` into `ceil(n / MR)` blocks of as equal sizes as possible (each at
-/// most `MR`), as `(first_row, rows)` pairs (the forward's blocking, so that its results are
-/// reproduced bit for bit).
-#[inline(always)]
-fn row_blocks<const MR: usize>(start: usize, end: usize) -> impl Iterator<Item = (usize, usize)> {
-    let n = end.saturating_sub(start);
-    let blocks = n.div_ceil(MR);
-    let (base, extra) = match n.checked_div(blocks) {
-        Some(base) => (base, n - base * blocks),
-        None => (0, 0),
-    };
-    (0..blocks).map(move |b| {
-        let first = start + b * base + b.min(extra);
-        (first, base + usize::from(b < extra))
-    })
-}
 
 /// Loads the first `valid` floats at `p` into a vector whose other lanes are 0 (the last tile
 /// of an unpadded tape row).
