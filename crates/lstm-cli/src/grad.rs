@@ -10,7 +10,7 @@ use lstm::{
 use lstm::{LstmBackward, TrainingTape};
 
 use crate::output::{check_paths, FileArg, StagedOutputs};
-use crate::run::{engine_parser, parse_threads};
+use crate::run::{engine_parser, parse_threads, read_f32};
 use crate::{CliError, CliResult};
 
 /// Arguments of `lstm grad`.
@@ -210,13 +210,6 @@ pub(crate) fn grad(args: &GradArgs) -> CliResult {
         staged.stage(flag, path, bytes)?;
     }
     staged.commit()
-}
-
-/// Reads a float `.npy` as an f32 tensor; `what` names it in errors.
-fn read_f32(flag: &str, path: &Path, what: &str) -> CliResult<Tensor<f32>> {
-    io::read_npy(path)
-        .and_then(|a| a.into_f32_tensor(what))
-        .map_err(|e| CliError::in_arg(flag, path, e))
 }
 
 /// Names the file a validation error of the forward or the backward is about.

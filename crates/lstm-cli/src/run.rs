@@ -178,7 +178,7 @@ pub(crate) fn run(args: &RunArgs) -> CliResult {
 }
 
 /// Reads a float `.npy` as an f32 tensor; `what` names it in errors.
-fn read_f32(flag: &str, path: &Path, what: &str) -> CliResult<Tensor<f32>> {
+pub(crate) fn read_f32(flag: &str, path: &Path, what: &str) -> CliResult<Tensor<f32>> {
     io::read_npy(path)
         .and_then(|a| a.into_f32_tensor(what))
         .map_err(|e| CliError::in_arg(flag, path, e))
