@@ -78,8 +78,8 @@ pub(crate) struct GradArgs {
     )]
     engine: EngineKind,
 
-    /// Number of worker threads (at least 1) for engines that use several; the naive engine
-    /// runs on one.
+    /// Threads of the parallel engine (default: one per core). Its training forward and
+    /// backward currently run the SIMD engine's code on one thread (same results, bit for bit).
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     threads: Option<NonZeroUsize>,
 
@@ -137,13 +137,19 @@ pub(crate) fn grad(args: &GradArgs) -> CliResult {
     let model = Model::load_with_prefix(&args.model, args.prefix.as_deref())
         .and_then(|m| m.with_batch_first(args.batch_first))
         .map_err(|e| CliError::in_arg("--model", &args.model, e))?;
-    let _threads = args.threads; // for engines that run on several threads
     let engine: Box<dyn LstmBackward<f32>> = match args.engine {
         EngineKind::Naive => Box::new(NaiveEngine::new(model.weights().clone())?),
         EngineKind::Simd => Box::new(SimdEngine::new(model.weights())?),
+        EngineKind::Parallel => {
+            let threads = args.threads.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                |n| n.get(),
+            );
+            Box::new(lstm::ParallelEngine::new(model.weights(), threads)?)
+        }
         other => {
             return Err(CliError::msg(format!(
-                "--engine {other}: not yet supported for grad (the backward pass is implemented by the simd and naive engines; use --engine simd or naive)"
+                "--engine {other}: not yet supported for grad (the backward pass is implemented by the simd, parallel and naive engines)"
             )))
         }
     };

@@ -162,8 +162,9 @@ fn every_grad_fixture_through_the_command_line() {
     let cases = manifest["cases"].as_array().unwrap();
     assert!(cases.len() >= 20);
     let out = tempfile::tempdir().unwrap();
-    // The default engine (simd), and the reference.
-    for engine in [None, Some("naive")] {
+    // The default engine (simd), the reference, and the parallel runner (whose training
+    // runs the SIMD engine's code, so it must match just as well).
+    for engine in [None, Some("naive"), Some("parallel")] {
         for case in cases {
             run_fixture(case, out.path(), engine);
         }
@@ -497,7 +498,10 @@ fn broken_inputs_fail_cleanly() {
 fn engines_without_a_backward_are_refused() {
     let d = Dir::new();
     for &kind in EngineKind::ALL {
-        if matches!(kind, EngineKind::Naive | EngineKind::Simd) {
+        if matches!(
+            kind,
+            EngineKind::Naive | EngineKind::Simd | EngineKind::Parallel
+        ) {
             d.ok(&grad_with(&["--engine", kind.name()]));
             continue;
         }

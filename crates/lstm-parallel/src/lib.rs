@@ -29,8 +29,8 @@
 
 use lstm_core::tensor::{checked_numel, try_filled_vec};
 use lstm_core::{
-    check_step, BatchOutput, LstmConfig, LstmEngine, LstmError, LstmState, LstmWeights, Result,
-    SequenceBatch, Tensor,
+    check_step, BatchOutput, GradOutputs, LstmBackward, LstmConfig, LstmEngine, LstmError,
+    LstmGradients, LstmOutput, LstmState, LstmWeights, Result, SequenceBatch, Tensor, TrainingTape,
 };
 use lstm_simd::{Backend, SimdEngine, Split, WorkerTeam};
 use rayon::prelude::*;
@@ -360,5 +360,29 @@ impl ParallelEngine {
                 Ok(BatchOutput { output, h_n, c_n })
             }
         }
+    }
+}
+
+/// Training through the parallel runner. In this version the training forward and the backward
+/// run on the calling thread, through the SIMD engine's (so their results are the SIMD
+/// engine's, bit for bit, whatever the thread count); a batch-sharded backward with a
+/// fixed-order reduction of the weight gradients is the next step.
+impl LstmBackward<f32> for ParallelEngine {
+    fn forward_train(
+        &self,
+        input: &Tensor<f32>,
+        state: Option<&LstmState<f32>>,
+        lengths: Option<&[usize]>,
+        tape: &mut TrainingTape<f32>,
+    ) -> Result<LstmOutput<f32>> {
+        self.simd.forward_train(input, state, lengths, tape)
+    }
+
+    fn backward(
+        &self,
+        tape: &TrainingTape<f32>,
+        grads: &GradOutputs<'_, f32>,
+    ) -> Result<LstmGradients<f32>> {
+        self.simd.backward(tape, grads)
     }
 }

@@ -30,6 +30,7 @@ use lstm_core::{
     TrainingTape,
 };
 use lstm_naive::NaiveEngine;
+use lstm_parallel::ParallelEngine;
 use lstm_simd::{Backend, SimdEngine};
 
 use crate::strategies::Case;
@@ -95,6 +96,14 @@ pub fn trainers_under_test() -> Vec<TrainerUnderTest> {
             available: backend.is_supported(),
         });
     }
+    // The parallel runner trains through the SIMD engine's code (on one thread for now).
+    v.push(TrainerUnderTest {
+        name: "parallel-2".to_string(),
+        build: Box::new(|w| Ok(Box::new(ParallelEngine::new(&w, 2)?) as BoxedTrainer)),
+        // The backend it runs, so that the properties compare it with that SIMD engine.
+        backend: Some(Backend::detect().name().to_string()),
+        available: true,
+    });
     v
 }
 
