@@ -61,7 +61,7 @@ struct Dims {
 
 /// Reusable scratch of one call: sized before the time loop, reused across calls.
 #[derive(Debug, Default)]
-pub struct Workspace {
+pub(crate) struct Workspace {
     xproj: AlignedBuf,
     h: [AlignedBuf; 2],
     h_cell: AlignedBuf,

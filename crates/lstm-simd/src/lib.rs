@@ -40,7 +40,7 @@ mod train_kernels;
 mod x86_64;
 
 pub use backend::Backend;
-pub use engine::{SimdEngine, SpinBarrier, Split, WorkerTeam, Workspace};
+pub use engine::{SimdEngine, SpinBarrier, Split, WorkerTeam};
 
 /// The engine's activations over slices, per backend: for accuracy tests and for callers who
 /// want them.
