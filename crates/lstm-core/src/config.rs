@@ -33,6 +33,42 @@ pub struct LstmConfig {
     pub bidirectional: bool,
     /// `proj_size` (default 0 = no projection). When > 0, `h = W_hr (o ⊙ tanh(c))` has size P.
     pub proj_size: usize,
+    /// ONNX `direction="reverse"` (default false): the one direction of a unidirectional LSTM
+    /// reads the sequence from its last valid step to its first. `nn.LSTM` has no such option;
+    /// only with `bidirectional = false`. See [`Direction`].
+    pub reverse_only: bool,
+    /// ONNX peepholes `P` (default false): each (layer, direction) cell has `[3H]` peephole
+    /// weights (rows i, f, o); `i` and `f` see `P ⊙ c_{t-1}`, `o` sees `P ⊙ c_t`.
+    pub peepholes: bool,
+    /// ONNX `clip` (default none): every gate pre-activation is clamped to `[-clip, clip]`
+    /// before its activation (the cell state itself is not clamped). Must be finite and > 0.
+    pub clip: Option<f32>,
+    /// ONNX `input_forget` (default false): the forget gate is coupled to the input gate,
+    /// `f = 1 - i`; the forget rows of the weights are then unused.
+    pub input_forget: bool,
+}
+
+/// The direction(s) an LSTM reads its sequence in: PyTorch's `bidirectional` and ONNX's
+/// `direction` attribute (`"forward"`, `"reverse"`, `"bidirectional"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the first step to the last (`nn.LSTM` default).
+    Forward,
+    /// One direction, from the last valid step to the first (ONNX only).
+    Reverse,
+    /// Both, outputs concatenated forward then reverse (`bidirectional=True`).
+    Bidirectional,
+}
+
+impl Direction {
+    /// ONNX's name for it (`forward`, `reverse`, `bidirectional`).
+    pub fn onnx_name(self) -> &'static str {
+        match self {
+            Direction::Forward => "forward",
+            Direction::Reverse => "reverse",
+            Direction::Bidirectional => "bidirectional",
+        }
+    }
 }
 
 impl LstmConfig {
@@ -47,7 +83,71 @@ impl LstmConfig {
             dropout: 0.0,
             bidirectional: false,
             proj_size: 0,
+            reverse_only: false,
+            peepholes: false,
+            clip: None,
+            input_forget: false,
         }
+    }
+
+    /// Sets the direction(s): `bidirectional` and `reverse_only` together.
+    pub fn with_direction(mut self, direction: Direction) -> Self {
+        self.bidirectional = direction == Direction::Bidirectional;
+        self.reverse_only = direction == Direction::Reverse;
+        self
+    }
+
+    /// The direction(s) the LSTM reads its sequence in.
+    pub fn direction(&self) -> Direction {
+        match (self.bidirectional, self.reverse_only) {
+            (true, _) => Direction::Bidirectional,
+            (false, true) => Direction::Reverse,
+            (false, false) => Direction::Forward,
+        }
+    }
+
+    /// Whether direction `dir` (0 or 1) of each layer reads the sequence backwards: the
+    /// second direction of a bidirectional LSTM, or the only one of a reverse-only LSTM.
+    pub fn reads_backwards(&self, dir: usize) -> bool {
+        dir == 1 || self.reverse_only
+    }
+
+    /// Sets ONNX peepholes (each cell then has `[3H]` peephole weights).
+    pub fn with_peepholes(mut self, peepholes: bool) -> Self {
+        self.peepholes = peepholes;
+        self
+    }
+
+    /// Sets ONNX `clip` (`None`: no clamping).
+    pub fn with_clip(mut self, clip: Option<f32>) -> Self {
+        self.clip = clip;
+        self
+    }
+
+    /// Sets ONNX `input_forget` (`f = 1 - i`).
+    pub fn with_input_forget(mut self, input_forget: bool) -> Self {
+        self.input_forget = input_forget;
+        self
+    }
+
+    /// The ONNX-only cell options this config uses (reverse-only direction, peepholes, clip,
+    /// input_forget), in words, or `None` for a plain `nn.LSTM`. Engines and writers that
+    /// support only what `nn.LSTM` can express refuse a config for which this is `Some`.
+    pub fn onnx_only_options(&self) -> Option<String> {
+        let mut used = Vec::new();
+        if self.reverse_only {
+            used.push("a reverse-only direction".to_string());
+        }
+        if self.peepholes {
+            used.push("peepholes (P)".to_string());
+        }
+        if let Some(clip) = self.clip {
+            used.push(format!("clip={clip}"));
+        }
+        if self.input_forget {
+            used.push("input_forget".to_string());
+        }
+        (!used.is_empty()).then(|| used.join(", "))
     }
 
     /// Sets `num_layers`.
@@ -118,6 +218,20 @@ impl LstmConfig {
                 ),
             });
         }
+        if self.reverse_only && self.bidirectional {
+            return bad(
+                "reverse_only",
+                "applies to a unidirectional LSTM only, found bidirectional=true",
+            );
+        }
+        if let Some(clip) = self.clip {
+            if !(clip.is_finite() && clip > 0.0) {
+                return Err(LstmError::InvalidConfig {
+                    field: "clip",
+                    reason: format!("must be finite and greater than 0, found {clip}"),
+                });
+            }
+        }
         // Guard the arithmetic every engine does on these sizes (4·H·I weights, and so on), so
         // that no later multiplication can overflow whatever the caller passes.
         let too_big = |field| {
@@ -136,7 +250,7 @@ impl LstmConfig {
         };
         let per_cell = 4usize
             .checked_mul(self.hidden_size)
-            .and_then(|g| g.checked_mul(widest_input.checked_add(h_out)?.checked_add(2)?))
+            .and_then(|g| g.checked_mul(widest_input.checked_add(h_out)?.checked_add(3)?))
             .and_then(|n| n.checked_add(self.proj_size.checked_mul(self.hidden_size)?));
         match per_cell.and_then(|n| n.checked_mul(cells)) {
             Some(n) if n <= isize::MAX as usize / 8 => Ok(()),
@@ -191,6 +305,7 @@ impl LstmConfig {
                 .checked_mul(self.layer_input_size(layer).checked_add(self.h_out())?)?
                 .checked_add(if self.bias { gates.checked_mul(2)? } else { 0 })?
                 .checked_add(self.proj_size.checked_mul(h)?)?
+                .checked_add(if self.peepholes { h.checked_mul(3)? } else { 0 })?
                 .checked_mul(self.num_directions())
         };
         let first = per_dir(0);
@@ -270,5 +385,41 @@ mod tests {
         // layer 0: 4*5*7 + 4*5*3 + 8*5 + 3*5 = 140+60+40+15 = 255 per direction
         // layer 1: 4*5*6 + 60 + 40 + 15 = 235 per direction
         assert_eq!(c.parameter_count(), 2 * 255 + 2 * 235);
+        let p = c.with_peepholes(true);
+        assert_eq!(p.parameter_count(), 2 * 255 + 2 * 235 + 4 * 15);
+    }
+
+    #[test]
+    fn onnx_options_validate_and_name_themselves() {
+        let plain = LstmConfig::new(3, 4);
+        assert_eq!(plain.direction(), Direction::Forward);
+        assert_eq!(plain.onnx_only_options(), None);
+        let rev = plain.clone().with_direction(Direction::Reverse);
+        assert_eq!(rev.direction(), Direction::Reverse);
+        assert!(rev.reads_backwards(0) && !plain.reads_backwards(0));
+        rev.validate().unwrap();
+        let bi = rev.clone().with_direction(Direction::Bidirectional);
+        assert!(bi.bidirectional && !bi.reverse_only);
+        let mut both = rev.clone();
+        both.bidirectional = true;
+        assert!(matches!(
+            both.validate(),
+            Err(LstmError::InvalidConfig { field: "reverse_only", .. })
+        ));
+        for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            assert!(matches!(
+                plain.clone().with_clip(Some(bad)).validate(),
+                Err(LstmError::InvalidConfig { field: "clip", .. })
+            ));
+        }
+        let all = rev
+            .with_peepholes(true)
+            .with_clip(Some(2.5))
+            .with_input_forget(true);
+        all.validate().unwrap();
+        assert_eq!(
+            all.onnx_only_options().unwrap(),
+            "a reverse-only direction, peepholes (P), clip=2.5, input_forget"
+        );
     }
 }

@@ -222,6 +222,7 @@ impl<T: Clone> SequenceBatch<'_, T> {
                 c.bidirectional,
                 c.proj_size,
                 c.batch_first,
+                (c.reverse_only, c.peepholes, c.clip.map(f32::to_bits), c.input_forget),
             )
         };
         if key(&self.config) == key(config) {
@@ -394,6 +395,12 @@ pub fn check_step<T>(
     if config.bidirectional {
         return Err(LstmError::Unsupported(
             "step() on a bidirectional LSTM: the reverse direction needs the whole sequence; use forward()".to_string(),
+        ));
+    }
+    if config.reverse_only {
+        return Err(LstmError::Unsupported(
+            "step() on a reverse-only LSTM: it reads the sequence from its end; use forward()"
+                .to_string(),
         ));
     }
     let cells = config.num_cells();

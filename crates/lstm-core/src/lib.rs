@@ -28,7 +28,7 @@ pub mod io;
 pub mod tensor;
 pub mod weights;
 
-pub use config::LstmConfig;
+pub use config::{Direction, LstmConfig};
 pub use engine::{
     check_step, pad_to_total_length, BatchOutput, LstmEngine, LstmOutput, LstmState, SequenceBatch,
 };

@@ -116,16 +116,57 @@ impl<T> CellWeights<T> {
 /// All parameters of an `nn.LSTM`, validated against its [`LstmConfig`].
 ///
 /// Cells are indexed like `h_n`: `layer * D + direction` (direction 1 is `_reverse`).
+///
+/// ONNX peepholes ([`LstmConfig::peepholes`]) are held beside the cells, one `[3H]` vector per
+/// cell with rows in the order i, f, o (ONNX stores them i, o, f; its loader reorders them).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LstmWeights<T> {
     config: LstmConfig,
     cells: Vec<CellWeights<T>>,
+    /// One `[3H]` vector per cell when `config.peepholes`, else empty.
+    peepholes: Vec<Vec<T>>,
 }
 
 impl<T: Copy> LstmWeights<T> {
-    /// Checks every cell's tensors against `config` (presence and length).
+    /// Checks every cell's tensors against `config` (presence and length). A config with
+    /// peepholes needs [`with_peepholes`](Self::with_peepholes) instead.
     pub fn new(config: LstmConfig, cells: Vec<CellWeights<T>>) -> Result<Self> {
+        Self::with_peepholes(config, cells, Vec::new())
+    }
+
+    /// [`new`](Self::new) with ONNX peephole weights: one `[3H]` vector per cell (rows i, f,
+    /// o; cells ordered `layer * D + direction`) when `config.peepholes`, none otherwise.
+    pub fn with_peepholes(
+        config: LstmConfig,
+        cells: Vec<CellWeights<T>>,
+        peepholes: Vec<Vec<T>>,
+    ) -> Result<Self> {
         config.validate()?;
+        let wanted = if config.peepholes {
+            config.num_cells()
+        } else {
+            0
+        };
+        if peepholes.len() != wanted {
+            return Err(LstmError::InvalidArgument {
+                what: "peepholes",
+                reason: format!(
+                    "expected {wanted} peephole vectors (peepholes={}, {} cells), found {}",
+                    config.peepholes,
+                    config.num_cells(),
+                    peepholes.len()
+                ),
+            });
+        }
+        let p_len = config.hidden_size.saturating_mul(3);
+        if let Some((index, p)) = peepholes.iter().enumerate().find(|(_, p)| p.len() != p_len) {
+            return Err(LstmError::ElementCount {
+                what: format!("peepholes of cell {index}"),
+                shape: vec![p_len],
+                expected: p_len,
+                found: p.len(),
+            });
+        }
         if cells.len() != config.num_cells() {
             return Err(LstmError::InvalidArgument {
                 what: "cells",
@@ -164,7 +205,11 @@ impl<T: Copy> LstmWeights<T> {
                 }
             }
         }
-        Ok(LstmWeights { config, cells })
+        Ok(LstmWeights {
+            config,
+            cells,
+            peepholes,
+        })
     }
 
     /// Builds the weights by asking `lookup` for each state_dict name (without prefix) the
@@ -241,6 +286,22 @@ impl<T> LstmWeights<T> {
         &self.cells
     }
 
+    /// The ONNX peephole weights of `layer` and `direction`, `[3H]` with rows i, f, o; `None`
+    /// without peepholes or out of range.
+    pub fn peephole(&self, layer: usize, direction: usize) -> Option<&[T]> {
+        if layer >= self.config.num_layers || direction >= self.config.num_directions() {
+            return None;
+        }
+        self.peepholes
+            .get(layer * self.config.num_directions() + direction)
+            .map(Vec::as_slice)
+    }
+
+    /// All peephole vectors, `layer * D + direction` (empty without peepholes).
+    pub fn peepholes(&self) -> &[Vec<T>] {
+        &self.peepholes
+    }
+
     /// Every tensor as `(name without prefix, shape, data)`, in PyTorch's registration order.
     pub fn named_tensors(&self) -> Vec<(String, Vec<usize>, &[T])> {
         let mut out = Vec::new();
@@ -279,6 +340,7 @@ impl<T: Float> LstmWeights<T> {
                     w_hr: c.w_hr.as_ref().map(conv),
                 })
                 .collect(),
+            peepholes: self.peepholes.iter().map(conv).collect(),
         }
     }
 
@@ -318,7 +380,18 @@ impl<T: Float> LstmWeights<T> {
                 });
             }
         }
-        LstmWeights::new(config, cells)
+        let mut peepholes = Vec::new();
+        if config.peepholes {
+            for _ in 0..config.num_cells() {
+                let n = config.hidden_size.saturating_mul(3);
+                let mut p = crate::tensor::try_filled_vec("peepholes", n, T::zero())?;
+                for x in p.iter_mut() {
+                    *x = T::from(scale * rng.next_signed_unit()).unwrap_or_else(T::zero);
+                }
+                peepholes.push(p);
+            }
+        }
+        LstmWeights::with_peepholes(config, cells, peepholes)
     }
 }
 
@@ -441,6 +514,30 @@ mod tests {
         assert!(matches!(
             LstmWeights::new(cfg, w),
             Err(LstmError::UnexpectedTensor { .. })
+        ));
+    }
+
+    #[test]
+    fn peepholes_are_checked_drawn_and_cast() {
+        let cfg = LstmConfig::new(3, 2)
+            .with_bidirectional(true)
+            .with_peepholes(true);
+        let w = LstmWeights::<f32>::random(cfg.clone(), 4).unwrap();
+        assert_eq!(w.peepholes().len(), 2);
+        assert_eq!(w.peephole(0, 1).unwrap().len(), 6);
+        assert_eq!(w.peephole(1, 0), None);
+        assert_eq!(w.cast::<f64>().cast::<f32>(), w);
+        let cells = w.cells().to_vec();
+        assert!(matches!(
+            LstmWeights::new(cfg.clone(), cells.clone()),
+            Err(LstmError::InvalidArgument {
+                what: "peepholes",
+                ..
+            })
+        ));
+        assert!(matches!(
+            LstmWeights::with_peepholes(cfg, cells, vec![vec![0.0; 6], vec![0.0; 5]]),
+            Err(LstmError::ElementCount { .. })
         ));
     }
 

@@ -47,6 +47,16 @@ fn tape_error(what: &str) -> LstmError {
     }
 }
 
+/// The backward implements `nn.LSTM`'s equations only: ONNX's cell options are refused.
+fn refuse_onnx_options(config: &lstm_core::LstmConfig) -> Result<()> {
+    match config.onnx_only_options() {
+        Some(options) => Err(LstmError::Unsupported(format!(
+            "training (forward_train/backward) with {options}: the backward implements nn.LSTM's equations only"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The parameter gradients of one cell, accumulated in f64 over every step and sequence.
 struct CellGrads {
     w_ih: Vec<f64>,
@@ -96,6 +106,7 @@ impl<T: Float + Default> NaiveEngine<T> {
         tape: &mut TrainingTape<T>,
     ) -> Result<LstmOutput<T>> {
         let config = self.weights.config();
+        refuse_onnx_options(config)?;
         let call = SequenceBatch::new(config, input, state, lengths)?;
         call.ensure_config(config)?;
         tape.begin(&call)?;
@@ -142,7 +153,7 @@ impl<T: Float + Default> NaiveEngine<T> {
                         let row = t * batch + b;
                         let (unit, gate) = (row * hidden, row * 4 * hidden);
                         let x = &layer_input[row * in_size..(row + 1) * in_size];
-                        cell_step_recorded(config, cell, x, &mut h, &mut c, |k, v| {
+                        cell_step_recorded(config, cell, None, x, &mut h, &mut c, |k, v| {
                             let [i, f, g, o, c_new, tanh_c] = v;
                             for (n, a) in [i, f, g, o].into_iter().enumerate() {
                                 rec.gates[gate + n * hidden + k] = narrow(a);
@@ -183,6 +194,7 @@ impl<T: Float + Default> NaiveEngine<T> {
         grads: &GradOutputs<'_, T>,
     ) -> Result<LstmGradients<T>> {
         let config = self.weights.config();
+        refuse_onnx_options(config)?;
         tape.ensure_filled_for(config)?;
         let upstream = tape.canonical_grads(grads)?;
         let (seq_len, batch) = (tape.seq_len(), tape.batch());

@@ -16,6 +16,12 @@
 //! c' = f ⊙ c + i ⊙ g                       h' = o ⊙ tanh(c')   (h' = W_hr h' when proj_size > 0)
 //! ```
 //!
+//! The ONNX-only cell options of [`LstmConfig`] are defined here too, per the ONNX `LSTM`
+//! operator: peepholes (`i = σ(… + P_i ⊙ c)`, `f = σ(… + P_f ⊙ c)`, `o = σ(… + P_o ⊙ c')`),
+//! `clip` (each gate pre-activation, peephole term included, clamped to `[-clip, clip]`),
+//! `input_forget` (`f = 1 − i`) and a reverse-only direction. The backward refuses them
+//! ([`LstmError::Unsupported`](lstm_core::LstmError::Unsupported)).
+//!
 //! Training: [`NaiveEngine::forward_train`] records the forward in a
 //! [`TrainingTape`](lstm_core::TrainingTape) and [`NaiveEngine::backward`] returns the gradients
 //! of every input and parameter (BPTT, the textbook equations, also evaluated in f64).
@@ -94,19 +100,24 @@ fn dot<T: Float>(a: &[T], b: &[T]) -> f64 {
 fn cell_step<T: Float>(
     config: &LstmConfig,
     cell: &CellWeights<T>,
+    peephole: Option<&[T]>,
     x: &[T],
     h: &mut [T],
     c: &mut [T],
 ) {
-    cell_step_recorded(config, cell, x, h, c, |_, _| {});
+    cell_step_recorded(config, cell, peephole, x, h, c, |_, _| {});
 }
 
 /// [`cell_step`], which also hands each unit's f64 values to `record` as
 /// `(k, [i, f, g, o, c', tanh(c')])`: the training forward keeps them for the backward. One
 /// body for both, so that `forward_train` computes exactly what `forward` does.
+///
+/// `peephole` (`[3H]`, rows i, f, o) and the config's `clip` and `input_forget` are ONNX's
+/// cell options; `None`/unset they leave PyTorch's equations unchanged.
 fn cell_step_recorded<T: Float>(
     config: &LstmConfig,
     cell: &CellWeights<T>,
+    peephole: Option<&[T]>,
     x: &[T],
     h: &mut [T],
     c: &mut [T],
@@ -126,13 +137,26 @@ fn cell_step_recorded<T: Float>(
         })
         .collect();
 
+    // ONNX: the pre-activation, peephole term included, clamped to [-clip, clip].
+    let clip = |z: f64| match config.clip {
+        Some(limit) => z.clamp(-f64::from(limit), f64::from(limit)),
+        None => z,
+    };
+    let peep = |gate: usize, k: usize, cell_value: f64| {
+        peephole.map_or(0.0, |p| wide(p[gate * hidden + k]) * cell_value)
+    };
     let mut h_cell = vec![0.0f64; hidden]; // o ⊙ tanh(c'), before any projection
     for k in 0..hidden {
-        let i = sigmoid(gates[k]);
-        let f = sigmoid(gates[hidden + k]);
-        let g = gates[2 * hidden + k].tanh();
-        let o = sigmoid(gates[3 * hidden + k]);
-        let c_new = f * wide(c[k]) + i * g;
+        let c_prev = wide(c[k]);
+        let i = sigmoid(clip(gates[k] + peep(0, k, c_prev)));
+        let f = if config.input_forget {
+            1.0 - i
+        } else {
+            sigmoid(clip(gates[hidden + k] + peep(1, k, c_prev)))
+        };
+        let g = clip(gates[2 * hidden + k]).tanh();
+        let c_new = f * c_prev + i * g;
+        let o = sigmoid(clip(gates[3 * hidden + k] + peep(2, k, c_new)));
         let tanh_c = c_new.tanh();
         h_cell[k] = o * tanh_c;
         c[k] = narrow(c_new);
@@ -208,16 +232,18 @@ impl<T: Float + Default> LstmEngine<T> for NaiveEngine<T> {
                     // A sequence of length `len` occupies steps 0..len; the reverse direction
                     // starts at its own last valid step. Steps past `len` stay 0 in the output.
                     let len = call.length(b).unwrap_or(0); // b < B: always Some
-                    let steps: Box<dyn Iterator<Item = usize>> = if dir == 0 {
-                        Box::new(0..len)
-                    } else {
+                    let steps: Box<dyn Iterator<Item = usize>> = if config.reads_backwards(dir) {
                         Box::new((0..len).rev())
+                    } else {
+                        Box::new(0..len)
                     };
+                    let peephole = self.weights.peephole(layer, dir);
                     for t in steps {
                         let x_start = (t * batch + b) * in_size;
                         cell_step(
                             config,
                             cell,
+                            peephole,
                             &layer_input[x_start..x_start + in_size],
                             &mut h,
                             &mut c,
@@ -259,6 +285,7 @@ impl<T: Float + Default> LstmEngine<T> for NaiveEngine<T> {
                 cell_step(
                     config,
                     cell,
+                    self.weights.peephole(layer, 0),
                     &layer_input[b * in_size..(b + 1) * in_size],
                     h,
                     c,
@@ -339,6 +366,86 @@ mod tests {
         assert_eq!(out[0], state.h.data()[0]);
     }
 
+    /// One step of a 1-unit cell with ONNX's peepholes, clip and coupled gates, by hand.
+    #[test]
+    fn onnx_cell_options_by_hand() {
+        let cell = CellWeights {
+            w_ih: vec![0.5, -1.0, 2.0, 0.25],
+            w_hh: vec![1.0, 0.5, -0.5, 2.0],
+            b_ih: Some(vec![0.1, 0.2, 0.3, 0.4]),
+            b_hh: Some(vec![-0.1, 0.0, 0.1, -0.2]),
+            w_hr: None,
+        };
+        let (x, h, c) = (0.8f64, -0.3f64, 0.6f64);
+        let s = |v: f64| 1.0 / (1.0 + (-v).exp());
+        let (p_i, p_f, p_o) = (0.7, -0.4, 1.5);
+        let z_i = 0.5 * x + 1.0 * h;
+        let z_f = -x + 0.2 + 0.5 * h;
+        let z_g = 2.0 * x + 0.4 - 0.5 * h;
+        let z_o = 0.25 * x + 0.2 + 2.0 * h;
+        for (clip, input_forget) in [(None, false), (Some(0.3f32), false), (None, true)] {
+            let cl = |z: f64| clip.map_or(z, |l| z.clamp(-f64::from(l), f64::from(l)));
+            let i = s(cl(z_i + p_i * c));
+            let f = if input_forget {
+                1.0 - i
+            } else {
+                s(cl(z_f + p_f * c))
+            };
+            let c1 = f * c + i * cl(z_g).tanh();
+            let h1 = s(cl(z_o + p_o * c1)) * c1.tanh();
+            let config = LstmConfig::new(1, 1)
+                .with_peepholes(true)
+                .with_clip(clip)
+                .with_input_forget(input_forget);
+            let w = LstmWeights::with_peepholes(config, vec![cell.clone()], vec![vec![p_i, p_f, p_o]])
+                .unwrap();
+            let e = NaiveEngine::new(w).unwrap();
+            let mut state = LstmState {
+                h: Tensor::new([1, 1], vec![h]).unwrap(),
+                c: Tensor::new([1, 1], vec![c]).unwrap(),
+            };
+            let mut out = [f64::NAN];
+            e.step(&[x], &mut state, &mut out).unwrap();
+            assert!((c1 - state.c.data()[0]).abs() < 1e-15, "{clip:?} {input_forget}");
+            assert!((h1 - out[0]).abs() < 1e-15, "{clip:?} {input_forget}");
+        }
+    }
+
+    /// A reverse-only LSTM is the reverse half of a bidirectional one; it cannot stream and
+    /// cannot train.
+    #[test]
+    fn reverse_only_is_the_reverse_half() {
+        let bi = engine(LstmConfig::new(2, 3).with_bidirectional(true), 6);
+        let rev_cfg = LstmConfig::new(2, 3).with_direction(lstm_core::Direction::Reverse);
+        let rev = NaiveEngine::new(
+            LstmWeights::new(rev_cfg.clone(), vec![bi.weights().cell(0, 1).unwrap().clone()])
+                .unwrap(),
+        )
+        .unwrap();
+        let (t, b) = (5, 2);
+        let x = Tensor::new([t, b, 2], data(t * b * 2, 4)).unwrap();
+        let lengths = [5, 3];
+        let want = bi.forward(&x, None, Some(&lengths)).unwrap();
+        let got = rev.forward(&x, None, Some(&lengths)).unwrap();
+        for row in 0..t * b {
+            assert_eq!(
+                &got.output.data()[row * 3..row * 3 + 3],
+                &want.output.data()[row * 6 + 3..row * 6 + 6]
+            );
+        }
+        assert_eq!(got.h_n.data(), &want.h_n.data()[6..]);
+        let mut state = LstmState::zeros(&rev_cfg, Some(1)).unwrap();
+        assert!(matches!(
+            rev.step(&[0.0; 2], &mut state, &mut [0.0; 3]),
+            Err(lstm_core::LstmError::Unsupported(_))
+        ));
+        let mut tape = lstm_core::TrainingTape::new();
+        assert!(matches!(
+            rev.forward_train(&x, None, None, &mut tape),
+            Err(lstm_core::LstmError::Unsupported(_))
+        ));
+    }
+
     #[test]
     fn projection_applies_w_hr() {
         let config = LstmConfig::new(2, 3).with_proj_size(2);
@@ -357,6 +464,7 @@ mod tests {
         cell_step(
             &LstmConfig::new(2, 3),
             &plain,
+            None,
             &[0.3, -0.7],
             &mut h_cell,
             &mut c,

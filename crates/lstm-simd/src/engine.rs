@@ -106,10 +106,17 @@ impl SimdEngine {
         Self::with_backend(weights, Backend::detect())
     }
 
-    /// Packs `weights` for `backend`; fails when this CPU lacks its instructions.
+    /// Packs `weights` for `backend`; fails when this CPU lacks its instructions, and for a
+    /// config with ONNX-only cell options (not in the fused recurrence yet; the naive engine
+    /// runs them).
     pub fn with_backend(weights: &LstmWeights<f32>, backend: Backend) -> Result<Self> {
         let config = weights.config().clone();
         config.validate()?;
+        if let Some(options) = config.onnx_only_options() {
+            return Err(LstmError::Unsupported(format!(
+                "the simd and parallel engines do not run {options} yet; use the naive engine"
+            )));
+        }
         let kernels = backend.kernels()?;
         let lanes = kernels.lanes;
         let (hidden, h_out) = (config.hidden_size, config.h_out());

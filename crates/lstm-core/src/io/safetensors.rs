@@ -310,6 +310,7 @@ fn infer_config(prefix: &str, params: &BTreeMap<ParamKey, Param<'_>>) -> Result<
         dropout: 0.0,
         bidirectional,
         proj_size,
+        ..LstmConfig::new(input_size, hidden_size)
     };
     config.validate()?;
     Ok(config)
@@ -504,7 +505,16 @@ pub fn load_safetensors(path: &Path, prefix: Option<&str>) -> Result<LoadedModel
 /// `prefix` is a module prefix: `""`, or a module path with or without its trailing `.`
 /// (`"encoder.rnn"` and `"encoder.rnn."` both give `encoder.rnn.weight_ih_l0`, ...). The
 /// file's metadata says `format: pt`, as `safetensors.torch.save_file` writes it.
+///
+/// Only what `nn.LSTM` can hold is written: a model using ONNX-only cell options (see
+/// [`LstmConfig::onnx_only_options`]) is refused with [`LstmError::Unsupported`] naming them,
+/// since a `state_dict` would silently drop them.
 pub fn serialize_safetensors(weights: &LstmWeights<f32>, prefix: &str) -> Result<Vec<u8>> {
+    if let Some(options) = weights.config().onnx_only_options() {
+        return Err(LstmError::Unsupported(format!(
+            "an nn.LSTM state_dict cannot hold {options}; torch.nn.LSTM has no such option"
+        )));
+    }
     let prefix = normalise_prefix(prefix);
     let named = weights.named_tensors();
     let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = named
