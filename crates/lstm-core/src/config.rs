@@ -404,7 +404,10 @@ mod tests {
         both.bidirectional = true;
         assert!(matches!(
             both.validate(),
-            Err(LstmError::InvalidConfig { field: "reverse_only", .. })
+            Err(LstmError::InvalidConfig {
+                field: "reverse_only",
+                ..
+            })
         ));
         for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
             assert!(matches!(

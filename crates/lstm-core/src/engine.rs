@@ -222,7 +222,12 @@ impl<T: Clone> SequenceBatch<'_, T> {
                 c.bidirectional,
                 c.proj_size,
                 c.batch_first,
-                (c.reverse_only, c.peepholes, c.clip.map(f32::to_bits), c.input_forget),
+                (
+                    c.reverse_only,
+                    c.peepholes,
+                    c.clip.map(f32::to_bits),
+                    c.input_forget,
+                ),
             )
         };
         if key(&self.config) == key(config) {

@@ -125,6 +125,32 @@ pub enum LstmError {
     #[error("invalid safetensors data: {0}")]
     Safetensors(String),
 
+    /// An ONNX file could not be decoded, or its graph is malformed around an LSTM node
+    /// (a missing initializer, a cycle, a lying size, ...).
+    #[error("invalid ONNX model: {0}")]
+    Onnx(String),
+
+    /// An ONNX `LSTM` node uses an attribute or input this library does not run (non-default
+    /// `activations`, `activation_alpha`, weights computed at run time, an integer dtype, ...).
+    #[error("ONNX LSTM node `{node}`: {attribute}: {reason}")]
+    OnnxUnsupported {
+        /// The node's name (or its generated name when it has none) and graph path.
+        node: String,
+        /// The attribute or input at fault (`activations`, `input W`, ...).
+        attribute: String,
+        /// What was found and what is supported.
+        reason: String,
+    },
+
+    /// The ONNX model holds no LSTM node, several and none was chosen, or not the one asked for.
+    #[error("{reason}; LSTM nodes in the model: {available:?}")]
+    OnnxNodeChoice {
+        /// What went wrong.
+        reason: String,
+        /// The LSTM nodes found (names, or `path/name` where names repeat).
+        available: Vec<String>,
+    },
+
     /// A `.npy` file could not be parsed or has a layout we do not accept.
     #[error("invalid .npy data: {0}")]
     Npy(String),

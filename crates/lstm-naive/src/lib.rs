@@ -397,8 +397,9 @@ mod tests {
                 .with_peepholes(true)
                 .with_clip(clip)
                 .with_input_forget(input_forget);
-            let w = LstmWeights::with_peepholes(config, vec![cell.clone()], vec![vec![p_i, p_f, p_o]])
-                .unwrap();
+            let w =
+                LstmWeights::with_peepholes(config, vec![cell.clone()], vec![vec![p_i, p_f, p_o]])
+                    .unwrap();
             let e = NaiveEngine::new(w).unwrap();
             let mut state = LstmState {
                 h: Tensor::new([1, 1], vec![h]).unwrap(),
@@ -406,7 +407,10 @@ mod tests {
             };
             let mut out = [f64::NAN];
             e.step(&[x], &mut state, &mut out).unwrap();
-            assert!((c1 - state.c.data()[0]).abs() < 1e-15, "{clip:?} {input_forget}");
+            assert!(
+                (c1 - state.c.data()[0]).abs() < 1e-15,
+                "{clip:?} {input_forget}"
+            );
             assert!((h1 - out[0]).abs() < 1e-15, "{clip:?} {input_forget}");
         }
     }
@@ -418,8 +422,11 @@ mod tests {
         let bi = engine(LstmConfig::new(2, 3).with_bidirectional(true), 6);
         let rev_cfg = LstmConfig::new(2, 3).with_direction(lstm_core::Direction::Reverse);
         let rev = NaiveEngine::new(
-            LstmWeights::new(rev_cfg.clone(), vec![bi.weights().cell(0, 1).unwrap().clone()])
-                .unwrap(),
+            LstmWeights::new(
+                rev_cfg.clone(),
+                vec![bi.weights().cell(0, 1).unwrap().clone()],
+            )
+            .unwrap(),
         )
         .unwrap();
         let (t, b) = (5, 2);
