@@ -480,8 +480,7 @@ impl<'g, 's> Folder<'g, 's> {
                     )
                 };
                 single_output(
-                    slice(&x, &starts, &ends, axes.as_deref(), steps.as_deref())
-                        .map_err(&ctx)?,
+                    slice(&x, &starts, &ends, axes.as_deref(), steps.as_deref()).map_err(&ctx)?,
                 )
             }
             "Concat" => {
