@@ -88,7 +88,7 @@ pub enum LstmError {
 
     /// No `nn.LSTM` state_dict was found in a file.
     #[error(
-        "no LSTM found: no tensor named `weight_ih_l0` (with any prefix) among {count} tensors"
+        "no LSTM found: no tensor named `weight_ih_l0` (nn.LSTM) or `weight_ih` beside `weight_hh` (nn.LSTMCell), with any prefix, among {count} tensors"
     )]
     NoLstmFound {
         /// How many tensors the file holds.

@@ -224,3 +224,41 @@ fn nodes_are_listed_with_paths_and_chains() {
         other => panic!("{other:?}"),
     }
 }
+
+/// An `nn.LSTMCell` state_dict loads as a one-layer LSTM whose `step` is `LSTMCell.forward`
+/// (h1, c1 from PyTorch), and equals the weights of the same cell exported as an ONNX node.
+#[test]
+fn lstm_cell_state_dict_steps_like_lstm_cell() {
+    let dir = root().join("lstm_cell_nested_if");
+    let loaded = lstm_core::io::load_safetensors(&dir.join("cell.safetensors"), None).unwrap();
+    assert_eq!(loaded.prefix, "cell.");
+    let config = loaded.weights.config().clone();
+    assert_eq!((config.num_layers, config.bidirectional), (1, false));
+    let onnx = load_onnx(&std::fs::read(dir.join("model.onnx")).unwrap(), None).unwrap();
+    assert_eq!(onnx.weights(), &loaded.weights);
+
+    let x = tensor(&dir, "x"); // [1, B, I]: one step
+    let (h1, c1) = (tensor(&dir, "y_h"), tensor(&dir, "y_c"));
+    let batch = x.shape()[1];
+    let mut engines: Vec<(String, Box<dyn LstmEngine<f32>>)> = vec![(
+        "naive".into(),
+        Box::new(NaiveEngine::new(loaded.weights.clone()).unwrap()),
+    )];
+    for backend in Backend::all().into_iter().filter(|b| b.is_supported()) {
+        engines.push((
+            format!("simd/{backend}"),
+            Box::new(SimdEngine::with_backend(&loaded.weights, backend).unwrap()),
+        ));
+    }
+    for (name, engine) in &engines {
+        let mut state = lstm_core::LstmState {
+            h: tensor(&dir, "h0"),
+            c: tensor(&dir, "c0"),
+        };
+        let mut out = vec![f32::NAN; batch * config.hidden_size];
+        engine.step(x.data(), &mut state, &mut out).unwrap();
+        let out = Tensor::new([1, batch, config.hidden_size], out).unwrap();
+        assert_close("lstm_cell", name, "h1", &out, &h1);
+        assert_close("lstm_cell", name, "c1", &state.c, &c1);
+    }
+}

@@ -2,7 +2,9 @@
 //!
 //! A file may hold any number of tensors; the LSTM is found by its `weight_ih_l0` tensor under a
 //! module prefix (`""` at the top level, `"encoder.rnn."` for `model.encoder.rnn`), and its
-//! config is inferred from the shapes of the tensors under that prefix. Nothing in the file is
+//! config is inferred from the shapes of the tensors under that prefix. An `nn.LSTMCell`
+//! (`weight_ih`, `weight_hh`, and `bias_ih`, `bias_hh` when it has biases, under any prefix)
+//! loads as the one-layer LSTM whose `step` is `LSTMCell.forward`. Nothing in the file is
 //! trusted: the safetensors crate checks the header's offsets against the buffer, and every
 //! tensor's byte length is checked again against its shape and dtype before it is converted.
 
@@ -46,6 +48,27 @@ const ACCEPTED_DTYPES: &str = "F32, F64, F16 or BF16";
 /// The name every `nn.LSTM` state_dict has, whatever its config.
 const FIRST_WEIGHT: &str = "weight_ih_l0";
 
+/// The parameter names of an `nn.LSTMCell` (no layer suffix), as the layer-0 parameters of a
+/// one-layer LSTM.
+fn cell_param(local: &str) -> Option<ParamKind> {
+    match local {
+        "weight_ih" => Some(ParamKind::WeightIh),
+        "weight_hh" => Some(ParamKind::WeightHh),
+        "bias_ih" => Some(ParamKind::BiasIh),
+        "bias_hh" => Some(ParamKind::BiasHh),
+        _ => None,
+    }
+}
+
+/// The local name of `kind`'s layer-0 tensor: `weight_ih_l0`, or `weight_ih` in a cell.
+fn layer0_name(kind: ParamKind, cell: bool) -> String {
+    if cell {
+        kind.stem().to_string()
+    } else {
+        kind.name(0, false)
+    }
+}
+
 /// `prefix` as a module prefix: empty, or ending in `.`.
 pub(crate) fn normalise_prefix(prefix: &str) -> String {
     if prefix.is_empty() || prefix.ends_with('.') {
@@ -59,13 +82,13 @@ pub(crate) fn normalise_prefix(prefix: &str) -> String {
 /// and `weight_hh_l0` `[G·H, H_out]` with G = 4 gates for an LSTM, 3 for a GRU, 1 for a plain
 /// RNN. `Ok(())` when it may be an LSTM (or the shapes are too broken to tell: then the full
 /// inference reports exactly what is wrong); otherwise an error naming the module it looks like.
-fn check_lstm_shaped(file: &SafeTensors<'_>, prefix: &str) -> Result<()> {
-    let shape = |name: &str| {
-        file.tensor(&format!("{prefix}{name}"))
+fn check_lstm_shaped(file: &SafeTensors<'_>, prefix: &str, cell: bool) -> Result<()> {
+    let shape = |kind: ParamKind| {
+        file.tensor(&format!("{prefix}{}", layer0_name(kind, cell)))
             .ok()
             .map(|v| v.shape().to_vec())
     };
-    let (Some(ih), Some(hh)) = (shape(FIRST_WEIGHT), shape("weight_hh_l0")) else {
+    let (Some(ih), Some(hh)) = (shape(ParamKind::WeightIh), shape(ParamKind::WeightHh)) else {
         return Ok(());
     };
     let (&[rows, _], &[hh_rows, hh_cols]) = (ih.as_slice(), hh.as_slice()) else {
@@ -74,21 +97,29 @@ fn check_lstm_shaped(file: &SafeTensors<'_>, prefix: &str) -> Result<()> {
     if rows == 0 || hh_rows != rows || hh_cols == 0 {
         return Ok(());
     }
-    let projected = shape("weight_hr_l0").is_some_and(|hr| hr.first() == Some(&hh_cols));
+    let projected =
+        !cell && shape(ParamKind::WeightHr).is_some_and(|hr| hr.first() == Some(&hh_cols));
     if rows.is_multiple_of(4) && (hh_cols.checked_mul(4) == Some(rows) || projected) {
         return Ok(());
     }
+    let (gru, rnn) = if cell {
+        ("a GRUCell (3 gates)", "an RNNCell (1 gate)")
+    } else {
+        ("a GRU (3 gates)", "a plain RNN (1 gate)")
+    };
     let looks_like = if hh_cols.checked_mul(3) == Some(rows) {
-        "a GRU (3 gates)"
+        gru
     } else if hh_cols == rows {
-        "a plain RNN (1 gate)"
+        rnn
     } else {
         return Ok(());
     };
     Err(LstmError::NotAnLstm {
         prefix: prefix.to_string(),
         reason: format!(
-            "weight_ih_l0 {ih:?} and weight_hh_l0 {hh:?} have {rows} = {}·{hh_cols} gate rows: {looks_like}; an LSTM has 4·hidden_size",
+            "{} {ih:?} and {} {hh:?} have {rows} = {}·{hh_cols} gate rows: {looks_like}; an LSTM has 4·hidden_size",
+            layer0_name(ParamKind::WeightIh, cell),
+            layer0_name(ParamKind::WeightHh, cell),
             rows / hh_cols
         ),
     })
@@ -121,13 +152,26 @@ pub fn parse_safetensors(bytes: &[u8], prefix: Option<&str>) -> Result<LoadedMod
     let file =
         SafeTensors::deserialize(bytes).map_err(|e| LstmError::Safetensors(e.to_string()))?;
 
-    let candidates: BTreeSet<String> = file
+    let module_prefix = |p: &&str| p.is_empty() || p.ends_with('.');
+    let lstm_prefixes: BTreeSet<String> = file
         .names()
         .into_iter()
         .filter_map(|name| name.strip_suffix(FIRST_WEIGHT))
-        .filter(|p| p.is_empty() || p.ends_with('.'))
+        .filter(module_prefix)
         .map(str::to_string)
         .collect();
+    // nn.LSTMCell modules: `weight_ih` beside `weight_hh` (an nn.LSTM prefix wins).
+    let cell_prefixes: BTreeSet<String> = file
+        .names()
+        .into_iter()
+        .filter_map(|name| name.strip_suffix("weight_ih"))
+        .filter(module_prefix)
+        .filter(|p| file.tensor(&format!("{p}weight_hh")).is_ok())
+        .filter(|p| !lstm_prefixes.contains(*p))
+        .map(str::to_string)
+        .collect();
+    let is_cell = |p: &str| cell_prefixes.contains(p);
+    let candidates: BTreeSet<String> = lstm_prefixes.union(&cell_prefixes).cloned().collect();
     let prefix = match prefix {
         Some(asked) => {
             let asked = normalise_prefix(asked);
@@ -137,20 +181,20 @@ pub fn parse_safetensors(bytes: &[u8], prefix: Option<&str>) -> Result<LoadedMod
                     available: candidates.into_iter().collect(),
                 });
             }
-            check_lstm_shaped(&file, &asked)?;
+            check_lstm_shaped(&file, &asked, is_cell(&asked))?;
             asked
         }
         None => {
             // GRUs and plain RNNs have `weight_ih_l0` too: only LSTM-shaped modules count.
             let (lstms, others): (Vec<String>, Vec<String>) = candidates
                 .into_iter()
-                .partition(|p| check_lstm_shaped(&file, p).is_ok());
+                .partition(|p| check_lstm_shaped(&file, p, is_cell(p)).is_ok());
             let mut found = lstms.into_iter();
             match (found.next(), found.next()) {
                 (Some(only), None) => only,
                 (None, _) => {
                     return Err(match others.first() {
-                        Some(p) => check_lstm_shaped(&file, p)
+                        Some(p) => check_lstm_shaped(&file, p, is_cell(p))
                             .err()
                             .unwrap_or(LstmError::NoLstmFound { count: file.len() }),
                         None => LstmError::NoLstmFound { count: file.len() },
@@ -174,7 +218,12 @@ pub fn parse_safetensors(bytes: &[u8], prefix: Option<&str>) -> Result<LoadedMod
         if local.contains('.') {
             continue;
         }
-        if let Some((kind, layer, reverse)) = ParamKind::parse(local) {
+        let parsed = if is_cell(&prefix) {
+            cell_param(local).map(|kind| (kind, 0, false))
+        } else {
+            ParamKind::parse(local)
+        };
+        if let Some((kind, layer, reverse)) = parsed {
             params.insert(
                 param_key(kind, layer, reverse),
                 Param {
@@ -186,9 +235,15 @@ pub fn parse_safetensors(bytes: &[u8], prefix: Option<&str>) -> Result<LoadedMod
         }
     }
 
-    let config = infer_config(&prefix, &params)?;
-    check_unexpected(&config, &params)?;
-    let weights = build_weights(&prefix, config, &params)?;
+    let cell = is_cell(&prefix);
+    let (config, weights) = (|| {
+        let config = infer_config(&prefix, &params)?;
+        check_unexpected(&config, &params)?;
+        let weights = build_weights(&prefix, config.clone(), &params)?;
+        Ok((config, weights))
+    })()
+    .map_err(|e| if cell { cell_names(e) } else { e })?;
+    debug_assert_eq!(weights.config(), &config);
 
     let mut tensors = Vec::new();
     for (name, _, _) in weights.named_tensors() {
@@ -398,6 +453,40 @@ fn build_weights(
         return Err(e);
     }
     result.map_err(|e| with_prefix(e, prefix))
+}
+
+/// An `nn.LSTMCell`'s tensors have no layer suffix: `weight_hh_l0` in an error is its
+/// `weight_hh`.
+fn cell_names(error: LstmError) -> LstmError {
+    let strip = |name: String| name.replace("_l0", "");
+    match error {
+        LstmError::MissingTensor { name } => LstmError::MissingTensor { name: strip(name) },
+        LstmError::UnexpectedTensor { name, reason } => LstmError::UnexpectedTensor {
+            name: strip(name),
+            reason,
+        },
+        LstmError::ShapeMismatch {
+            what,
+            expected,
+            found,
+        } => LstmError::ShapeMismatch {
+            what: strip(what),
+            expected,
+            found,
+        },
+        LstmError::RankMismatch {
+            what,
+            expected,
+            found,
+            shape,
+        } => LstmError::RankMismatch {
+            what: strip(what),
+            expected,
+            found,
+            shape,
+        },
+        other => other,
+    }
 }
 
 /// Puts `prefix` in front of the tensor name an error from [`LstmWeights`] carries.
@@ -1113,6 +1202,51 @@ mod tests {
             parse_safetensors(&file(&e), Some("p")).unwrap().weights,
             weights
         );
+    }
+
+    /// An `nn.LSTMCell` state_dict (`weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`) is a
+    /// one-layer LSTM; without biases too; a GRUCell is named; a cell missing a bias is named
+    /// by its own tensor names.
+    #[test]
+    fn lstm_cell_state_dicts_load_as_one_layer() {
+        let lstm = LstmWeights::<f32>::random(LstmConfig::new(3, 4), 5).unwrap();
+        let cell_entries = |prefix: &str, bias: bool| -> Vec<Entry> {
+            entries(&lstm, "")
+                .into_iter()
+                .filter(|(n, ..)| bias || !n.starts_with("bias"))
+                .map(|(n, d, s, b)| (format!("{prefix}{}", n.trim_end_matches("_l0")), d, s, b))
+                .collect()
+        };
+        let loaded = parse_safetensors(&file(&cell_entries("rnn.cell.", true)), None).unwrap();
+        assert_eq!(loaded.prefix, "rnn.cell.");
+        assert_eq!(loaded.weights, lstm);
+        assert_eq!(loaded.tensors[0].name, "rnn.cell.weight_ih");
+        let no_bias = parse_safetensors(&file(&cell_entries("", false)), Some("")).unwrap();
+        assert!(!no_bias.weights.config().bias);
+        let missing = without(cell_entries("c.", true), "c.bias_hh");
+        let err = parse_safetensors(&file(&missing), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("c.bias_hh") && !err.contains("_l0"), "{err}");
+        let mut gru = cell_entries("g.", false);
+        replace(
+            &mut gru,
+            "g.weight_ih",
+            Dtype::F32,
+            vec![12, 3],
+            f32_bytes(&[0.0; 36]),
+        );
+        replace(
+            &mut gru,
+            "g.weight_hh",
+            Dtype::F32,
+            vec![12, 4],
+            f32_bytes(&[0.0; 48]),
+        );
+        let err = parse_safetensors(&file(&gru), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("GRUCell"), "{err}");
     }
 
     #[test]
