@@ -24,6 +24,13 @@
 //! semantics. Streaming callers advance a caller-held [`LstmState`] with
 //! [`LstmEngine::step`].
 //!
+//! ONNX models load too: [`Model::load`] tells an ONNX file from a safetensors one by its
+//! content, and [`Model::load_onnx`] picks one `LSTM` node by name. Every ONNX LSTM option
+//! loads (layouts, the three directions, peepholes, `clip`, `input_forget`, nodes inside
+//! `If`/`Loop`/`Scan`, weights built by constant chains, the multi-layer chains of
+//! `torch.onnx.export`); the reference engine runs them all, the fast engines refuse the
+//! ONNX-only cell options for now. An `nn.LSTMCell` state_dict loads as a one-layer LSTM.
+//!
 //! Engines ([`EngineKind`]) share one contract, [`LstmEngine`]: the default [`SimdEngine`]
 //! (packed weights, fused kernels, AVX-512 / AVX2+FMA / portable chosen at run time), and the
 //! reference [`NaiveEngine`], which also runs in `f64` ([`Model::reference_f64`]) as the
@@ -37,6 +44,9 @@ pub use lstm_core::{
 // Training: forward_train records a TrainingTape, backward returns LstmGradients.
 pub use lstm_core::{GradOutputs, LstmBackward, LstmGradients, TrainingTape};
 pub use lstm_naive::NaiveEngine;
+/// ONNX models: [`Model::load_onnx`], and the loader itself ([`onnx::parse_onnx`] lists the
+/// LSTM nodes, [`onnx::OnnxLstm::run`] runs one with ONNX's layouts and `sequence_lens`).
+pub use lstm_onnx as onnx;
 pub use lstm_parallel::{ParallelEngine, Plan};
 pub use lstm_simd::{activations, Backend, SimdEngine};
 
@@ -133,28 +143,69 @@ impl EngineOptions {
 /// A boxed engine that can be shared across threads.
 pub type DynEngine = Box<dyn LstmEngine<f32> + Send + Sync>;
 
-/// An `nn.LSTM` loaded from a `state_dict`: its config and f32 weights.
+/// An `nn.LSTM` loaded from a `state_dict` (or an ONNX model): its config and f32 weights.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Model {
     weights: LstmWeights<f32>,
     prefix: String,
     tensors: Vec<TensorInfo>,
+    /// What the ONNX loader found, for a model loaded from an ONNX file.
+    onnx: Option<onnx::OnnxLstm>,
 }
 
 impl Model {
-    /// Loads the LSTM in a safetensors file, finding its module prefix when the file holds
-    /// exactly one LSTM.
+    /// Loads the LSTM in a safetensors file (finding its module prefix when the file holds
+    /// exactly one LSTM) or in an ONNX model (its only LSTM node, or chain of nodes from one
+    /// multi-layer `nn.LSTM`): the file's content decides, not its name.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         Self::load_with_prefix(path, None)
     }
 
     /// Loads the LSTM under `prefix` (`"encoder.rnn"` or `"encoder.rnn."`; `""` for the top
-    /// level), or finds it when `prefix` is `None`.
+    /// level), or finds it when `prefix` is `None`. An ONNX file is loaded as by
+    /// [`load_onnx`](Self::load_onnx) with no node named; it has no prefixes.
     pub fn load_with_prefix(path: impl AsRef<Path>, prefix: Option<&str>) -> Result<Self> {
-        Ok(Self::from_loaded(io::load_safetensors(
-            path.as_ref(),
-            prefix,
-        )?))
+        let path = path.as_ref();
+        let bytes = read_file(path)?;
+        if onnx::looks_like_onnx(&bytes) {
+            if let Some(p) = prefix {
+                return Err(LstmError::InvalidArgument {
+                    what: "prefix",
+                    reason: format!(
+                        "`{p}` given for an ONNX model, which has nodes, not module prefixes; choose a node with load_onnx (lstm --node)"
+                    ),
+                }
+                .in_file(path));
+            }
+            return Self::from_onnx_bytes(&bytes, None).map_err(|e| e.in_file(path));
+        }
+        io::parse_safetensors(&bytes, prefix)
+            .map(Self::from_loaded)
+            .map_err(|e| e.in_file(path))
+    }
+
+    /// Loads the LSTM node named `node` of an ONNX model (a node name, or `path/name`; naming
+    /// the first node of a multi-layer chain loads the chain), or its only one when `None`.
+    pub fn load_onnx(path: impl AsRef<Path>, node: Option<&str>) -> Result<Self> {
+        let path = path.as_ref();
+        Self::from_onnx_bytes(&read_file(path)?, node).map_err(|e| e.in_file(path))
+    }
+
+    /// Parses an ONNX model held in memory (see [`load_onnx`](Self::load_onnx)).
+    pub fn from_onnx_bytes(bytes: &[u8], node: Option<&str>) -> Result<Self> {
+        let lstm = onnx::load_onnx(bytes, node)?;
+        let mut model = Self::from_weights(lstm.weights().clone());
+        for t in &mut model.tensors {
+            t.dtype = lstm.dtype().to_string();
+        }
+        model.onnx = Some(lstm);
+        Ok(model)
+    }
+
+    /// For a model loaded from an ONNX file: the node(s), graph path and ONNX-side defaults,
+    /// and [`run`](onnx::OnnxLstm::run) with ONNX's layouts and `sequence_lens`.
+    pub fn onnx(&self) -> Option<&onnx::OnnxLstm> {
+        self.onnx.as_ref()
     }
 
     /// Parses a safetensors file held in memory.
@@ -177,6 +228,7 @@ impl Model {
             weights,
             prefix: String::new(),
             tensors,
+            onnx: None,
         }
     }
 
@@ -185,6 +237,7 @@ impl Model {
             weights: loaded.weights,
             prefix: loaded.prefix,
             tensors: loaded.tensors,
+            onnx: None,
         }
     }
 
@@ -266,10 +319,58 @@ impl Model {
     }
 }
 
+/// Reads a whole model file.
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| LstmError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_dispatches_on_content() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/onnx");
+        let onnx_model = Model::load(fixtures.join("torch_2layer/model.onnx")).unwrap();
+        assert_eq!(onnx_model.config().num_layers, 2);
+        assert_eq!(onnx_model.onnx().unwrap().nodes().len(), 2);
+        let node = onnx_model.onnx().unwrap().nodes()[0].clone();
+        let named =
+            Model::load_onnx(fixtures.join("torch_2layer/model.onnx"), Some(&node)).unwrap();
+        assert_eq!(named, onnx_model);
+        // The same content under a .safetensors name is still ONNX; a state_dict under .onnx
+        // is still a state_dict.
+        let dir = std::env::temp_dir().join(format!("lstm-dispatch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(
+            fixtures.join("forward/model.onnx"),
+            dir.join("renamed.safetensors"),
+        )
+        .unwrap();
+        assert!(Model::load(dir.join("renamed.safetensors"))
+            .unwrap()
+            .onnx()
+            .is_some());
+        let w = LstmWeights::random(LstmConfig::new(2, 3), 1).unwrap();
+        io::save_safetensors(&dir.join("m.onnx"), &w, "").unwrap();
+        let st = Model::load(dir.join("m.onnx")).unwrap();
+        assert!(st.onnx().is_none());
+        assert_eq!(st.weights(), &w);
+        let err = Model::load_with_prefix(dir.join("renamed.safetensors"), Some("x"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nodes, not module prefixes"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        // ONNX-only options: the reference runs them, the fast engines refuse clearly.
+        let peep = Model::load(fixtures.join("peepholes/model.onnx")).unwrap();
+        assert!(peep.engine(EngineKind::Naive).is_ok());
+        let err = peep.engine(EngineKind::Simd).err().unwrap().to_string();
+        assert!(err.contains("peepholes") && err.contains("naive"), "{err}");
+    }
 
     #[test]
     fn engine_kind_parses() {
