@@ -24,10 +24,25 @@ pub(crate) struct InspectArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+
+    /// ONNX models: show only the LSTM node NAME (or `path/NAME`), and the model it loads as.
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
 }
+
+/// The ONNX listing (`lstm inspect model.onnx`).
+mod onnx;
 
 /// Runs `lstm inspect`.
 pub(crate) fn inspect(args: &InspectArgs) -> CliResult {
+    if let Some(result) = onnx::inspect_if_onnx(args) {
+        return result;
+    }
+    if args.node.is_some() {
+        return Err(CliError::msg(
+            "--node applies to ONNX models; this model is a safetensors state_dict (use --prefix)",
+        ));
+    }
     let model = Model::load_with_prefix(&args.model, args.prefix.as_deref())
         .map_err(|e| CliError::in_arg("--model", &args.model, e))?;
     let text = if args.json {
@@ -123,7 +138,7 @@ fn render_json(path: &Path, model: &Model) -> String {
 }
 
 /// A JSON string literal (RFC 8259 escaping).
-fn json_string(text: &str) -> String {
+pub(crate) fn json_string(text: &str) -> String {
     let mut s = String::with_capacity(text.len() + 2);
     s.push('"');
     for ch in text.chars() {

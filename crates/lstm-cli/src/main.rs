@@ -5,6 +5,7 @@
 //! found by clap are also printed as one `error:` line, with clap's exit code (2).
 
 mod bench;
+mod convert;
 mod error;
 mod grad;
 mod inspect;
@@ -76,6 +77,10 @@ enum Command {
                       changed."
     )]
     Grad(grad::GradArgs),
+    /// Write a model (an ONNX LSTM node or chain, an nn.LSTMCell, any state_dict) as an
+    /// nn.LSTM state_dict in safetensors, for PyTorch; refuses what nn.LSTM cannot express
+    /// (peepholes, clip, input_forget, a reverse-only direction).
+    Convert(convert::ConvertArgs),
     /// Time an engine on one shape (random weights and input): median, spread and GFLOP/s;
     /// `--json` adds one JSON object as the last line.
     Bench(bench::BenchArgs),
@@ -98,6 +103,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Inspect(args) => inspect::inspect(args),
         Command::Grad(args) => grad::grad(args),
+        Command::Convert(args) => convert::convert(args),
         Command::Bench(args) => bench::bench(args),
         Command::Report(args) => report::report(args),
     });

@@ -68,14 +68,15 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "P")]
     prefix: Option<String>,
 
-    /// The engine that runs the model.
-    #[arg(
-        long,
-        value_name = "ENGINE",
-        default_value_t = EngineKind::default(),
-        value_parser = engine_parser(),
-    )]
-    engine: EngineKind,
+    /// The engine that runs the model (default: simd; for an ONNX model using ONNX-only cell
+    /// options, which only the naive engine runs so far, naive).
+    #[arg(long, value_name = "ENGINE", value_parser = engine_parser())]
+    engine: Option<EngineKind>,
+
+    /// ONNX models: the LSTM node to run (its name, or `path/NAME`; the first node of a
+    /// multi-layer chain runs the chain). Needed only when the model holds several.
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
 
     /// Worker threads (at least 1) of the parallel engine (default: one per core); the naive
     /// and simd engines run on one.
@@ -98,8 +99,19 @@ pub(crate) fn parse_threads(s: &str) -> Result<NonZeroUsize, String> {
     NonZeroUsize::new(n).ok_or_else(|| "the number of threads must be at least 1".to_string())
 }
 
+/// `lstm run` on an ONNX model: ONNX's shapes and `sequence_lens`.
+mod onnx;
+
 /// Runs `lstm run`.
 pub(crate) fn run(args: &RunArgs) -> CliResult {
+    if let Some(result) = onnx::run_if_onnx(args) {
+        return result;
+    }
+    if args.node.is_some() {
+        return Err(CliError::msg(
+            "--node applies to ONNX models; this model is a safetensors state_dict (use --prefix)",
+        ));
+    }
     // 1. Paths, before any work: outputs in existing directories, distinct, not inputs.
     let mut inputs: Vec<FileArg<'_>> = vec![("--model", &args.model), ("--input", &args.input)];
     for (flag, path) in [
@@ -148,7 +160,7 @@ pub(crate) fn run(args: &RunArgs) -> CliResult {
     if let Some(n) = args.threads {
         options = options.with_threads(n.get());
     }
-    let engine = model.engine_with(args.engine, options)?;
+    let engine = model.engine_with(args.engine.unwrap_or_default(), options)?;
     let mut out = engine
         .forward(&input, state.as_ref(), lengths.as_deref())
         .map_err(|e| attribute(e, args))?;

@@ -65,6 +65,14 @@ fn unsupported(node: &str, attribute: impl Into<String>, reason: impl Into<Strin
     }
 }
 
+/// Names the node and input an error of the constant folder concerns.
+fn in_node(node: &str, input: &str, e: LstmError) -> LstmError {
+    match e {
+        LstmError::Onnx(m) => LstmError::Onnx(format!("LSTM node `{node}`, input {input}: {m}")),
+        other => other,
+    }
+}
+
 /// Parses `node` (an `LSTM`), folding its constant inputs with `folder`. `display` is the name
 /// errors use (the node's name, or a generated one).
 pub(crate) fn parse_lstm(
@@ -164,7 +172,7 @@ pub(crate) fn parse_lstm(
                 &format!("input {what}"),
                 format!("`{name}` is computed at run time (from {from}); only constant weights (initializers, Constant nodes and constant chains of shape ops) are supported"),
             )),
-            Err(Fold::Error(e)) => Err(e),
+            Err(Fold::Error(e)) => Err(in_node(display, what, e)),
         }
     };
     let w = weight(1, "W")?.ok_or_else(|| bad("input W", "is missing".to_string()))?;
@@ -289,9 +297,7 @@ pub(crate) fn parse_lstm(
         match folder.fold(&name) {
             Ok(c) => Ok(Some((*c).clone())),
             Err(Fold::Dynamic(_)) => Ok(None),
-            Err(Fold::Error(e)) => Err(LstmError::Onnx(format!(
-                "LSTM node `{display}`, input {what}: {e}"
-            ))),
+            Err(Fold::Error(e)) => Err(in_node(display, what, e)),
         }
     };
     let state = |c: Option<Const>, what: &str| -> Result<Option<Tensor<f32>>> {
