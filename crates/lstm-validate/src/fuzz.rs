@@ -8,6 +8,9 @@
 //!   runs on every engine.
 //! - [`npy_reader`]: bytes as a `.npy` file; whatever parses converts, and f32 tensors
 //!   round-trip bit for bit.
+//! - [`onnx_loader`]: bytes as an ONNX model; every LSTM node found loads or gives an error,
+//!   and what loads runs a short ONNX call (a zero `sequence_lens` included) on every engine
+//!   that accepts it (the fast engines must refuse exactly the ONNX-only cell options).
 //! - [`differential`]: bytes as a small `nn.LSTM` call ([`DiffCase::decode`]): every engine
 //!   of [`crate::engines_under_test`] matches the f64 reference under the harness's tolerance,
 //!   and deliberately invalid calls give `Err` from every engine, never a panic.
@@ -39,6 +42,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("safetensors_loader", safetensors_loader),
     ("npy_reader", npy_reader),
     ("differential", differential),
+    ("onnx_loader", onnx_loader),
 ];
 
 /// The engines this host runs, built once per process (no notes printed: the fuzzer calls the
@@ -101,6 +105,129 @@ pub fn safetensors_loader(data: &[u8]) -> Outcome {
                 "engine `{}`: shapes {got:?}, expected {want:?}",
                 engine.name
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Any bytes given to the ONNX loader give models or errors, never a panic, a huge allocation
+/// or a hang (lying lengths, truncated messages, huge dims, cycles in constant chains). Every
+/// LSTM node listed either loads or carries its reason; each loaded model has a valid config
+/// and its parameters, and (when small) runs a 2-step, 2-sequence ONNX call with one sequence
+/// of length 0 on every engine that accepts it, with ONNX's output shapes and zeros for the
+/// empty sequence. The fast engines refuse a model exactly when it uses ONNX-only options.
+pub fn onnx_loader(data: &[u8]) -> Outcome {
+    let Ok(file) = lstm_onnx::parse_onnx(data) else {
+        return Ok(());
+    };
+    let mut names: Vec<Option<String>> = vec![None];
+    names.extend(
+        file.nodes()
+            .iter()
+            .take(8)
+            .map(|n| Some(format!("{}/{}", n.path, n.name))),
+    );
+    for name in names {
+        let Ok(lstm) = file.select(name.as_deref()) else {
+            continue;
+        };
+        let weights = lstm.weights();
+        let config = weights.config().clone();
+        config
+            .validate()
+            .map_err(|e| format!("loaded config {config:?} is invalid: {e}"))?;
+        let count: usize = weights
+            .cells()
+            .iter()
+            .map(|c| {
+                c.w_ih.len()
+                    + c.w_hh.len()
+                    + c.b_ih.as_ref().map_or(0, Vec::len)
+                    + c.b_hh.as_ref().map_or(0, Vec::len)
+            })
+            .sum::<usize>()
+            + weights.peepholes().iter().map(Vec::len).sum::<usize>();
+        if count != config.parameter_count() {
+            return Err(format!(
+                "loaded {count} parameters, the config {config:?} implies {}",
+                config.parameter_count()
+            ));
+        }
+        if config.parameter_count() > 1 << 16 {
+            continue; // loads and is consistent; too big to run quickly
+        }
+        let (t, b) = (2, 2);
+        let x_shape = if config.batch_first {
+            [b, t, config.input_size]
+        } else {
+            [t, b, config.input_size]
+        };
+        let x = Tensor::new(x_shape, vec![0.25; t * b * config.input_size])
+            .map_err(|e| e.to_string())?;
+        let (dirs, hidden, cells) = (
+            config.num_directions(),
+            config.hidden_size,
+            config.num_cells(),
+        );
+        let (y_shape, s_shape) = if config.batch_first {
+            ([b, t, dirs, hidden], [b, cells, hidden])
+        } else {
+            ([t, dirs, b, hidden], [cells, b, hidden])
+        };
+        let h0 = Tensor::new(s_shape, vec![0.1; cells * b * hidden]).map_err(|e| e.to_string())?;
+        for engine in engines() {
+            let built = engine.build(weights.clone());
+            let e = match (
+                built,
+                config.onnx_only_options(),
+                engine.name.starts_with("naive"),
+            ) {
+                (Ok(e), None, _) | (Ok(e), Some(_), true) => e,
+                (Err(lstm_core::LstmError::Unsupported(_)), Some(_), false) => continue,
+                (Ok(_), Some(o), false) => {
+                    return Err(format!("engine `{}` accepts ONNX-only {o}", engine.name))
+                }
+                (Err(err), ..) => {
+                    return Err(format!(
+                        "engine `{}` refuses loaded weights: {err}",
+                        engine.name
+                    ))
+                }
+            };
+            let out = lstm
+                .run(e.as_ref(), &x, Some((&h0, &h0)), Some(&[2, 0]))
+                .map_err(|err| {
+                    format!("engine `{}` fails a valid ONNX call: {err}", engine.name)
+                })?;
+            if out.y.shape() != y_shape || out.y_h.shape() != s_shape || out.y_c.shape() != s_shape
+            {
+                return Err(format!(
+                    "engine `{}`: shapes {:?} {:?}, expected {y_shape:?} {s_shape:?}",
+                    engine.name,
+                    out.y.shape(),
+                    out.y_h.shape()
+                ));
+            }
+            // Sequence 1 has length 0: zeros everywhere for it.
+            let y = out.y.data();
+            let empty_zero = (0..t).all(|step| {
+                (0..dirs).all(|d| {
+                    let row = if config.batch_first {
+                        (step * dirs + d) + t * dirs
+                    } else {
+                        (step * dirs + d) * b + 1
+                    };
+                    y[row * hidden..(row + 1) * hidden]
+                        .iter()
+                        .all(|&v| v == 0.0)
+                })
+            });
+            if !empty_zero {
+                return Err(format!(
+                    "engine `{}`: Y of a length-0 sequence is not zero",
+                    engine.name
+                ));
+            }
         }
     }
     Ok(())

@@ -76,6 +76,11 @@ fn differential_corpus() {
     replay("differential");
 }
 
+#[test]
+fn onnx_loader_corpus() {
+    replay("onnx_loader");
+}
+
 /// Every target has a corpus directory and a replay test above.
 #[test]
 fn every_target_has_a_corpus() {
