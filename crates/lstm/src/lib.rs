@@ -42,8 +42,8 @@
 pub use lstm_core::io::{LoadedModel, TensorInfo};
 pub use lstm_core::{
     io, pad_to_total_length, CellWeights, GradOutputs, LstmBackward, LstmConfig, LstmEngine,
-    LstmError, LstmGradients, LstmOutput, LstmState, LstmWeights, ParamKind, Result, Tensor,
-    TrainingTape,
+    LstmError, LstmGradients, LstmOutput, LstmState, LstmWeights, Operand, ParamKind, Result,
+    Subject, Tensor, TrainingTape,
 };
 pub use lstm_naive::NaiveEngine;
 pub use lstm_parallel::{default_threads, ParallelEngine};
