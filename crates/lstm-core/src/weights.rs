@@ -161,7 +161,7 @@ impl<T: Copy> LstmWeights<T> {
         let p_len = config.hidden_size.saturating_mul(3);
         if let Some((index, p)) = peepholes.iter().enumerate().find(|(_, p)| p.len() != p_len) {
             return Err(LstmError::ElementCount {
-                what: format!("peepholes of cell {index}"),
+                what: format!("peepholes of cell {index}").into(),
                 shape: vec![p_len],
                 expected: p_len,
                 found: p.len(),
@@ -187,7 +187,7 @@ impl<T: Copy> LstmWeights<T> {
                         let n: usize = shape.iter().product();
                         if data.len() != n {
                             return Err(LstmError::ElementCount {
-                                what: name,
+                                what: name.into(),
                                 shape,
                                 expected: n,
                                 found: data.len(),

@@ -1,7 +1,7 @@
 //! Running a loaded ONNX LSTM with ONNX's semantics: its layouts, `sequence_lens` (0 allowed),
 //! and its output shapes.
 
-use lstm_core::{pad_to_total_length, LstmEngine, LstmError, LstmState, Result, Tensor};
+use lstm_core::{pad_to_total_length, LstmEngine, LstmError, LstmState, Operand, Result, Tensor};
 
 use crate::OnnxLstm;
 
@@ -46,7 +46,7 @@ impl OnnxLstm {
         }
         let [a, b, _] = *x.shape() else {
             return Err(LstmError::RankMismatch {
-                what: "input".to_string(),
+                what: Operand::Input.into(),
                 expected: if config.batch_first {
                     "a 3-D array [batch_size, seq_length, input_size] (layout 1)".to_string()
                 } else {
@@ -60,8 +60,8 @@ impl OnnxLstm {
         let state = state.or_else(|| self.initial_state());
         let state = match state {
             Some((h, c)) if config.batch_first => Some(LstmState {
-                h: swap01(h).map_err(|e| rename(e, "initial_h"))?,
-                c: swap01(c).map_err(|e| rename(e, "initial_c"))?,
+                h: swap01(h).map_err(|e| rename(e, Operand::H0))?,
+                c: swap01(c).map_err(|e| rename(e, Operand::C0))?,
             }),
             Some((h, c)) => Some(LstmState {
                 h: h.clone(),
@@ -152,10 +152,10 @@ impl OnnxLstm {
     }
 }
 
-fn rename(e: LstmError, what: &str) -> LstmError {
+fn rename(e: LstmError, what: Operand) -> LstmError {
     match e {
         LstmError::RankMismatch { found, shape, .. } => LstmError::RankMismatch {
-            what: what.to_string(),
+            what: what.into(),
             expected: "a 3-D array [batch_size, num_directions, hidden_size] (layout 1)"
                 .to_string(),
             found,

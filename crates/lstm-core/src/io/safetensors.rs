@@ -149,8 +149,7 @@ fn param_key(kind: ParamKind, layer: usize, reverse: bool) -> ParamKey {
 /// under some module prefix); with `Some(p)`, `p` is the module path with or without its
 /// trailing `.` (`""` for the top level).
 pub fn parse_safetensors(bytes: &[u8], prefix: Option<&str>) -> Result<LoadedModel> {
-    let file =
-        SafeTensors::deserialize(bytes).map_err(|e| LstmError::Safetensors(e.to_string()))?;
+    let file = SafeTensors::deserialize(bytes).map_err(LstmError::from)?;
 
     let module_prefix = |p: &&str| p.is_empty() || p.ends_with('.');
     let lstm_prefixes: BTreeSet<String> = file
@@ -270,7 +269,7 @@ fn matrix_dims(param: &Param<'_>, expected: &str) -> Result<(usize, usize)> {
     match param.view.shape() {
         &[rows, cols] => Ok((rows, cols)),
         shape => Err(LstmError::RankMismatch {
-            what: param.full_name.clone(),
+            what: param.full_name.clone().into(),
             expected: expected.to_string(),
             found: shape.len(),
             shape: shape.to_vec(),
@@ -293,7 +292,8 @@ fn infer_config(prefix: &str, params: &BTreeMap<ParamKey, Param<'_>>) -> Result<
             what: format!(
                 "{} (its rows are 4*hidden_size: a positive multiple of 4)",
                 w_ih0.full_name
-            ),
+            )
+            .into(),
             expected: vec![4 * (rows / 4).max(1), input_size],
             found: vec![rows, input_size],
         });
@@ -347,7 +347,7 @@ fn infer_config(prefix: &str, params: &BTreeMap<ParamKey, Param<'_>>) -> Result<
                     what: format!(
                         "{} (its rows are proj_size, which must be at least 1 when the tensor exists)",
                         w_hr.full_name
-                    ),
+                    ).into(),
                     expected: vec![1, hidden_size],
                     found: vec![proj, cols],
                 });
@@ -470,7 +470,7 @@ fn cell_names(error: LstmError) -> LstmError {
             expected,
             found,
         } => LstmError::ShapeMismatch {
-            what: strip(what),
+            what: strip(what.to_string()).into(),
             expected,
             found,
         },
@@ -480,7 +480,7 @@ fn cell_names(error: LstmError) -> LstmError {
             found,
             shape,
         } => LstmError::RankMismatch {
-            what: strip(what),
+            what: strip(what.to_string()).into(),
             expected,
             found,
             shape,
@@ -516,7 +516,7 @@ fn with_prefix(error: LstmError, prefix: &str) -> LstmError {
             expected,
             found,
         } => LstmError::ShapeMismatch {
-            what: format!("{prefix}{what}"),
+            what: format!("{prefix}{what}").into(),
             expected,
             found,
         },
@@ -526,7 +526,7 @@ fn with_prefix(error: LstmError, prefix: &str) -> LstmError {
             expected,
             found,
         } => LstmError::ElementCount {
-            what: format!("{prefix}{what}"),
+            what: format!("{prefix}{what}").into(),
             shape,
             expected,
             found,
@@ -565,11 +565,14 @@ fn view_to_f32(name: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
     let data = view.data();
     let expected = checked_numel(shape).and_then(|n| n.checked_mul(item_size));
     if expected != Some(data.len()) {
-        return Err(LstmError::Safetensors(format!(
-            "tensor `{name}` ({dtype}, shape {shape:?}) needs {} bytes of data, found {}",
-            expected.map_or_else(|| "more than usize::MAX".to_string(), |n| n.to_string()),
-            data.len()
-        )));
+        return Err(LstmError::Safetensors {
+            reason: format!(
+                "tensor `{name}` ({dtype}, shape {shape:?}) needs {} bytes of data, found {}",
+                expected.map_or_else(|| "more than usize::MAX".to_string(), |n| n.to_string()),
+                data.len()
+            ),
+            source: None,
+        });
     }
     Ok(match dtype {
         Dtype::F32 => decode_le::<4>(data, f32::from_le_bytes),
@@ -615,12 +618,16 @@ pub fn serialize_safetensors(weights: &LstmWeights<f32>, prefix: &str) -> Result
         .collect();
     let mut views = Vec::with_capacity(encoded.len());
     for (name, shape, bytes) in &encoded {
-        let view = TensorView::new(Dtype::F32, shape.clone(), bytes)
-            .map_err(|e| LstmError::Safetensors(format!("tensor `{name}`: {e}")))?;
+        let view = TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(|e| {
+            LstmError::Safetensors {
+                reason: format!("tensor `{name}`: {e}"),
+                source: Some(e),
+            }
+        })?;
         views.push((name.as_str(), view));
     }
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize(views, Some(metadata)).map_err(|e| LstmError::Safetensors(e.to_string()))
+    safetensors::serialize(views, Some(metadata)).map_err(LstmError::from)
 }
 
 /// Writes weights to a safetensors file, atomically.
@@ -1087,7 +1094,7 @@ mod tests {
                 expected,
                 found,
             } => {
-                assert!(what.starts_with("weight_ih_l0"), "{what}");
+                assert!(what.to_string().starts_with("weight_ih_l0"), "{what}");
                 assert_eq!((expected, found), (vec![4, 3], vec![6, 3]));
             }
             other => panic!("{other:?}"),
@@ -1287,7 +1294,7 @@ mod tests {
             let start = std::time::Instant::now();
             assert!(matches!(
                 parse_safetensors(&huge, None),
-                Err(LstmError::Safetensors(_))
+                Err(LstmError::Safetensors { .. })
             ));
             assert!(start.elapsed().as_secs() < 1);
         }
@@ -1303,7 +1310,7 @@ mod tests {
             assert!(
                 matches!(
                     parse_safetensors(&bad, None),
-                    Err(LstmError::Safetensors(_))
+                    Err(LstmError::Safetensors { .. })
                 ),
                 "{header:?}"
             );
@@ -1313,7 +1320,7 @@ mod tests {
         long.push(0);
         assert!(matches!(
             parse_safetensors(&long, None),
-            Err(LstmError::Safetensors(_))
+            Err(LstmError::Safetensors { .. })
         ));
     }
 
