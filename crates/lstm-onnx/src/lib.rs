@@ -9,7 +9,7 @@
 //!   constant `sequence_lens`, `initial_h`, `initial_c` become the defaults of a run.
 //! - ONNX's gate order i, o, f, c becomes PyTorch's i, f, g, o once, at load; `B` is split
 //!   into `bias_ih` and `bias_hh`; peepholes, `clip`, `input_forget`, `layout` and the three
-//!   directions are carried in the [`LstmConfig`](lstm_core::LstmConfig).
+//!   directions are carried in the [`LstmConfig`].
 //! - A chain of LSTM nodes exported from one multi-layer `nn.LSTM` by `torch.onnx.export`
 //!   (with its Transpose/Reshape or Squeeze between layers) is one multi-layer model.
 //! - Refused, with an [`LstmError::OnnxUnsupported`] naming node and attribute: non-default
