@@ -485,6 +485,9 @@ def broken_files():
         return edit
 
     def dynamic(m):
+        # Its W, for `lstm run --bind W=dynamic_weights_W.npy` (ONNX's node tests feed weights so).
+        w = next(t for t in m.graph.initializer if t.name == "W")
+        np.save(os.path.join(folder, "dynamic_weights_W.npy"), numpy_helper.to_array(w))
         keep = [t for t in m.graph.initializer if t.name != "W"]
         del m.graph.initializer[:]
         m.graph.initializer.extend(keep)

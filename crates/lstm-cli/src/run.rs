@@ -78,6 +78,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "NAME")]
     node: Option<String>,
 
+    /// ONNX models: a value (f32/f64 `.npy`) for a graph input the LSTM's weights come from
+    /// (ONNX's own node tests feed W, R, B, P as inputs); repeatable.
+    #[arg(long, value_name = "NAME=FILE.npy")]
+    bind: Vec<String>,
+
     /// Worker threads (at least 1) of the parallel engine (default: one per core); the naive
     /// and simd engines run on one.
     #[arg(long, value_name = "N", value_parser = parse_threads)]
@@ -107,9 +112,9 @@ pub(crate) fn run(args: &RunArgs) -> CliResult {
     if let Some(result) = onnx::run_if_onnx(args) {
         return result;
     }
-    if args.node.is_some() {
+    if args.node.is_some() || !args.bind.is_empty() {
         return Err(CliError::msg(
-            "--node applies to ONNX models; this model is a safetensors state_dict (use --prefix)",
+            "--node and --bind apply to ONNX models; this model is a safetensors state_dict (use --prefix)",
         ));
     }
     // 1. Paths, before any work: outputs in existing directories, distinct, not inputs.

@@ -298,6 +298,8 @@ impl<'g> Scope<'g> {
 /// Folds constants across a stack of scopes (outermost first).
 pub(crate) struct Folder<'g, 's> {
     scopes: &'s [Scope<'g>],
+    /// Values given for graph inputs (ONNX's node tests feed the weights as inputs).
+    bindings: &'s HashMap<String, Rc<Const>>,
     memo: HashMap<(usize, String), Rc<Const>>,
     visiting: HashSet<(usize, String)>,
     evaluations: usize,
@@ -319,9 +321,10 @@ impl From<LstmError> for Fold {
 type FoldResult<T> = std::result::Result<T, Fold>;
 
 impl<'g, 's> Folder<'g, 's> {
-    pub(crate) fn new(scopes: &'s [Scope<'g>]) -> Self {
+    pub(crate) fn new(scopes: &'s [Scope<'g>], bindings: &'s HashMap<String, Rc<Const>>) -> Self {
         Folder {
             scopes,
+            bindings,
             memo: HashMap::new(),
             visiting: HashSet::new(),
             evaluations: 0,
@@ -373,7 +376,10 @@ impl<'g, 's> Folder<'g, 's> {
             Producer::Initializer(t) => {
                 decode_tensor(t, &format!("initializer `{name}`")).map_err(Fold::Error)
             }
-            Producer::Input => Err(Fold::Dynamic(format!("graph input `{name}`"))),
+            Producer::Input => match self.bindings.get(name) {
+                Some(c) => Ok((**c).clone()),
+                None => Err(Fold::Dynamic(format!("graph input `{name}`"))),
+            },
             Producer::Node(node, k) => self.eval_node(node, k, depth),
         };
         self.visiting.remove(&key);

@@ -160,6 +160,13 @@ pub struct OnnxFile {
 
 /// Decodes an ONNX model and finds its LSTM nodes.
 pub fn parse_onnx(bytes: &[u8]) -> Result<OnnxFile> {
+    parse_onnx_with_inputs(bytes, &[])
+}
+
+/// [`parse_onnx`], with constant values for some graph inputs: weights that a graph takes as
+/// inputs (as ONNX's own node tests do, feeding `W`, `R`, `B`, `P`) then load as constants.
+/// Each value must have the shape the graph declares for its input, when it declares one.
+pub fn parse_onnx_with_inputs(bytes: &[u8], inputs: &[(&str, &Tensor<f32>)]) -> Result<OnnxFile> {
     let model = ModelProto::decode(bytes)
         .map_err(|e| onnx_error(format!("not a valid ONNX protobuf (ModelProto): {e}")))?;
     let graph = model
@@ -167,6 +174,58 @@ pub fn parse_onnx(bytes: &[u8]) -> Result<OnnxFile> {
         .as_ref()
         .ok_or_else(|| onnx_error("the model has no graph"))?;
     let mut walk = Walk::default();
+    for &(name, value) in inputs {
+        let declared = graph
+            .input
+            .iter()
+            .find(|i| i.name() == name)
+            .ok_or_else(|| {
+                onnx_error(format!(
+                    "`{name}` is given a value, but the graph has no input of that name (inputs: {:?})",
+                    graph.input.iter().map(|i| i.name()).collect::<Vec<_>>()
+                ))
+            })?;
+        let dims: Option<Vec<i64>> = declared
+            .r#type
+            .as_ref()
+            .and_then(|t| match &t.value {
+                Some(proto::type_proto::Value::TensorType(tt)) => tt.shape.as_ref(),
+                _ => None,
+            })
+            .map(|shape| {
+                shape
+                    .dim
+                    .iter()
+                    .map(|d| match d.value {
+                        Some(proto::tensor_shape_proto::dimension::Value::DimValue(v)) => v,
+                        _ => -1,
+                    })
+                    .collect()
+            });
+        if let Some(dims) = dims {
+            let fits = dims.len() == value.rank()
+                && dims
+                    .iter()
+                    .zip(value.shape())
+                    .all(|(&d, &n)| d < 0 || usize::try_from(d).ok() == Some(n));
+            if !fits {
+                return Err(onnx_error(format!(
+                    "input `{name}`: the graph declares shape {dims:?}, the value given has {:?}",
+                    value.shape()
+                )));
+            }
+        }
+        walk.bindings.insert(
+            name.to_string(),
+            std::rc::Rc::new(consts::Const {
+                dims: value.shape().to_vec(),
+                values: consts::Values::Float(
+                    consts::FloatKind::F32,
+                    value.data().iter().map(|&x| f64::from(x)).collect(),
+                ),
+            }),
+        );
+    }
     let mut scopes = Vec::new();
     walk.graph(graph, "main", &mut scopes, 0)?;
     Ok(walk.finish())
@@ -374,6 +433,7 @@ struct Walk {
     chains: Vec<Vec<usize>>,
     next_scope: usize,
     unnamed: usize,
+    bindings: HashMap<String, std::rc::Rc<consts::Const>>,
 }
 
 impl Walk {
@@ -395,7 +455,7 @@ impl Walk {
         // LSTM nodes of this graph, then chains among them.
         let mut y_of: HashMap<String, usize> = HashMap::new();
         {
-            let mut folder = Folder::new(scopes);
+            let mut folder = Folder::new(scopes, &self.bindings);
             for node in &graph.node {
                 let is_lstm = node.op_type() == "LSTM"
                     && (node.domain().is_empty() || node.domain() == "ai.onnx");

@@ -229,13 +229,18 @@ impl Model {
 
     /// Parses an ONNX model held in memory (see [`load_onnx`](Self::load_onnx)).
     pub fn from_onnx_bytes(bytes: &[u8], node: Option<&str>) -> Result<Self> {
-        let lstm = onnx::load_onnx(bytes, node)?;
+        Ok(Self::from_onnx(onnx::load_onnx(bytes, node)?))
+    }
+
+    /// Wraps an LSTM the ONNX loader returned (e.g. from
+    /// [`onnx::parse_onnx_with_inputs`], for weights a graph takes as inputs).
+    pub fn from_onnx(lstm: onnx::OnnxLstm) -> Self {
         let mut model = Self::from_weights(lstm.weights().clone());
         for t in &mut model.tensors {
             t.dtype = lstm.dtype().to_string();
         }
         model.onnx = Some(lstm);
-        Ok(model)
+        model
     }
 
     /// For a model loaded from an ONNX file: the node(s), graph path and ONNX-side defaults,

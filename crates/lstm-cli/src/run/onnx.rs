@@ -12,6 +12,19 @@ use super::{read_f32, RunArgs};
 use crate::output::{check_paths, FileArg, StagedOutputs};
 use crate::{CliError, CliResult};
 
+/// Reads `--bind NAME=FILE.npy` values.
+pub(crate) fn read_bindings(binds: &[String]) -> CliResult<Vec<(String, lstm::Tensor<f32>)>> {
+    binds
+        .iter()
+        .map(|b| {
+            let (name, file) = b
+                .split_once('=')
+                .ok_or_else(|| CliError::msg(format!("--bind `{b}`: expected NAME=FILE.npy")))?;
+            Ok((name.to_string(), read_f32("--bind", Path::new(file), name)?))
+        })
+        .collect()
+}
+
 /// `Some(result)` when `--model` is an ONNX file (by content), `None` for a safetensors one.
 pub(super) fn run_if_onnx(args: &RunArgs) -> Option<CliResult> {
     let bytes = std::fs::read(&args.model).ok()?;
@@ -48,7 +61,12 @@ fn run_onnx(args: &RunArgs, bytes: &[u8]) -> CliResult {
     }
     check_paths(&inputs, &outputs)?;
 
-    let model = Model::from_onnx_bytes(bytes, args.node.as_deref())
+    let bound = read_bindings(&args.bind)?;
+    let pairs: Vec<(&str, &lstm::Tensor<f32>)> =
+        bound.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let model = lstm::onnx::parse_onnx_with_inputs(bytes, &pairs)
+        .and_then(|file| file.select(args.node.as_deref()))
+        .map(Model::from_onnx)
         .map_err(|e| CliError::in_arg("--model", &args.model, e))?;
     let Some(lstm) = model.onnx() else {
         return Err(CliError::msg(
