@@ -305,7 +305,7 @@ mod backward;
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use lstm_core::Tensor;
+    use lstm_core::{Direction, Tensor};
 
     fn engine(config: LstmConfig, seed: u64) -> NaiveEngine<f64> {
         NaiveEngine::new(LstmWeights::random_uniform(config, seed, 0.6).unwrap()).unwrap()
@@ -451,6 +451,117 @@ mod tests {
             rev.forward_train(&x, None, None, &mut tape),
             Err(lstm_core::LstmError::Unsupported(_))
         ));
+    }
+
+    /// Exact identities of the ONNX options over random configs: zero peepholes and a clip
+    /// no pre-activation reaches change nothing; with input_forget the forget rows are unused;
+    /// a reverse-only LSTM equals the forward one on the time-reversed input (full lengths).
+    /// And the f32 engine stays within a few ULPs of the f64 one with every option on.
+    #[test]
+    fn onnx_option_identities() {
+        for seed in 0..12u64 {
+            let (i, h, t, b) = (1 + seed as usize % 4, 1 + seed as usize % 5, 3, 2);
+            let dir = [
+                Direction::Forward,
+                Direction::Reverse,
+                Direction::Bidirectional,
+            ][seed as usize % 3];
+            let base = LstmConfig::new(i, h)
+                .with_num_layers(1 + seed as usize % 2)
+                .with_direction(dir);
+            let plain = engine(base.clone(), seed);
+            let x = Tensor::new([t, b, i], data(t * b * i, seed + 100)).unwrap();
+            let want = plain.forward(&x, None, Some(&[3, 2])).unwrap();
+            let with = |config: LstmConfig, peep: f64| {
+                let w = plain.weights();
+                let p = vec![
+                    vec![peep; 3 * h];
+                    if config.peepholes {
+                        config.num_cells()
+                    } else {
+                        0
+                    }
+                ];
+                NaiveEngine::new(
+                    LstmWeights::with_peepholes(config, w.cells().to_vec(), p).unwrap(),
+                )
+                .unwrap()
+            };
+            let zero_peep = with(base.clone().with_peepholes(true), 0.0);
+            assert_eq!(zero_peep.forward(&x, None, Some(&[3, 2])).unwrap(), want);
+            let wide_clip = with(base.clone().with_clip(Some(1e30)), 0.0);
+            assert_eq!(wide_clip.forward(&x, None, Some(&[3, 2])).unwrap(), want);
+            // input_forget: the forget rows do not matter.
+            let coupled = with(base.clone().with_input_forget(true), 0.0);
+            let mut cells = coupled.weights().cells().to_vec();
+            for c in &mut cells {
+                let n = c.w_ih.len() / 4;
+                c.w_ih[n..2 * n].iter_mut().for_each(|v| *v = 7.0);
+                c.b_ih.as_mut().unwrap()[h..2 * h]
+                    .iter_mut()
+                    .for_each(|v| *v = -3.0);
+            }
+            let changed = NaiveEngine::new(
+                LstmWeights::new(coupled.weights().config().clone(), cells).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                changed.forward(&x, None, None).unwrap(),
+                coupled.forward(&x, None, None).unwrap()
+            );
+            // f32 against f64 with every option on.
+            let all = base
+                .clone()
+                .with_peepholes(true)
+                .with_clip(Some(0.8))
+                .with_input_forget(true);
+            let w64 = LstmWeights::<f64>::random_uniform(all, seed, 0.9).unwrap();
+            let w32 = w64.cast::<f32>();
+            let e64 = NaiveEngine::new(w32.cast::<f64>()).unwrap();
+            let e32 = NaiveEngine::new(w32).unwrap();
+            let x32 = Tensor::new([t, b, i], x.data().iter().map(|&v| v as f32).collect()).unwrap();
+            let x64 = Tensor::new(
+                [t, b, i],
+                x32.data().iter().map(|&v| f64::from(v)).collect(),
+            )
+            .unwrap();
+            let (a, r) = (
+                e32.forward(&x32, None, None).unwrap(),
+                e64.forward(&x64, None, None).unwrap(),
+            );
+            for (&g, &w) in a.output.data().iter().zip(r.output.data()) {
+                assert!(
+                    (f64::from(g) - w).abs() <= 1e-6 + 1e-5 * w.abs(),
+                    "{seed}: {g} {w}"
+                );
+            }
+        }
+        // Reverse-only = forward on the reversed sequence.
+        let fwd = engine(LstmConfig::new(2, 3), 3);
+        let rev = NaiveEngine::new(
+            LstmWeights::new(
+                LstmConfig::new(2, 3).with_direction(Direction::Reverse),
+                fwd.weights().cells().to_vec(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let x = Tensor::new([4, 2], data(8, 5)).unwrap();
+        let xr: Vec<f64> = (0..4)
+            .rev()
+            .flat_map(|s| x.data()[s * 2..s * 2 + 2].to_vec())
+            .collect();
+        let a = rev.forward(&x, None, None).unwrap();
+        let b = fwd
+            .forward(&Tensor::new([4, 2], xr).unwrap(), None, None)
+            .unwrap();
+        assert_eq!(a.h_n, b.h_n);
+        for s in 0..4 {
+            assert_eq!(
+                &a.output.data()[s * 3..s * 3 + 3],
+                &b.output.data()[(3 - s) * 3..(4 - s) * 3]
+            );
+        }
     }
 
     #[test]
