@@ -20,7 +20,7 @@ use lstm_report::measure::{self, Variant};
 use lstm_report::timing::{time_calls, TimingPlan};
 use serde::Serialize;
 
-use crate::cli_common::{engine_parser, parse_threads, threads_or_every_core};
+use crate::cli_common::{engine_parser, parse_threads};
 use crate::{CliError, CliResult};
 
 /// What `lstm bench` times.
@@ -155,7 +155,7 @@ pub(crate) fn bench(args: &BenchArgs) -> CliResult {
             None => None,
         },
         threads: if measure::uses_threads(args.engine) {
-            threads_or_every_core(args.threads)
+            args.threads.map_or_else(lstm::default_threads, |n| n.get())
         } else {
             1
         },

@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use lstm::{io, EngineKind, LstmError, LstmState, Model, Tensor};
+use lstm::{io, EngineKind, LstmError, LstmState, Model, Operand, Tensor};
 
 use crate::output::{FileArg, StagedOutputs};
 use crate::{CliError, CliResult};
@@ -23,14 +23,6 @@ pub(crate) fn parse_threads(s: &str) -> Result<NonZeroUsize, String> {
         .parse()
         .map_err(|_| format!("`{s}` is not a whole number"))?;
     NonZeroUsize::new(n).ok_or_else(|| "the number of threads must be at least 1".to_string())
-}
-
-/// `--threads`, or one per core when absent.
-pub(crate) fn threads_or_every_core(threads: Option<NonZeroUsize>) -> usize {
-    threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        |n| n.get(),
-    )
 }
 
 /// The file arguments among `args` that were given.
@@ -98,25 +90,17 @@ impl SequenceInputs {
     }
 }
 
-/// The files an engine's validation errors can be about: (the operand's name in the error,
-/// its flag, its file when given).
-pub(crate) type Operands<'a> = [(&'static str, &'static str, Option<&'a Path>)];
+/// The files an engine's validation errors can be about: (the operand, its flag, its file
+/// when given).
+pub(crate) type Operands<'a> = [(Operand, &'static str, Option<&'a Path>)];
 
 /// Names the file a validation error of a forward or backward call is about, from the
 /// operand the error names.
 pub(crate) fn attribute(err: LstmError, operands: &Operands<'_>) -> CliError {
-    let operand = match &err {
-        LstmError::ShapeMismatch { what, .. }
-        | LstmError::RankMismatch { what, .. }
-        | LstmError::ElementCount { what, .. } => Some(what.as_str()),
-        LstmError::InvalidArgument { what, .. } => Some(*what),
-        LstmError::LengthCount { .. } | LstmError::LengthOutOfRange { .. } => Some("lengths"),
-        _ => None,
-    };
-    let file = operand.and_then(|name| {
+    let file = err.operand().and_then(|operand| {
         operands
             .iter()
-            .find(|(what, ..)| *what == name)
+            .find(|(o, ..)| *o == operand)
             .and_then(|&(_, flag, path)| Some((flag, path?)))
     });
     match file {
@@ -158,9 +142,12 @@ mod tests {
     #[test]
     fn errors_name_the_operand_file() {
         let x = Path::new("x.npy");
-        let operands: &Operands<'_> = &[("input", "--input", Some(x)), ("h0", "--h0", None)];
+        let operands: &Operands<'_> = &[
+            (Operand::Input, "--input", Some(x)),
+            (Operand::H0, "--h0", None),
+        ];
         let e = LstmError::RankMismatch {
-            what: "input".to_string(),
+            what: Operand::Input.into(),
             expected: "3-D".to_string(),
             found: 1,
             shape: vec![2],
@@ -171,6 +158,13 @@ mod tests {
         let e = LstmError::LengthCount {
             expected: 1,
             found: 2,
+        };
+        assert!(!attribute(e, operands).to_string().starts_with("--"));
+        let e = LstmError::RankMismatch {
+            what: Operand::H0.into(),
+            expected: "3-D".to_string(),
+            found: 1,
+            shape: vec![2],
         };
         assert!(!attribute(e, operands).to_string().starts_with("--"));
     }

@@ -4,13 +4,11 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use clap::Args;
-use lstm::{io, EngineKind, GradOutputs, Tensor, TrainingTape};
-
-use lstm_report::ReportError;
+use lstm::{io, EngineKind, EngineOptions, GradOutputs, Operand, Tensor, TrainingTape};
 
 use crate::cli_common::{
-    attribute, engine_parser, given, load_model, parse_threads, read_f32, stage_npy,
-    threads_or_every_core, Operands, SequenceInputs,
+    attribute, engine_parser, given, load_model, parse_threads, read_f32, stage_npy, Operands,
+    SequenceInputs,
 };
 use crate::output::{check_paths, StagedOutputs};
 use crate::{CliError, CliResult};
@@ -125,20 +123,13 @@ pub(crate) fn grad(args: &GradArgs) -> CliResult {
     ]);
     check_paths(&inputs, &outputs)?;
 
-    // 2. The engine (refused before reading anything when it has no backward yet).
+    // 2. The training engine (`Model::trainer`: every engine kind trains).
     let model = load_model(&args.model, args.prefix.as_deref(), args.batch_first)?;
-    let variant = lstm_report::measure::Variant {
-        engine: args.engine,
-        backend: None,
-        threads: threads_or_every_core(args.threads),
-    };
-    let engine = variant.trainer(model.weights()).map_err(|e| match e {
-        ReportError::Unsupported(why) => CliError::msg(format!(
-            "--engine {}: not yet supported for grad ({why})",
-            args.engine
-        )),
-        other => CliError::msg(other.to_string()),
-    })?;
+    let mut options = EngineOptions::default();
+    if let Some(n) = args.threads {
+        options = options.with_threads(n.get());
+    }
+    let engine = model.trainer(args.engine, options)?;
 
     // 3. Every input, read and checked.
     let arrays = SequenceInputs::read(
@@ -156,17 +147,17 @@ pub(crate) fn grad(args: &GradArgs) -> CliResult {
 
     // 4. The forward pass, recording, then the backward (each validates its shapes first).
     let operands: &Operands<'_> = &[
-        ("input", "--input", Some(args.input.as_path())),
-        ("h0", "--h0", args.h0.as_deref()),
-        ("c0", "--c0", args.c0.as_deref()),
-        ("lengths", "--lengths", args.lengths.as_deref()),
+        (Operand::Input, "--input", Some(args.input.as_path())),
+        (Operand::H0, "--h0", args.h0.as_deref()),
+        (Operand::C0, "--c0", args.c0.as_deref()),
+        (Operand::Lengths, "--lengths", args.lengths.as_deref()),
         (
-            "grad_output",
+            Operand::GradOutput,
             "--grad-output",
             Some(args.grad_output.as_path()),
         ),
-        ("grad_h_n", "--grad-hn", args.grad_hn.as_deref()),
-        ("grad_c_n", "--grad-cn", args.grad_cn.as_deref()),
+        (Operand::GradHN, "--grad-hn", args.grad_hn.as_deref()),
+        (Operand::GradCN, "--grad-cn", args.grad_cn.as_deref()),
     ];
     let mut tape = TrainingTape::new();
     engine

@@ -10,7 +10,7 @@ use std::time::Instant;
 use clap::Args;
 use lstm_report::{grid, markdown, ReportOptions, TimingPlan};
 
-use crate::cli_common::{parse_threads, threads_or_every_core};
+use crate::cli_common::parse_threads;
 use crate::output::StagedOutputs;
 use crate::{CliError, CliResult};
 
@@ -170,7 +170,9 @@ pub(crate) fn report(args: &ReportArgs) -> CliResult {
             max_time: 3.0 * per_round.max(0.01),
         },
         rounds,
-        max_threads: threads_or_every_core(args.max_threads),
+        max_threads: args
+            .max_threads
+            .map_or_else(lstm::default_threads, |n| n.get()),
         train: !args.no_train,
         max_train_step_s: if args.quick { 1.5 } else { 10.0 },
         python: (!args.no_peers).then(|| args.python.clone()),

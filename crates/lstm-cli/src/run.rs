@@ -4,7 +4,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use clap::Args;
-use lstm::EngineKind;
+use lstm::{EngineKind, Operand};
 
 use crate::cli_common::{
     attribute, engine_parser, given, load_model, parse_threads, stage_npy, Operands, SequenceInputs,
@@ -120,10 +120,10 @@ pub(crate) fn run(args: &RunArgs) -> CliResult {
     // The engine holds its own (packed) copy of the weights.
     drop(model);
     let operands: &Operands<'_> = &[
-        ("input", "--input", Some(&args.input)),
-        ("h0", "--h0", args.h0.as_deref()),
-        ("c0", "--c0", args.c0.as_deref()),
-        ("lengths", "--lengths", args.lengths.as_deref()),
+        (Operand::Input, "--input", Some(&args.input)),
+        (Operand::H0, "--h0", args.h0.as_deref()),
+        (Operand::C0, "--c0", args.c0.as_deref()),
+        (Operand::Lengths, "--lengths", args.lengths.as_deref()),
     ];
     let mut out = engine
         .forward(

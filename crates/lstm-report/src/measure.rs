@@ -5,8 +5,8 @@
 use std::hint::black_box;
 
 use lstm::{
-    Backend, EngineKind, EngineOptions, GradOutputs, LstmBackward, LstmEngine, LstmWeights,
-    NaiveEngine, Tensor, TrainingTape,
+    Backend, DynEngine, DynTrainer, EngineKind, EngineOptions, GradOutputs, LstmBackward,
+    LstmEngine, LstmWeights, Model, Tensor, TrainingTape,
 };
 
 use crate::{ReportError, Result};
@@ -39,8 +39,9 @@ impl Variant {
         }
     }
 
-    /// The forward engine of this variant over `weights`.
-    pub fn forward_engine(&self, weights: &LstmWeights<f32>) -> Result<Box<dyn LstmEngine<f32>>> {
+    /// The engine options of this variant: its backend, and its threads for an engine that
+    /// uses them.
+    pub fn options(&self) -> EngineOptions {
         let mut options = EngineOptions::default();
         if let Some(backend) = self.backend {
             options = options.with_backend(backend);
@@ -48,31 +49,18 @@ impl Variant {
         if uses_threads(self.engine) {
             options = options.with_threads(self.threads);
         }
-        Ok(lstm::Model::from_weights(weights.clone()).engine_with(self.engine, options)?)
+        options
+    }
+
+    /// The forward engine of this variant over `weights`.
+    pub fn forward_engine(&self, weights: &LstmWeights<f32>) -> Result<DynEngine> {
+        Ok(Model::from_weights(weights.clone()).engine_with(self.engine, self.options())?)
     }
 
     /// The training engine (forward recording a tape, then the backward) of this variant over
-    /// `weights`.
-    pub fn trainer(&self, weights: &LstmWeights<f32>) -> Result<Box<dyn LstmBackward<f32>>> {
-        let backend = self.backend.unwrap_or_else(Backend::detect);
-        Ok(match self.engine {
-            EngineKind::Naive => {
-                if self.backend.is_some() {
-                    return Err(ReportError::InvalidArgument {
-                        what: "backend",
-                        reason: "the naive engine has no SIMD backend".to_string(),
-                    });
-                }
-                Box::new(NaiveEngine::new(weights.clone())?)
-            }
-            EngineKind::Simd => Box::new(lstm::SimdEngine::with_backend(weights, backend)?),
-            EngineKind::Parallel => Box::new(lstm::ParallelEngine::new(weights, self.threads)?),
-            other => {
-                return Err(ReportError::Unsupported(format!(
-                    "the {other} engine has no training step"
-                )))
-            }
-        })
+    /// `weights`, from [`Model::trainer`].
+    pub fn trainer(&self, weights: &LstmWeights<f32>) -> Result<DynTrainer> {
+        Ok(Model::from_weights(weights.clone()).trainer(self.engine, self.options())?)
     }
 }
 
@@ -147,7 +135,7 @@ pub fn random_tensor(dims: [usize; 3], seed: u64) -> Result<Tensor<f32>> {
         what: "shape",
         reason: format!("{dims:?} has too many elements"),
     })?;
-    let mut rng = lstm::SplitMix64::new(seed);
+    let mut rng = lstm::engine::SplitMix64::new(seed);
     let mut data = lstm::engine::try_filled_vec("input", n, 0.0f32)?;
     for v in &mut data {
         *v = rng.next_signed_unit() as f32;
@@ -180,10 +168,10 @@ mod tests {
         let gy = random_tensor([2, 1, 4], 2).unwrap();
         for v in variants(2) {
             let trainer = v.trainer(&w).unwrap();
-            let mut step = train_work(trainer.as_ref(), &x, &gy);
+            let mut step = train_work(&*trainer, &x, &gy);
             step().unwrap();
             let engine = v.forward_engine(&w).unwrap();
-            forward_work(engine.as_ref(), &x)().unwrap();
+            forward_work(&*engine, &x)().unwrap();
         }
     }
 }

@@ -57,7 +57,7 @@ impl ReportOptions {
                 max_time: 1.0,
             },
             rounds: 3,
-            max_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_threads: lstm::default_threads(),
             train: true,
             max_train_step_s: 10.0,
             python: Some("python3".to_string()),
@@ -561,8 +561,8 @@ fn thread_counts(options: &ReportOptions) -> Vec<usize> {
 
 /// A built engine of ours, forward or training.
 enum Work {
-    Forward(Box<dyn lstm::LstmEngine<f32>>),
-    Train(Box<dyn lstm::LstmBackward<f32>>),
+    Forward(lstm::DynEngine),
+    Train(lstm::DynTrainer),
 }
 
 impl Work {
@@ -581,9 +581,9 @@ impl Work {
         plan: TimingPlan,
     ) -> lstm::Result<Timing> {
         let work = match (self, gy) {
-            (Work::Forward(engine), _) => measure::forward_work(engine.as_ref(), x),
-            (Work::Train(engine), Some(gy)) => measure::train_work(engine.as_ref(), x, gy),
-            (Work::Train(engine), None) => measure::train_work(engine.as_ref(), x, x),
+            (Work::Forward(engine), _) => measure::forward_work(&**engine, x),
+            (Work::Train(engine), Some(gy)) => measure::train_work(&**engine, x, gy),
+            (Work::Train(engine), None) => measure::train_work(&**engine, x, x),
         };
         timing::time_calls(work, plan)
     }
