@@ -132,8 +132,10 @@ pub(crate) fn run(args: &RunArgs) -> CliResult {
             arrays.lengths.as_deref(),
         )
         .map_err(|e| attribute(e, operands))?;
-    // The input is no longer needed: its memory goes before the outputs are written.
+    // The input and the engine (with its scratch) are no longer needed: their memory goes
+    // before the outputs are written.
     drop(arrays);
+    drop(engine);
     if let Some(n) = args.total_length {
         out.output = lstm::pad_to_total_length(out.output, n, args.batch_first)
             .map_err(|e| CliError::msg(format!("--total-length {n}: {e}")))?;

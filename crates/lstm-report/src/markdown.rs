@@ -177,7 +177,7 @@ pub fn summary_lines(report: &Report) -> Vec<String> {
                 .collect();
             if let Some(g) = geomean(&ratios) {
                 lines.push(format!(
-                    "training step, {threads} thread(s): {label} is {}× torch (geometric mean over {} shapes)",
+                    "training step, {threads} thread(s): {label} is {}× torch (geometric mean over {} shapes of the median per-round ratio)",
                     sig3(g),
                     ratios.len()
                 ));
