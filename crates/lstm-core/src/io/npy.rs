@@ -1210,6 +1210,28 @@ mod tests {
         }
     }
 
+    /// Arrays over many streaming blocks (and not a whole number of them) round-trip, in
+    /// either byte order; a file cut inside its data is an error.
+    #[test]
+    fn streaming_spans_many_blocks() {
+        let n = 3 * BLOCK_BYTES / 4 + 17;
+        let data: Vec<f32> = (0..n).map(|i| i as f32 * 0.25 - 7.0).collect();
+        let t = Tensor::new([n], data.clone()).unwrap();
+        let mut bytes = Vec::new();
+        write_npy_f32_to(&mut bytes, &t).unwrap().unwrap();
+        assert_eq!(bytes, npy_bytes_f32(&t).unwrap());
+        let back = parse_npy(&bytes).unwrap().into_f32_tensor("x").unwrap();
+        assert_eq!(back.data(), &data[..]);
+        assert!(parse_npy(&bytes[..bytes.len() - 4]).is_err());
+
+        let f8: Vec<u8> = data
+            .iter()
+            .flat_map(|&x| f64::from(x).to_be_bytes())
+            .collect();
+        let array = parse_npy(&npy(">f8", false, &format!("({n},)"), &f8)).unwrap();
+        assert_eq!(array.into_f32_tensor("x").unwrap().data(), &data[..]);
+    }
+
     #[test]
     fn file_round_trip_and_io_errors() {
         let dir = std::env::temp_dir().join(format!("lstm-core-npy-{}", std::process::id()));
