@@ -216,7 +216,7 @@ pub(crate) fn bench(args: &BenchArgs) -> CliResult {
     let weights = LstmWeights::<f32>::random(config.clone(), 0x5eed)?;
     let n = lstm::engine::checked_numel(&[args.seq_len, args.batch, args.input_size])
         .ok_or_else(|| CliError::msg("the input size T·B·I overflows"))?;
-    let mut rng = lstm::SplitMix64::new(42);
+    let mut rng = lstm::engine::SplitMix64::new(42);
     let mut data = lstm::engine::try_filled_vec("input", n, 0.0f32)?;
     for v in &mut data {
         *v = rng.next_signed_unit() as f32;

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use lstm::{
-    io, EngineKind, GradOutputs, LstmError, LstmState, Model, NaiveEngine, SimdEngine, Tensor,
+    io, EngineKind, EngineOptions, GradOutputs, LstmError, LstmState, Model, Operand, Tensor,
+    TrainingTape,
 };
-use lstm::{LstmBackward, TrainingTape};
 
 use crate::output::{check_paths, FileArg, StagedOutputs};
 use crate::run::{engine_parser, parse_threads, read_f32};
@@ -137,22 +137,11 @@ pub(crate) fn grad(args: &GradArgs) -> CliResult {
     let model = Model::load_with_prefix(&args.model, args.prefix.as_deref())
         .and_then(|m| m.with_batch_first(args.batch_first))
         .map_err(|e| CliError::in_arg("--model", &args.model, e))?;
-    let engine: Box<dyn LstmBackward<f32>> = match args.engine {
-        EngineKind::Naive => Box::new(NaiveEngine::new(model.weights().clone())?),
-        EngineKind::Simd => Box::new(SimdEngine::new(model.weights())?),
-        EngineKind::Parallel => {
-            let threads = args.threads.map_or_else(
-                || std::thread::available_parallelism().map_or(1, |n| n.get()),
-                |n| n.get(),
-            );
-            Box::new(lstm::ParallelEngine::new(model.weights(), threads)?)
-        }
-        other => {
-            return Err(CliError::msg(format!(
-                "--engine {other}: not yet supported for grad (the backward pass is implemented by the simd, parallel and naive engines)"
-            )))
-        }
-    };
+    let mut options = EngineOptions::default();
+    if let Some(n) = args.threads {
+        options = options.with_threads(n.get());
+    }
+    let engine = model.trainer(args.engine, options)?;
 
     // 3. Every input, read and checked.
     let input = read_f32("--input", &args.input, "input")?;
@@ -220,24 +209,14 @@ pub(crate) fn grad(args: &GradArgs) -> CliResult {
 
 /// Names the file a validation error of the forward or the backward is about.
 fn attribute(err: LstmError, args: &GradArgs) -> CliError {
-    let file: Option<(&str, &Path)> = match &err {
-        LstmError::ShapeMismatch { what, .. }
-        | LstmError::RankMismatch { what, .. }
-        | LstmError::ElementCount { what, .. } => match what.as_str() {
-            "input" => Some(("--input", &args.input)),
-            "h0" => args.h0.as_deref().map(|p| ("--h0", p)),
-            "c0" => args.c0.as_deref().map(|p| ("--c0", p)),
-            "grad_output" => Some(("--grad-output", &args.grad_output)),
-            "grad_h_n" => args.grad_hn.as_deref().map(|p| ("--grad-hn", p)),
-            "grad_c_n" => args.grad_cn.as_deref().map(|p| ("--grad-cn", p)),
-            _ => None,
-        },
-        LstmError::InvalidArgument { what: "input", .. } => Some(("--input", &args.input)),
-        LstmError::InvalidArgument {
-            what: "lengths", ..
-        }
-        | LstmError::LengthCount { .. }
-        | LstmError::LengthOutOfRange { .. } => args.lengths.as_deref().map(|p| ("--lengths", p)),
+    let file: Option<(&str, &Path)> = match err.operand() {
+        Some(Operand::Input) => Some(("--input", &args.input)),
+        Some(Operand::H0) => args.h0.as_deref().map(|p| ("--h0", p)),
+        Some(Operand::C0) => args.c0.as_deref().map(|p| ("--c0", p)),
+        Some(Operand::Lengths) => args.lengths.as_deref().map(|p| ("--lengths", p)),
+        Some(Operand::GradOutput) => Some(("--grad-output", &args.grad_output)),
+        Some(Operand::GradHN) => args.grad_hn.as_deref().map(|p| ("--grad-hn", p)),
+        Some(Operand::GradCN) => args.grad_cn.as_deref().map(|p| ("--grad-cn", p)),
         _ => None,
     };
     match file {

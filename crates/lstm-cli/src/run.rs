@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
-use lstm::{io, EngineKind, LstmError, LstmState, Model, Tensor};
+use lstm::{io, EngineKind, LstmError, LstmState, Model, Operand, Tensor};
 
 use crate::output::{check_paths, FileArg, StagedOutputs};
 use crate::{CliError, CliResult};
@@ -186,22 +186,11 @@ pub(crate) fn read_f32(flag: &str, path: &Path, what: &str) -> CliResult<Tensor<
 
 /// Names the file a validation error of `forward` is about.
 fn attribute(err: LstmError, args: &RunArgs) -> CliError {
-    let file: Option<(&str, &Path)> = match &err {
-        LstmError::ShapeMismatch { what, .. }
-        | LstmError::RankMismatch { what, .. }
-        | LstmError::ElementCount { what, .. } => match what.as_str() {
-            "input" => Some(("--input", &args.input)),
-            "h0" => args.h0.as_deref().map(|p| ("--h0", p)),
-            "c0" => args.c0.as_deref().map(|p| ("--c0", p)),
-            _ => None,
-        },
-        LstmError::InvalidArgument { what: "input", .. } => Some(("--input", &args.input)),
-        LstmError::InvalidArgument {
-            what: "lengths", ..
-        } => args.lengths.as_deref().map(|p| ("--lengths", p)),
-        LstmError::LengthCount { .. } | LstmError::LengthOutOfRange { .. } => {
-            args.lengths.as_deref().map(|p| ("--lengths", p))
-        }
+    let file: Option<(&str, &Path)> = match err.operand() {
+        Some(Operand::Input) => Some(("--input", &args.input)),
+        Some(Operand::H0) => args.h0.as_deref().map(|p| ("--h0", p)),
+        Some(Operand::C0) => args.c0.as_deref().map(|p| ("--c0", p)),
+        Some(Operand::Lengths) => args.lengths.as_deref().map(|p| ("--lengths", p)),
         _ => None,
     };
     match file {

@@ -370,10 +370,7 @@ fn copy_rows(dst: &mut [f32], ld_dst: usize, src: &[f32], ld_src: usize, rows: u
 
 /// An inconsistency the checks before make impossible; an error, never a panic.
 fn internal(what: &str) -> LstmError {
-    LstmError::InvalidArgument {
-        what: "tape",
-        reason: format!("has no {what} for this model"),
-    }
+    LstmError::Internal(format!("the training tape has no {what} for this model"))
 }
 
 /// One (layer, direction) pass of the training forward.

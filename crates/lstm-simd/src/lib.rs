@@ -52,7 +52,7 @@ pub mod activations {
     fn check(backend: Backend, x: &[f32], out: &[f32]) -> Result<crate::kernels::Kernels> {
         if x.len() != out.len() {
             return Err(LstmError::ElementCount {
-                what: "out".to_string(),
+                what: lstm_core::Subject::Tensor("out".to_string()),
                 shape: vec![x.len()],
                 expected: x.len(),
                 found: out.len(),

@@ -223,7 +223,7 @@ pub(crate) fn time_calls(work: &mut Work<'_>, plan: TimingPlan) -> CliResult<Tim
 pub(crate) fn random_tensor(dims: [usize; 3], seed: u64) -> CliResult<Tensor<f32>> {
     let n = lstm::engine::checked_numel(&dims)
         .ok_or_else(|| crate::CliError::msg("the tensor size overflows"))?;
-    let mut rng = lstm::SplitMix64::new(seed);
+    let mut rng = lstm::engine::SplitMix64::new(seed);
     let mut data = lstm::engine::try_filled_vec("input", n, 0.0f32)?;
     for v in &mut data {
         *v = rng.next_signed_unit() as f32;

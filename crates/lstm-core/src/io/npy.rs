@@ -54,7 +54,7 @@ fn tensor_named<T>(what: &str, shape: Vec<usize>, data: Vec<T>) -> Result<Tensor
             found,
             ..
         } => LstmError::ElementCount {
-            what: what.to_string(),
+            what: what.into(),
             shape,
             expected,
             found,
@@ -105,7 +105,7 @@ impl NpyArray {
     pub fn into_lengths(self, what: &str) -> Result<Vec<usize>> {
         if self.shape.len() > 1 {
             return Err(LstmError::RankMismatch {
-                what: what.to_string(),
+                what: what.into(),
                 expected: "a 1-D array of per-sequence lengths".to_string(),
                 found: self.shape.len(),
                 shape: self.shape,
@@ -1056,7 +1056,7 @@ mod tests {
                 expected: 4,
                 found: 3,
                 ..
-            }) => assert_eq!(what, "c0"),
+            }) => assert_eq!(what, "c0".into()),
             other => panic!("{other:?}"),
         }
     }
