@@ -2,23 +2,26 @@
 
 use std::io::ErrorKind;
 
-use lstm::{LstmError, Tensor};
+use lstm::{LstmError, Operand, Tensor};
 use numpy::ndarray::{ArrayD, IxDyn};
 use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{
     PyFileNotFoundError, PyIsADirectoryError, PyMemoryError, PyOSError, PyPermissionError,
-    PyValueError,
+    PyRuntimeError, PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
 /// The Python exception for a library error, carrying its one-line message: `FileNotFoundError`,
 /// `PermissionError`, `IsADirectoryError` or `OSError` for what the OS refused,
-/// `MemoryError` for a buffer too large to allocate, `ValueError` for everything else (shapes,
-/// arguments, a file whose contents are not a valid model).
+/// `MemoryError` for a buffer too large to allocate, `RuntimeError` for a broken internal
+/// invariant (a bug to report), `ValueError` for everything else (shapes, arguments, a file
+/// whose contents are not a valid model). When the error is about an argument of the call,
+/// the exception's `operand` attribute names the Python parameter (`"input"`, `"h0"`,
+/// `"lengths"`, `"x_t"`, `"grad_output"`, ...).
 pub(crate) fn to_py_err(err: LstmError) -> PyErr {
     let message = err.to_string();
-    match &err {
+    let py_err = match &err {
         LstmError::Io { source, .. } => match source.kind() {
             ErrorKind::NotFound => PyFileNotFoundError::new_err(message),
             ErrorKind::PermissionDenied => PyPermissionError::new_err(message),
@@ -26,8 +29,33 @@ pub(crate) fn to_py_err(err: LstmError) -> PyErr {
             _ => PyOSError::new_err(message),
         },
         LstmError::Allocation { .. } => PyMemoryError::new_err(message),
+        LstmError::Internal(_)
+        | LstmError::TapeMismatch { .. }
+        | LstmError::CallMismatch { .. } => PyRuntimeError::new_err(message),
         _ => PyValueError::new_err(message),
+    };
+    if let Some(operand) = err.operand() {
+        let name = match operand {
+            Operand::StepOutput => "out",
+            other => other.name(),
+        };
+        return with_operand(py_err, name);
     }
+    py_err
+}
+
+/// `err` with its `operand` attribute set to `name`, the Python parameter it is about.
+pub(crate) fn with_operand(err: PyErr, name: &str) -> PyErr {
+    Python::attach(|py| {
+        // An attribute the caller may read; failing to set it loses nothing else.
+        let _ = err.value(py).setattr("operand", name);
+    });
+    err
+}
+
+/// A `ValueError` about the call's parameter `operand`.
+pub(crate) fn operand_error(operand: &str, message: impl Into<String>) -> PyErr {
+    with_operand(value_error(message), operand)
 }
 
 /// A `ValueError` with `message`.
@@ -54,10 +82,12 @@ pub(crate) fn as_f32_array<'py>(
             return Ok(array.clone());
         }
     }
-    let converted = as_float32_fn(obj.py())?.call1((obj, what))?;
+    let converted = as_float32_fn(obj.py())?
+        .call1((obj, what))
+        .map_err(|e| with_operand(e, what))?;
     converted
         .cast_into::<PyArrayDyn<f32>>()
-        .map_err(|e| value_error(format!("{what}: conversion to float32 failed: {e}")))
+        .map_err(|e| operand_error(what, format!("{what}: conversion to float32 failed: {e}")))
 }
 
 /// Copies `data` into a new vector; a buffer too large for memory is a `MemoryError`.
@@ -118,10 +148,13 @@ pub(crate) fn slice_to_py<'py>(
 /// a `usize` cannot hold and by the engine for the rest.
 pub(crate) fn lengths_from_py(obj: &Bound<'_, PyAny>, seq_len: usize) -> PyResult<Vec<usize>> {
     let raw: Vec<i64> = obj.extract().map_err(|_| {
-        value_error(format!(
-            "lengths: expected a sequence of integers (one per sequence), found {}",
-            type_name(obj)
-        ))
+        operand_error(
+            "lengths",
+            format!(
+                "lengths: expected a sequence of integers (one per sequence), found {}",
+                type_name(obj)
+            ),
+        )
     })?;
     raw.iter()
         .enumerate()

@@ -1,23 +1,11 @@
-//! The engine behind one `LSTM` object: the forward/streaming engine, and the trainer built on
-//! the first `grad` call.
+//! The engine behind one `LSTM` object, with what its properties report.
 
-use std::sync::OnceLock;
+use lstm::{Backend, DynTrainer, EngineKind, EngineOptions, LstmError, Model, Result};
 
-use lstm::{
-    Backend, DynEngine, EngineKind, EngineOptions, LstmBackward, LstmError, Model, NaiveEngine,
-    ParallelEngine, Result, SimdEngine,
-};
-
-/// A trainer shared between threads (each call brings its own tape).
-pub(crate) type DynTrainer = Box<dyn LstmBackward<f32> + Send + Sync>;
-
-/// The engine of a model, with what its properties report.
+/// The engine of a model: one object that runs `forward`, `step` and the backward pass
+/// ([`Model::trainer`]), shared by every thread that calls the model.
 pub(crate) struct Engines {
-    /// Runs `forward` and `step`.
-    pub(crate) engine: DynEngine,
-    /// Runs `forward_train` + `backward`; built on the first `grad` call (a second packed copy
-    /// of the weights that inference-only users never pay for).
-    trainer: OnceLock<DynTrainer>,
+    pub(crate) engine: DynTrainer,
     pub(crate) kind: EngineKind,
     /// The SIMD backend the engine runs (`None` for the naive engine).
     pub(crate) backend: Option<Backend>,
@@ -26,8 +14,9 @@ pub(crate) struct Engines {
 }
 
 impl Engines {
-    /// Builds the engine of `kind` over `model`; `threads` only for the parallel runner,
-    /// `backend` refused for the naive engine, as `Model::engine_with` does.
+    /// Builds the engine of `kind` over `model`. A thread count is refused for the engines
+    /// that run on the calling thread (the facade ignores it there; from Python it is a
+    /// mistake worth naming).
     pub(crate) fn new(model: &Model, kind: EngineKind, options: EngineOptions) -> Result<Self> {
         if kind != EngineKind::Parallel {
             if let Some(threads) = options.threads {
@@ -39,43 +28,20 @@ impl Engines {
                 });
             }
         }
-        let engine = model.engine_with(kind, options)?;
+        let engine = model.trainer(kind, options)?;
         let backend = match kind {
             EngineKind::Naive => None,
             _ => Some(options.backend.unwrap_or_else(Backend::detect)),
         };
         let threads = match kind {
-            EngineKind::Parallel => options
-                .threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            EngineKind::Parallel => options.threads_or_default(),
             _ => 1,
         };
         Ok(Engines {
             engine,
-            trainer: OnceLock::new(),
             kind,
             backend,
             threads,
         })
-    }
-
-    /// The trainer of the same kind, backend and threads as the engine.
-    pub(crate) fn trainer(&self, model: &Model) -> Result<&DynTrainer> {
-        if let Some(trainer) = self.trainer.get() {
-            return Ok(trainer);
-        }
-        let built: DynTrainer = match (self.kind, self.backend) {
-            (EngineKind::Naive, _) | (_, None) => {
-                Box::new(NaiveEngine::new(model.weights().clone())?)
-            }
-            (EngineKind::Parallel, Some(backend)) => Box::new(ParallelEngine::with_backend(
-                model.weights(),
-                backend,
-                self.threads,
-            )?),
-            (_, Some(backend)) => Box::new(SimdEngine::with_backend(model.weights(), backend)?),
-        };
-        // Two threads may race to build it; the loser's copy is dropped.
-        Ok(self.trainer.get_or_init(|| built))
     }
 }

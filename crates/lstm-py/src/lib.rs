@@ -23,8 +23,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use convert::{
-    array_to_py, as_f32_array, lengths_from_py, tensor_from_py, tensor_to_py, to_py_err, type_name,
-    value_error,
+    array_to_py, as_f32_array, lengths_from_py, operand_error, tensor_from_py, tensor_to_py,
+    to_py_err, type_name, value_error,
 };
 use engine::Engines;
 use state::PyLstmState;
@@ -109,10 +109,13 @@ impl Lstm {
             .ok()
             .filter(|t| t.len() == 2)
             .ok_or_else(|| {
-                value_error(format!(
-                    "hx: expected a tuple (h0, c0) of arrays or an LSTMState, found {}",
-                    type_name(hx)
-                ))
+                operand_error(
+                    "hx",
+                    format!(
+                        "hx: expected a tuple (h0, c0) of arrays or an LSTMState, found {}",
+                        type_name(hx)
+                    ),
+                )
             })?;
         Ok(LstmState {
             h: tensor_from_py(&pair.get_item(0)?, "h0")?,
@@ -253,7 +256,7 @@ impl Lstm {
     ) -> PyResult<ForwardResult<'py>> {
         let (x, state, lengths) = self.call_args(input, hx, lengths)?;
         if total_length.is_some() && x.rank() != 3 {
-            return Err(value_error(format!(
+            return Err(operand_error("total_length", format!(
                 "total_length: needs batched input [T, B, I] or [B, T, I]; the input is unbatched {:?}",
                 x.shape()
             )));
@@ -343,29 +346,35 @@ impl Lstm {
         };
         let x = as_f32_array(x_t, "x_t")?;
         if x.shape() != in_shape.as_slice() {
-            return Err(value_error(format!(
-                "x_t: expected shape {in_shape:?} (from the state's batch), found {:?}",
-                x.shape()
-            )));
+            return Err(operand_error(
+                "x_t",
+                format!(
+                    "x_t: expected shape {in_shape:?} (from the state's batch), found {:?}",
+                    x.shape()
+                ),
+            ));
         }
         let x_view = x
             .try_readonly()
-            .map_err(|e| value_error(format!("x_t: {e}")))?;
+            .map_err(|e| operand_error("x_t", format!("x_t: {e}")))?;
         let x_data = x_view
             .as_slice()
-            .map_err(|e| value_error(format!("x_t: {e}")))?;
+            .map_err(|e| operand_error("x_t", format!("x_t: {e}")))?;
         let engine = &self.engines.engine;
         let inner = &mut state.inner;
         match out {
             Some(out) => {
                 let array = out.cast::<PyArrayDyn<f32>>().map_err(|_| {
-                    value_error(format!(
-                        "out: expected a float32 NumPy array, found {}",
-                        type_name(out)
-                    ))
+                    operand_error(
+                        "out",
+                        format!(
+                            "out: expected a float32 NumPy array, found {}",
+                            type_name(out)
+                        ),
+                    )
                 })?;
                 if array.shape() != out_shape.as_slice() || !array.is_c_contiguous() {
-                    return Err(value_error(format!(
+                    return Err(operand_error("out", format!(
                         "out: expected a C-contiguous float32 array of shape {out_shape:?}, found shape {:?}{}",
                         array.shape(),
                         if array.is_c_contiguous() { "" } else { " (not C-contiguous)" }
@@ -373,10 +382,10 @@ impl Lstm {
                 }
                 let mut out_view = array
                     .try_readwrite()
-                    .map_err(|e| value_error(format!("out: {e}")))?;
+                    .map_err(|e| operand_error("out", format!("out: {e}")))?;
                 let out_data = out_view
                     .as_slice_mut()
-                    .map_err(|e| value_error(format!("out: {e}")))?;
+                    .map_err(|e| operand_error("out", format!("out: {e}")))?;
                 py.detach(|| engine.step(x_data, inner, out_data))
                     .map_err(to_py_err)?;
                 Ok(out.clone())
@@ -427,7 +436,7 @@ impl Lstm {
         let gcn = grad_c_n
             .map(|g| tensor_from_py(g, "grad_c_n"))
             .transpose()?;
-        let trainer = self.engines.trainer(&self.model).map_err(to_py_err)?;
+        let trainer = &self.engines.engine;
         let grads = py
             .detach(|| {
                 let mut tape = TrainingTape::new();
@@ -627,10 +636,8 @@ fn model_from_named(
             safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
                 .map(|view| (name.as_str(), view))
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| LstmError::Safetensors(e.to_string()))?;
-    let bytes =
-        safetensors::serialize(views, None).map_err(|e| LstmError::Safetensors(e.to_string()))?;
+        .collect::<Result<Vec<_>, _>>()?;
+    let bytes = safetensors::serialize(views, None)?;
     Model::from_safetensors_bytes(&bytes, prefix)
 }
 

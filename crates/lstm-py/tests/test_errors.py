@@ -220,3 +220,32 @@ def test_garbage_never_kills_the_interpreter():
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "survived" in proc.stdout
     assert "panicked" not in proc.stderr and "PanicException" not in proc.stderr
+
+
+def test_errors_name_the_parameter_at_fault(model):
+    """ValueError.operand names the Python parameter an error is about (the library's typed
+    operand, or the binding's own check)."""
+    x = np.zeros((5, 2, 3), np.float32)
+    state = model.zero_state(2)
+    cases = [
+        (lambda: model(np.zeros((5, 2, 7), np.float32)), "input"),
+        (lambda: model(np.zeros((5, 2, 3), np.int32)), "input"),
+        (lambda: model(np.zeros((0, 2, 3), np.float32)), "input"),
+        (lambda: model(x, (np.zeros((1, 2, 4)), np.zeros((2, 2, 4)))), "h0"),
+        (lambda: model(x, (np.zeros((2, 2, 4)), np.zeros((2, 2, 5)))), "c0"),
+        (lambda: model(x, (np.zeros((2, 2, 4)), "c")), "c0"),
+        (lambda: model(x, 3), "hx"),
+        (lambda: model(x, lengths=[9, 1]), "lengths"),
+        (lambda: model(x, lengths=[1]), "lengths"),
+        (lambda: model(x, lengths="ab"), "lengths"),
+        (lambda: model(x, lengths=[2, 3], total_length=1), "total_length"),
+        (lambda: model(x[:, 0], total_length=9), "total_length"),
+        (lambda: model.step(np.zeros((2, 5), np.float32), state), "x_t"),
+        (lambda: model.step(np.zeros((2, 3), np.float32), state, out=np.zeros(3, np.float32)), "out"),
+        (lambda: model.grad(x, np.zeros((5, 2, 9), np.float32)), "grad_output"),
+        (lambda: model.grad(x, np.zeros((5, 2, 4), np.float32), grad_c_n=np.zeros(3)), "grad_c_n"),
+    ]
+    for call, operand in cases:
+        with pytest.raises(ValueError) as e:
+            call()
+        assert getattr(e.value, "operand", None) == operand, (operand, str(e.value))
