@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use lstm::onnx::{self, LstmNodeInfo};
 
-use super::{json_string, write_stdout, InspectArgs};
+use super::{write_stdout, InspectArgs};
 use crate::{CliError, CliResult};
 
 /// `Some(result)` when `--model` is an ONNX file (by content), `None` for a safetensors one.
@@ -150,50 +150,38 @@ fn render_json(
     nodes: &[&LstmNodeInfo],
     loaded: Option<&onnx::OnnxLstm>,
 ) -> String {
-    let opt_num = |v: Option<usize>| v.map_or_else(|| "null".to_string(), |n| n.to_string());
-    let mut s = String::from("{");
-    let _ = write!(
-        s,
-        "\"model\":{},\"format\":\"onnx\",\"nodes\":[",
-        json_string(&args.model.to_string_lossy())
-    );
-    for (i, n) in nodes.iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        let _ = write!(
-            s,
-            "{{\"name\":{},\"path\":{},\"input_size\":{},\"hidden_size\":{},\"direction\":{},\
-             \"layout\":{},\"dtype\":{},\"bias\":{},\"peepholes\":{},\"clip\":{},\"input_forget\":{},\
-             \"chain\":{},\"problem\":{}}}",
-            json_string(&n.name),
-            json_string(&n.path),
-            opt_num(n.input_size),
-            opt_num(n.hidden_size),
-            json_string(direction(n)),
-            u8::from(n.batch_first),
-            n.dtype.map_or_else(|| "null".to_string(), json_string),
-            n.bias,
-            n.peepholes,
-            n.clip.map_or_else(|| "null".to_string(), |c| c.to_string()),
-            n.input_forget,
-            n.chain.as_ref().map_or_else(
-                || "null".to_string(),
-                |(f, l)| format!("{{\"first\":{},\"layer\":{l}}}", json_string(f))
-            ),
-            n.problem.as_deref().map_or_else(|| "null".to_string(), json_string),
-        );
-    }
-    s.push(']');
+    let nodes: Vec<serde_json::Value> = nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "name": n.name,
+                "path": n.path,
+                "input_size": n.input_size,
+                "hidden_size": n.hidden_size,
+                "direction": direction(n),
+                "layout": u8::from(n.batch_first),
+                "dtype": n.dtype,
+                "bias": n.bias,
+                "peepholes": n.peepholes,
+                "clip": n.clip,
+                "input_forget": n.input_forget,
+                "chain": n.chain.as_ref().map(|(first, layer)| serde_json::json!({"first": first, "layer": layer})),
+                "problem": n.problem,
+            })
+        })
+        .collect();
+    let mut summary = serde_json::json!({
+        "model": args.model.to_string_lossy(),
+        "format": "onnx",
+        "nodes": nodes,
+    });
     if let Some(m) = loaded {
         let c = m.weights().config();
-        let _ = write!(
-            s,
-            ",\"loads_as\":{{\"num_layers\":{},\"parameter_count\":{}}}",
-            c.num_layers,
-            c.parameter_count()
-        );
+        summary["loads_as"] = serde_json::json!({
+            "nodes": m.nodes(),
+            "num_layers": c.num_layers,
+            "parameter_count": c.parameter_count(),
+        });
     }
-    s.push_str("}\n");
-    s
+    format!("{summary}\n")
 }

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use lstm::{io, EngineKind, EngineOptions, Model};
 
-use super::{read_f32, RunArgs};
+use super::RunArgs;
+use crate::cli_common::read_f32;
 use crate::output::{check_paths, FileArg, StagedOutputs};
 use crate::{CliError, CliResult};
 
