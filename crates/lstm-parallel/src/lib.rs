@@ -27,6 +27,8 @@
 //! # Ok::<(), lstm_core::LstmError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 use lstm_core::tensor::{checked_numel, try_filled_vec};
 use lstm_core::{
     check_step, BatchOutput, GradOutputs, LstmBackward, LstmConfig, LstmEngine, LstmError,
@@ -38,9 +40,6 @@ use rayon::prelude::*;
 /// Below this many floating-point operations per time step and thread, a split costs more
 /// (a fork-join of ~5-20 µs, or a barrier of ~0.2-1 µs per step) than it saves.
 const MIN_FLOPS_PER_STEP_AND_THREAD: f64 = 2.0e5;
-/// Rows of a register block of the widest kernel: a batch shard needs at least this many rows
-/// to keep the kernel's weight loads busy.
-const ROW_BLOCK: usize = 6;
 
 /// How one call is spread over the threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,7 +136,7 @@ impl ParallelEngine {
         if hidden == self.threads && worth(hidden) {
             return Plan::Hidden(hidden);
         }
-        let shards = (batch / ROW_BLOCK).min(self.threads);
+        let shards = (batch / row_block()).min(self.threads);
         if shards >= 2 && worth(shards) {
             return Plan::Batch(shards);
         }
@@ -193,6 +192,16 @@ impl ParallelEngine {
         let shard = SequenceBatch::new(config, &x, state.as_ref(), lengths.as_deref())?;
         self.simd.forward_batch(&shard)
     }
+}
+
+/// Rows of a register block of the widest kernel (the SIMD engine's blocking): a batch shard
+/// needs at least this many rows to keep the kernel's weight loads busy on any backend.
+fn row_block() -> usize {
+    Backend::ALL
+        .iter()
+        .map(|b| b.row_block())
+        .max()
+        .unwrap_or(1)
 }
 
 /// The element count of `dims`, or `usize::MAX` on overflow (refused by the allocator).
