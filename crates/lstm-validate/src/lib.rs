@@ -34,6 +34,8 @@
 //! });
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod activation;
 pub mod backward;
 pub mod fuzz;
