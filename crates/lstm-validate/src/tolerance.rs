@@ -75,7 +75,7 @@ pub const PROBE_SAMPLES: usize = 2;
 /// size of error the widened tolerance admits. An f32 engine's own error in a layer is a few
 /// times the one-rounding samples' spread (its roundings happen at every step, not only in the
 /// data), and a saturated gate downstream may absorb the samples' perturbation yet switch
-/// under the engine's: the output then moves by O(1) where every sample agrees to 1e-7
+/// under the engine's: the output then moves by O(1) where every sample agrees to 1e-4
 /// (`regression-chaotic-portable-bidir-proj-sat20`, `regression-nan-input-chaotic-sat20`).
 /// Where the response is linear a probe's spread divided by `PROBE_ULPS` is the samples' own
 /// and changes nothing; where a switch lies between one rounding and the admitted error, it is
