@@ -6,7 +6,8 @@
 //! ```
 //! Without an argument it uses a 2-layer model built in memory.
 
-use lstm::{EngineKind, LstmConfig, LstmState, LstmWeights, Model, SplitMix64, Tensor};
+use lstm::engine::SplitMix64;
+use lstm::{EngineKind, LstmConfig, LstmState, LstmWeights, Model, Tensor};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = match std::env::args().nth(1) {

@@ -7,12 +7,14 @@
 //! A synthetic multivariate series (23 features: sines of different periods and phases, with
 //! noise) is cut into windows of 6 steps; an `nn.LSTM(23, 256)` reads each window and a linear
 //! head on the last step's hidden state predicts feature 0 at the next step. The loss is the
-//! mean squared error, the optimiser Adam, the gradients `SimdEngine::forward_train` +
+//! mean squared error, the optimiser Adam, the gradients `forward_train` +
 //! `backward` (the head's by hand). It prints the loss on a fixed held-out set as it falls and
 //! fails unless it falls at least 10×.
 
+use lstm::engine::SplitMix64;
 use lstm::{
-    CellWeights, GradOutputs, LstmConfig, LstmWeights, SimdEngine, SplitMix64, Tensor, TrainingTape,
+    CellWeights, DynTrainer, EngineKind, EngineOptions, GradOutputs, LstmConfig, LstmWeights,
+    Model, Tensor, TrainingTape,
 };
 
 const FEATURES: usize = 23;
@@ -129,8 +131,8 @@ fn cell_tensors_mut(c: &mut CellWeights<f32>) -> Vec<&mut [f32]> {
 }
 
 /// Mean squared error of the model on `(x, y)`.
-fn loss(engine: &SimdEngine, head: &Head, x: &Tensor<f32>, y: &[f32]) -> lstm::Result<f32> {
-    let out = lstm::LstmEngine::forward(engine, x, None, None)?;
+fn loss(engine: &DynTrainer, head: &Head, x: &Tensor<f32>, y: &[f32]) -> lstm::Result<f32> {
+    let out = engine.forward(x, None, None)?;
     let pred = head.predict(out.h_n.data());
     Ok(pred
         .iter()
@@ -163,7 +165,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut adam_head = Adam::new(2e-3, &[HIDDEN, 1]);
 
     let mut tape = TrainingTape::new();
-    let mut engine = SimdEngine::new(&LstmWeights::new(config.clone(), cells.clone())?)?;
+    let trainer = |cells: &[CellWeights<f32>]| -> lstm::Result<DynTrainer> {
+        Model::from_weights(LstmWeights::new(config.clone(), cells.to_vec())?)
+            .trainer(EngineKind::default(), EngineOptions::default())
+    };
+    let mut engine = trainer(&cells)?;
     let first = loss(&engine, &head, &x_eval, &y_eval)?;
     println!("step    0: held-out MSE {first:.5}");
     let started = std::time::Instant::now();
@@ -206,7 +212,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut hb = [head.b];
         adam_head.step(&mut [&mut head.w, &mut hb], &[&g_w, &[g_b]]);
         head.b = hb[0];
-        engine = SimdEngine::new(&LstmWeights::new(config.clone(), cells.clone())?)?;
+        engine = trainer(&cells)?;
 
         if step % 25 == 0 {
             last = loss(&engine, &head, &x_eval, &y_eval)?;

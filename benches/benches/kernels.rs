@@ -9,10 +9,9 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use lstm::{
-    activations, Backend, LstmConfig, LstmEngine, LstmState, LstmWeights, NaiveEngine, SimdEngine,
-    SplitMix64,
-};
+use lstm::engine::SplitMix64;
+use lstm::{Backend, LstmConfig, LstmEngine, LstmState, LstmWeights, NaiveEngine, SimdEngine};
+use lstm_simd::activations;
 
 const GATE_SIZES: &[usize] = &[64, 256, 1024, 4096];
 const STEP_HIDDEN: &[usize] = &[64, 256, 512, 1024];

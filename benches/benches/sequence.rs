@@ -8,7 +8,8 @@
 //! Throughput in FLOPs (criterion's `elem/s` reads as FLOP/s).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use lstm::{EngineKind, LstmConfig, LstmWeights, Model, SplitMix64, Tensor};
+use lstm::engine::SplitMix64;
+use lstm::{EngineKind, LstmConfig, LstmWeights, Model, Tensor};
 
 /// (name, T, B, I, H)
 const SHAPES: &[(&str, usize, usize, usize, usize)] = &[

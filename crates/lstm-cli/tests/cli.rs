@@ -45,7 +45,7 @@ impl Dir {
     /// Writes an f32 `.npy` of `shape` with deterministic, varied values.
     fn npy(&self, name: &str, shape: &[usize], seed: u64) -> Tensor<f32> {
         let n = shape.iter().product();
-        let data = lstm::SplitMix64::new(seed).fill_f32(n, 1.0);
+        let data = lstm::engine::SplitMix64::new(seed).fill_f32(n, 1.0);
         let t = Tensor::new(shape.to_vec(), data).unwrap();
         lstm::io::write_npy_f32(&self.path(name), &t).unwrap();
         t
@@ -587,7 +587,7 @@ fn missing_model_file() {
 fn corrupt_safetensors() {
     let d = Dir::new();
     d.npy("x.npy", &[2, 1, 3], 1);
-    let junk: Vec<u8> = lstm::SplitMix64::new(5)
+    let junk: Vec<u8> = lstm::engine::SplitMix64::new(5)
         .fill_f32(64, 1.0)
         .iter()
         .flat_map(|v| v.to_le_bytes())

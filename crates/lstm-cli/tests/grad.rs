@@ -210,7 +210,7 @@ impl Dir {
 
     fn npy(&self, name: &str, shape: &[usize], seed: u64) -> Tensor<f32> {
         let n = shape.iter().product();
-        let data = lstm::SplitMix64::new(seed).fill_f32(n, 1.0);
+        let data = lstm::engine::SplitMix64::new(seed).fill_f32(n, 1.0);
         let t = Tensor::new(shape.to_vec(), data).unwrap();
         io::write_npy_f32(&self.path(name), &t).unwrap();
         t

@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use crate::config::LstmConfig;
-use crate::error::{LstmError, Result};
+use crate::error::{LstmError, Operand, Result};
 use crate::tensor::Tensor;
 
 /// Hidden and cell state of every (layer, direction) cell.
@@ -97,20 +97,20 @@ impl<'a, T: Copy + Default> SequenceBatch<'a, T> {
         let (seq_len, batch, unbatched) = match *input.shape() {
             [t, n] => {
                 if n != i {
-                    return Err(LstmError::shape("input", &[t, i], input.shape()));
+                    return Err(LstmError::shape(Operand::Input, &[t, i], input.shape()));
                 }
                 (t, 1, true)
             }
             [a, b, n] => {
                 let (t, bs) = if config.batch_first { (b, a) } else { (a, b) };
                 if n != i {
-                    return Err(LstmError::shape("input", &[a, b, i], input.shape()));
+                    return Err(LstmError::shape(Operand::Input, &[a, b, i], input.shape()));
                 }
                 (t, bs, false)
             }
             _ => {
                 return Err(LstmError::RankMismatch {
-                    what: "input".to_string(),
+                    what: Operand::Input.into(),
                     expected: if config.batch_first {
                         "a 3-D array [B, T, I] or a 2-D array [T, I]".to_string()
                     } else {
@@ -122,8 +122,8 @@ impl<'a, T: Copy + Default> SequenceBatch<'a, T> {
             }
         };
         if seq_len == 0 {
-            return Err(LstmError::InvalidArgument {
-                what: "input",
+            return Err(LstmError::InvalidOperand {
+                operand: Operand::Input,
                 reason: format!(
                     "sequence length must be at least 1, shape {:?}",
                     input.shape()
@@ -143,10 +143,10 @@ impl<'a, T: Copy + Default> SequenceBatch<'a, T> {
                     )
                 };
                 if s.h.shape() != h_exp.as_slice() {
-                    return Err(LstmError::shape("h0", &h_exp, s.h.shape()));
+                    return Err(LstmError::shape(Operand::H0, &h_exp, s.h.shape()));
                 }
                 if s.c.shape() != c_exp.as_slice() {
-                    return Err(LstmError::shape("c0", &c_exp, s.c.shape()));
+                    return Err(LstmError::shape(Operand::C0, &c_exp, s.c.shape()));
                 }
                 (Some(s.h.data()), Some(s.c.data()))
             }
@@ -156,8 +156,8 @@ impl<'a, T: Copy + Default> SequenceBatch<'a, T> {
             None => None,
             Some(_) if unbatched => {
                 // As in PyTorch, whose pack_padded_sequence has no unbatched form.
-                return Err(LstmError::InvalidArgument {
-                    what: "lengths",
+                return Err(LstmError::InvalidOperand {
+                    operand: Operand::Lengths,
                     reason: format!(
                         "per-sequence lengths need batched input [T, B, I]; the input is unbatched {:?}",
                         input.shape()
@@ -227,8 +227,7 @@ impl<T: Clone> SequenceBatch<'_, T> {
         if key(&self.config) == key(config) {
             Ok(())
         } else {
-            Err(LstmError::InvalidArgument {
-                what: "call",
+            Err(LstmError::CallMismatch {
                 reason: format!(
                     "the call was validated for {:?}, but the engine runs {:?}",
                     self.config, config
@@ -333,7 +332,7 @@ pub fn pad_to_total_length<T: Copy + Default>(
 ) -> Result<Tensor<T>> {
     let &[a, b, f] = output.shape() else {
         return Err(LstmError::RankMismatch {
-            what: "output".to_string(),
+            what: Operand::Output.into(),
             expected: "a 3-D (batched) output".to_string(),
             found: output.rank(),
             shape: output.shape().to_vec(),
@@ -341,8 +340,8 @@ pub fn pad_to_total_length<T: Copy + Default>(
     };
     let (steps, batch) = if batch_first { (b, a) } else { (a, b) };
     if total_length < steps {
-        return Err(LstmError::InvalidArgument {
-            what: "total_length",
+        return Err(LstmError::InvalidOperand {
+            operand: Operand::TotalLength,
             reason: format!("{total_length} is shorter than the longest sequence ({steps} steps)"),
         });
     }
@@ -407,12 +406,12 @@ pub fn check_step<T>(
         None => (vec![cells, config.h_out()], vec![cells, config.hidden_size]),
     };
     if state.h.shape() != h_exp.as_slice() {
-        return Err(LstmError::shape("state.h", &h_exp, state.h.shape()));
+        return Err(LstmError::shape(Operand::StateH, &h_exp, state.h.shape()));
     }
     if state.c.shape() != c_exp.as_slice() {
-        return Err(LstmError::shape("state.c", &c_exp, state.c.shape()));
+        return Err(LstmError::shape(Operand::StateC, &c_exp, state.c.shape()));
     }
-    let check = |what: &str, n: usize, found: usize| {
+    let check = |what: Operand, n: usize, found: usize| {
         let shape = match batch {
             Some(b) => vec![b, n],
             None => vec![n],
@@ -420,15 +419,15 @@ pub fn check_step<T>(
         match b.checked_mul(n) {
             Some(expected) if expected == found => Ok(()),
             expected => Err(LstmError::ElementCount {
-                what: what.to_string(),
+                what: what.into(),
                 shape,
                 expected: expected.unwrap_or(usize::MAX),
                 found,
             }),
         }
     };
-    check("x_t", config.input_size, x_t.len())?;
-    check("output", config.h_out(), output.len())?;
+    check(Operand::StepInput, config.input_size, x_t.len())?;
+    check(Operand::StepOutput, config.h_out(), output.len())?;
     Ok(b)
 }
 
@@ -492,8 +491,8 @@ mod tests {
         let x = Tensor::new([5, 3], vec![0f32; 15]).unwrap();
         assert!(matches!(
             SequenceBatch::new(&cfg(), &x, None, Some(&[4])),
-            Err(LstmError::InvalidArgument {
-                what: "lengths",
+            Err(LstmError::InvalidOperand {
+                operand: Operand::Lengths,
                 ..
             })
         ));
@@ -549,7 +548,7 @@ mod tests {
         s.c = Tensor::zeros([2, 3, 4]).unwrap();
         assert!(matches!(
             SequenceBatch::new(&c, &x, Some(&s), None),
-            Err(LstmError::ShapeMismatch { what, .. }) if what == "c0"
+            Err(LstmError::ShapeMismatch { what, .. }) if what == Operand::C0.into()
         ));
         let s = LstmState::zeros(&c, None).unwrap();
         assert!(SequenceBatch::new(&c, &x, Some(&s), None).is_err());
@@ -576,8 +575,8 @@ mod tests {
         assert_eq!(padded_bf, padded.swap_leading_axes().unwrap());
         assert!(matches!(
             pad_to_total_length(out.output.clone(), 2, false),
-            Err(LstmError::InvalidArgument {
-                what: "total_length",
+            Err(LstmError::InvalidOperand {
+                operand: Operand::TotalLength,
                 ..
             })
         ));

@@ -8,6 +8,104 @@ use std::path::PathBuf;
 /// Result alias used across the workspace.
 pub type Result<T, E = LstmError> = std::result::Result<T, E>;
 
+/// An argument of a call (`forward`, `step`, `forward_train`, `backward`): which one an error
+/// is about, so that a caller (the CLI naming the file it read it from, a binding naming its
+/// parameter) can attribute the error without reading its text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operand {
+    /// The input sequence `[T, B, I]`.
+    Input,
+    /// The initial hidden state `h0`.
+    H0,
+    /// The initial cell state `c0`.
+    C0,
+    /// The per-sequence lengths.
+    Lengths,
+    /// `total_length` of `pad_to_total_length`.
+    TotalLength,
+    /// An output to pad (`pad_to_total_length`).
+    Output,
+    /// A streaming step's input `x_t`.
+    StepInput,
+    /// A streaming step's output buffer.
+    StepOutput,
+    /// A streaming state's `h`.
+    StateH,
+    /// A streaming state's `c`.
+    StateC,
+    /// The upstream gradient of the output.
+    GradOutput,
+    /// The upstream gradient of `h_n`.
+    GradHN,
+    /// The upstream gradient of `c_n`.
+    GradCN,
+}
+
+impl Operand {
+    /// The name used in messages (PyTorch's where it has one).
+    pub fn name(self) -> &'static str {
+        match self {
+            Operand::Input => "input",
+            Operand::H0 => "h0",
+            Operand::C0 => "c0",
+            Operand::Lengths => "lengths",
+            Operand::TotalLength => "total_length",
+            Operand::Output => "output",
+            Operand::StepInput => "x_t",
+            Operand::StepOutput => "output",
+            Operand::StateH => "state.h",
+            Operand::StateC => "state.c",
+            Operand::GradOutput => "grad_output",
+            Operand::GradHN => "grad_h_n",
+            Operand::GradCN => "grad_c_n",
+        }
+    }
+}
+
+impl std::fmt::Display for Operand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a shape error is about: an operand of the call, or a named tensor (a weight in a file,
+/// an array being read).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    /// An argument of the call.
+    Operand(Operand),
+    /// A tensor by name (`weight_ih_l0`, `training tape`, ...).
+    Tensor(String),
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Operand(o) => o.fmt(f),
+            Subject::Tensor(name) => f.write_str(name),
+        }
+    }
+}
+
+impl From<Operand> for Subject {
+    fn from(o: Operand) -> Self {
+        Subject::Operand(o)
+    }
+}
+
+impl From<String> for Subject {
+    fn from(name: String) -> Self {
+        Subject::Tensor(name)
+    }
+}
+
+impl From<&str> for Subject {
+    fn from(name: &str) -> Self {
+        Subject::Tensor(name.to_string())
+    }
+}
+
 /// Everything that can go wrong when building, loading or running an LSTM.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -24,8 +122,9 @@ pub enum LstmError {
     /// A tensor or array has the wrong shape.
     #[error("{what}: expected shape {expected:?}, found {found:?}")]
     ShapeMismatch {
-        /// What the tensor is (`weight_ih_l0`, `input`, `h0`, ...).
-        what: String,
+        /// What the tensor is (an operand such as `input` or `h0`, or a named tensor such as
+        /// `weight_ih_l0`).
+        what: Subject,
         /// The shape required.
         expected: Vec<usize>,
         /// The shape given.
@@ -36,7 +135,7 @@ pub enum LstmError {
     #[error("{what}: expected {expected}, found a {found}-D array of shape {shape:?}")]
     RankMismatch {
         /// What the tensor is.
-        what: String,
+        what: Subject,
         /// The ranks accepted, in words (`"a 3-D array [T, B, I] or a 2-D array [T, I]"`).
         expected: String,
         /// The rank found.
@@ -49,7 +148,7 @@ pub enum LstmError {
     #[error("{what}: shape {shape:?} needs {expected} elements, found {found}")]
     ElementCount {
         /// What the buffer is.
-        what: String,
+        what: Subject,
         /// Its declared shape.
         shape: Vec<usize>,
         /// The product of the shape.
@@ -122,8 +221,14 @@ pub enum LstmError {
     },
 
     /// A safetensors file could not be parsed (corrupt, truncated or lying header).
-    #[error("invalid safetensors data: {0}")]
-    Safetensors(String),
+    #[error("invalid safetensors data: {reason}")]
+    Safetensors {
+        /// What was wrong, in words.
+        reason: String,
+        /// The `safetensors` crate's error, when it found the fault.
+        #[source]
+        source: Option<safetensors::SafeTensorError>,
+    },
 
     /// A `.npy` file could not be parsed or has a layout we do not accept.
     #[error("invalid .npy data: {0}")]
@@ -160,6 +265,37 @@ pub enum LstmError {
         element_bytes: usize,
     },
 
+    /// An operand of the call is not acceptable for a reason other than its shape (an empty
+    /// sequence, lengths with unbatched input, a `total_length` shorter than the output).
+    #[error("invalid {operand}: {reason}")]
+    InvalidOperand {
+        /// The operand at fault.
+        operand: Operand,
+        /// Why.
+        reason: String,
+    },
+
+    /// A training tape that cannot serve this backward call: it holds no forward pass, or one
+    /// recorded by an engine of another model.
+    #[error("training tape {reason}")]
+    TapeMismatch {
+        /// Why.
+        reason: String,
+    },
+
+    /// A call validated for one model was given to an engine of another
+    /// ([`SequenceBatch::ensure_config`](crate::SequenceBatch::ensure_config)).
+    #[error("call/engine mismatch: {reason}")]
+    CallMismatch {
+        /// Both configs.
+        reason: String,
+    },
+
+    /// An invariant that the checks before make impossible was found broken: a bug in
+    /// lstm-kernels, reported as an error instead of a panic.
+    #[error("internal error (please report): {0}")]
+    Internal(String),
+
     /// A value is not acceptable for another reason (named in the message).
     #[error("invalid argument `{what}`: {reason}")]
     InvalidArgument {
@@ -194,6 +330,15 @@ pub enum LstmError {
     },
 }
 
+impl From<safetensors::SafeTensorError> for LstmError {
+    fn from(e: safetensors::SafeTensorError) -> Self {
+        LstmError::Safetensors {
+            reason: e.to_string(),
+            source: Some(e),
+        }
+    }
+}
+
 impl LstmError {
     /// Wraps `self` with the file it concerns, unless it already names one.
     pub fn in_file(self, path: impl Into<PathBuf>) -> Self {
@@ -206,7 +351,26 @@ impl LstmError {
         }
     }
 
-    pub(crate) fn shape(what: impl Into<String>, expected: &[usize], found: &[usize]) -> Self {
+    /// The operand of the call this error is about, if it is about one (looking through
+    /// [`InFile`](LstmError::InFile)).
+    pub fn operand(&self) -> Option<Operand> {
+        match self {
+            LstmError::ShapeMismatch { what, .. }
+            | LstmError::RankMismatch { what, .. }
+            | LstmError::ElementCount { what, .. } => match what {
+                Subject::Operand(o) => Some(*o),
+                Subject::Tensor(_) => None,
+            },
+            LstmError::InvalidOperand { operand, .. } => Some(*operand),
+            LstmError::LengthCount { .. } | LstmError::LengthOutOfRange { .. } => {
+                Some(Operand::Lengths)
+            }
+            LstmError::InFile { source, .. } => source.operand(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn shape(what: impl Into<Subject>, expected: &[usize], found: &[usize]) -> Self {
         LstmError::ShapeMismatch {
             what: what.into(),
             expected: expected.to_vec(),

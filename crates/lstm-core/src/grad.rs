@@ -30,7 +30,7 @@
 
 use crate::config::LstmConfig;
 use crate::engine::{LstmOutput, LstmState, SequenceBatch};
-use crate::error::{LstmError, Result};
+use crate::error::{LstmError, Operand, Result};
 use crate::tensor::{checked_numel, Tensor};
 use crate::weights::{CellWeights, LstmWeights};
 
@@ -402,8 +402,7 @@ impl<T: Copy + Default> TrainingTape<T> {
         let call = match (&self.call, self.filled) {
             (Some(call), true) => call,
             _ => {
-                return Err(LstmError::InvalidArgument {
-                    what: "tape",
+                return Err(LstmError::TapeMismatch {
                     reason: "holds no complete forward pass; call forward_train first".to_string(),
                 })
             }
@@ -422,8 +421,7 @@ impl<T: Copy + Default> TrainingTape<T> {
         if key(&call.config) == key(config) {
             Ok(())
         } else {
-            Err(LstmError::InvalidArgument {
-                what: "tape",
+            Err(LstmError::TapeMismatch {
                 reason: format!(
                     "was recorded for {:?}, but the engine runs {:?}",
                     call.config, config
@@ -433,12 +431,9 @@ impl<T: Copy + Default> TrainingTape<T> {
     }
 
     fn call(&self) -> Result<&TapeCall> {
-        self.call
-            .as_ref()
-            .ok_or_else(|| LstmError::InvalidArgument {
-                what: "tape",
-                reason: "holds no forward pass; call forward_train first".to_string(),
-            })
+        self.call.as_ref().ok_or_else(|| LstmError::TapeMismatch {
+            reason: "holds no forward pass; call forward_train first".to_string(),
+        })
     }
 
     /// T, the recorded call's number of steps (0 before any call).
@@ -529,7 +524,7 @@ impl<T: Copy + Default> TrainingTape<T> {
             t // padded to total_length = T
         } else {
             return Err(LstmError::ShapeMismatch {
-                what: "grad_output".to_string(),
+                what: Operand::GradOutput.into(),
                 expected: layout(t_out),
                 found: g.shape().to_vec(),
             });
@@ -552,28 +547,29 @@ impl<T: Copy + Default> TrainingTape<T> {
         }
 
         let cells = config.num_cells();
-        let state = |what: &str, given: Option<&Tensor<T>>, n: usize| -> Result<Option<Vec<T>>> {
-            let Some(given) = given else {
-                return Ok(None);
+        let state =
+            |what: Operand, given: Option<&Tensor<T>>, n: usize| -> Result<Option<Vec<T>>> {
+                let Some(given) = given else {
+                    return Ok(None);
+                };
+                let expected = if call.unbatched {
+                    vec![cells, n]
+                } else {
+                    vec![cells, b, n]
+                };
+                if given.shape() != expected.as_slice() {
+                    return Err(LstmError::ShapeMismatch {
+                        what: what.into(),
+                        expected,
+                        found: given.shape().to_vec(),
+                    });
+                }
+                Ok(Some(given.data().to_vec()))
             };
-            let expected = if call.unbatched {
-                vec![cells, n]
-            } else {
-                vec![cells, b, n]
-            };
-            if given.shape() != expected.as_slice() {
-                return Err(LstmError::ShapeMismatch {
-                    what: what.to_string(),
-                    expected,
-                    found: given.shape().to_vec(),
-                });
-            }
-            Ok(Some(given.data().to_vec()))
-        };
         Ok(CanonicalGrads {
             output,
-            h_n: state("grad_h_n", grads.grad_h_n, config.h_out())?,
-            c_n: state("grad_c_n", grads.grad_c_n, config.hidden_size)?,
+            h_n: state(Operand::GradHN, grads.grad_h_n, config.h_out())?,
+            c_n: state(Operand::GradCN, grads.grad_c_n, config.hidden_size)?,
         })
     }
 
@@ -697,13 +693,13 @@ mod tests {
         assert!(matches!(
             tape.canonical_grads(&GradOutputs::new(&bad)),
             Err(LstmError::ShapeMismatch { what, expected, .. })
-                if what == "grad_output" && expected == vec![2, 3, 2]
+                if what == Operand::GradOutput.into() && expected == vec![2, 3, 2]
         ));
         let hn = Tensor::new([1, 2, 2], vec![1f32; 4]).unwrap();
         let bad_cn = Tensor::new([1, 2, 3], vec![1f32; 6]).unwrap();
         assert!(matches!(
             tape.canonical_grads(&GradOutputs::new(&g).with_h_n(&hn).with_c_n(&bad_cn)),
-            Err(LstmError::ShapeMismatch { what, .. }) if what == "grad_c_n"
+            Err(LstmError::ShapeMismatch { what, .. }) if what == Operand::GradCN.into()
         ));
         let c = tape
             .canonical_grads(&GradOutputs::new(&g).with_h_n(&hn).with_c_n(&hn))

@@ -34,7 +34,7 @@ pub use config::LstmConfig;
 pub use engine::{
     check_step, pad_to_total_length, BatchOutput, LstmEngine, LstmOutput, LstmState, SequenceBatch,
 };
-pub use error::{LstmError, Result};
+pub use error::{LstmError, Operand, Result, Subject};
 pub use grad::{GradOutputs, LstmBackward, LstmGradients, TrainingTape};
 pub use tensor::Tensor;
 pub use weights::{CellWeights, LstmWeights, ParamKind, SplitMix64};

@@ -44,7 +44,7 @@ impl<T> Tensor<T> {
         match checked_numel(&shape) {
             Some(n) if n == data.len() => Ok(Tensor { shape, data }),
             n => Err(LstmError::ElementCount {
-                what: "tensor".to_string(),
+                what: "tensor".into(),
                 expected: n.unwrap_or(usize::MAX),
                 found: data.len(),
                 shape,
@@ -120,7 +120,7 @@ impl<T: Copy + Default> Tensor<T> {
     pub fn swap_leading_axes(&self) -> Result<Self> {
         if self.rank() < 2 {
             return Err(LstmError::RankMismatch {
-                what: "tensor".to_string(),
+                what: "tensor".into(),
                 expected: "at least 2 dimensions".to_string(),
                 found: self.rank(),
                 shape: self.shape.clone(),

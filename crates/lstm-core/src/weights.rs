@@ -146,7 +146,7 @@ impl<T: Copy> LstmWeights<T> {
                         let n: usize = shape.iter().product();
                         if data.len() != n {
                             return Err(LstmError::ElementCount {
-                                what: name,
+                                what: name.into(),
                                 shape,
                                 expected: n,
                                 found: data.len(),

@@ -41,10 +41,7 @@ use crate::{cell_step_recorded, narrow, numel, wide, NaiveEngine};
 /// An inconsistency between the tape and the config that the checks before make impossible;
 /// kept as an error, never a panic.
 fn tape_error(what: &str) -> LstmError {
-    LstmError::InvalidArgument {
-        what: "tape",
-        reason: format!("has no {what} for this model"),
-    }
+    LstmError::Internal(format!("the training tape has no {what} for this model"))
 }
 
 /// The parameter gradients of one cell, accumulated in f64 over every step and sequence.
@@ -415,7 +412,7 @@ impl<T: Float + Default> LstmBackward<T> for NaiveEngine<T> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use lstm_core::{LstmConfig, LstmEngine, LstmWeights, ParamKind, SplitMix64};
+    use lstm_core::{LstmConfig, LstmEngine, LstmWeights, Operand, ParamKind, SplitMix64};
 
     fn data(n: usize, seed: u64, scale: f64) -> Vec<f64> {
         let mut rng = SplitMix64::new(seed);
@@ -833,7 +830,7 @@ mod tests {
         let empty = TrainingTape::new();
         assert!(matches!(
             c.engine.backward(&empty, &c.grads()),
-            Err(LstmError::InvalidArgument { what: "tape", .. })
+            Err(LstmError::TapeMismatch { .. })
         ));
         let mut tape = TrainingTape::new();
         c.engine.forward_train(&c.x, None, None, &mut tape).unwrap();
@@ -841,18 +838,18 @@ mod tests {
             .unwrap();
         assert!(matches!(
             other.backward(&tape, &c.grads()),
-            Err(LstmError::InvalidArgument { what: "tape", .. })
+            Err(LstmError::TapeMismatch { .. })
         ));
         let bad = tensor(&[4, 2, 4], 1, 1.0);
         assert!(matches!(
             c.engine.backward(&tape, &GradOutputs::new(&bad)),
             Err(LstmError::ShapeMismatch { what, expected, found })
-                if what == "grad_output" && expected == vec![4, 2, 3] && found == vec![4, 2, 4]
+                if what == Operand::GradOutput.into() && expected == vec![4, 2, 3] && found == vec![4, 2, 4]
         ));
         let bad_hn = tensor(&[1, 3, 3], 1, 1.0);
         assert!(matches!(
             c.engine.backward(&tape, &GradOutputs::new(&c.gy).with_h_n(&bad_hn)),
-            Err(LstmError::ShapeMismatch { what, .. }) if what == "grad_h_n"
+            Err(LstmError::ShapeMismatch { what, .. }) if what == Operand::GradHN.into()
         ));
         // A recording begun but not completed (an engine failed midway) is refused.
         tape.begin(&SequenceBatch::new(c.engine.config(), &c.x, None, None).unwrap())

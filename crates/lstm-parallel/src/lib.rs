@@ -59,14 +59,24 @@ pub enum Plan {
     Directions,
 }
 
+/// The number of threads an engine uses when the caller does not say: one per core this
+/// process may run on (`available_parallelism`, which honours cgroup and affinity limits).
+///
+/// Read once and cached: `available_parallelism` reads cgroup files (tens of microseconds),
+/// far too slow for the cost model of a one-step call. Every default thread count of the
+/// workspace (the facade's engines and trainers, the CLI) comes from here.
+pub fn default_threads() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// The parallel runner: the SIMD engine on `threads` threads of its own pool.
 #[derive(Debug)]
 pub struct ParallelEngine {
     simd: SimdEngine,
     pool: rayon::ThreadPool,
     threads: usize,
-    /// Cores of this machine, read once: `available_parallelism` reads cgroup files (tens of
-    /// microseconds), far too slow for the cost model of a one-step call.
+    /// Cores of this machine ([`default_threads`]).
     cores: usize,
 }
 
@@ -98,7 +108,7 @@ impl ParallelEngine {
             simd,
             pool,
             threads,
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cores: default_threads(),
         })
     }
 

@@ -34,7 +34,6 @@ mod kernels;
 mod lanes;
 mod pack;
 mod portable;
-pub mod roofline;
 mod team;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
@@ -53,7 +52,7 @@ pub mod activations {
     fn check(backend: Backend, x: &[f32], out: &[f32]) -> Result<crate::kernels::Kernels> {
         if x.len() != out.len() {
             return Err(LstmError::ElementCount {
-                what: "out".to_string(),
+                what: lstm_core::Subject::Tensor("out".to_string()),
                 shape: vec![x.len()],
                 expected: x.len(),
                 found: out.len(),

@@ -25,13 +25,13 @@
 //!   chaotic model (wide recurrent weights) amplifies any rounding, f64's included, and no f32
 //!   engine can do better than a small multiple of it.
 
+use lstm::{EngineKind, EngineOptions, Model};
 use lstm_core::{
     GradOutputs, LstmBackward, LstmGradients, LstmState, LstmWeights, Result, SplitMix64, Tensor,
     TrainingTape,
 };
 use lstm_naive::NaiveEngine;
-use lstm_parallel::ParallelEngine;
-use lstm_simd::{Backend, SimdEngine};
+use lstm_simd::Backend;
 
 use crate::strategies::Case;
 use crate::tolerance::{Tolerance, ATOL, RTOL, SENSITIVITY, U};
@@ -43,8 +43,8 @@ pub const GRAD_ULPS: f64 = 16.0;
 /// Multiple of `u · √(T·B) · S_model · max(1, |x|, |h0|)` allowed for the f32 tape.
 pub const TAPE_ULPS: f64 = 16.0;
 
-/// A training engine, boxed.
-pub type BoxedTrainer = Box<dyn LstmBackward<f32>>;
+/// A training engine, boxed ([`Model::trainer`]'s result).
+pub type BoxedTrainer = lstm::DynTrainer;
 
 /// How a [`TrainerUnderTest`] is built from a model's f32 weights.
 pub type TrainerBuildFn = Box<dyn Fn(LstmWeights<f32>) -> Result<BoxedTrainer> + Send + Sync>;
@@ -78,11 +78,12 @@ impl std::fmt::Debug for TrainerUnderTest {
 }
 
 /// Every f32 engine with a backward pass, each SIMD backend pinned explicitly (unsupported
-/// ones marked unavailable).
+/// ones marked unavailable). Each is built the way a user builds one, by [`Model::trainer`].
 pub fn trainers_under_test() -> Vec<TrainerUnderTest> {
+    let trainer = |w, kind, options| Model::from_weights(w).trainer(kind, options);
     let mut v = vec![TrainerUnderTest {
         name: "naive-f32".to_string(),
-        build: Box::new(|w| Ok(Box::new(NaiveEngine::new(w)?) as BoxedTrainer)),
+        build: Box::new(move |w| trainer(w, EngineKind::Naive, EngineOptions::default())),
         backend: None,
         available: true,
     }];
@@ -90,7 +91,11 @@ pub fn trainers_under_test() -> Vec<TrainerUnderTest> {
         v.push(TrainerUnderTest {
             name: format!("simd-{}", backend.name()),
             build: Box::new(move |w| {
-                Ok(Box::new(SimdEngine::with_backend(&w, backend)?) as BoxedTrainer)
+                trainer(
+                    w,
+                    EngineKind::Simd,
+                    EngineOptions::default().with_backend(backend),
+                )
             }),
             backend: Some(backend.name().to_string()),
             available: backend.is_supported(),
@@ -102,7 +107,11 @@ pub fn trainers_under_test() -> Vec<TrainerUnderTest> {
         v.push(TrainerUnderTest {
             name: format!("parallel-{threads}"),
             build: Box::new(move |w| {
-                Ok(Box::new(ParallelEngine::new(&w, threads)?) as BoxedTrainer)
+                trainer(
+                    w,
+                    EngineKind::Parallel,
+                    EngineOptions::default().with_threads(threads),
+                )
             }),
             // The backend it runs, so that the properties compare it with that SIMD engine.
             backend: Some(Backend::detect().name().to_string()),

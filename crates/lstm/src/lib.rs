@@ -24,28 +24,40 @@
 //! semantics. Streaming callers advance a caller-held [`LstmState`] with
 //! [`LstmEngine::step`].
 //!
-//! Engines ([`EngineKind`]) share one contract, [`LstmEngine`]: the default [`SimdEngine`]
-//! (packed weights, fused kernels, AVX-512 / AVX2+FMA / portable chosen at run time), and the
-//! reference [`NaiveEngine`], which also runs in `f64` ([`Model::reference_f64`]) as the
-//! oracle the fast engines are tested against.
+//! Engines ([`EngineKind`]) share one contract, [`LstmEngine`]: the default
+//! [`ParallelEngine`] (the SIMD engine on a pool of [`default_threads`] threads, bit-identical
+//! to it), the [`SimdEngine`] on the calling thread (packed weights, fused kernels, AVX-512 /
+//! AVX2+FMA / portable chosen at run time), and the reference [`NaiveEngine`], which also runs
+//! in `f64` ([`Model::reference_f64`]) as the oracle the fast engines are tested against.
+//!
+//! Training: [`Model::trainer`] gives any engine kind as an [`LstmBackward`]:
+//! `forward_train` records a [`TrainingTape`], `backward` turns upstream gradients
+//! ([`GradOutputs`]) into [`LstmGradients`] matching autograd.
+//!
+//! What only an engine implementer needs (the validated call, fallible buffers, the parallel
+//! runner's [`Plan`](engine::Plan), the deterministic generator behind
+//! [`LstmWeights::random`]) lives in [`engine`].
 
+// The user API: the model, its engines and their options, tensors and state, errors, training.
 pub use lstm_core::io::{LoadedModel, TensorInfo};
 pub use lstm_core::{
-    io, pad_to_total_length, CellWeights, LstmConfig, LstmEngine, LstmError, LstmOutput, LstmState,
-    LstmWeights, ParamKind, Result, SplitMix64, Tensor,
+    io, pad_to_total_length, CellWeights, GradOutputs, LstmBackward, LstmConfig, LstmEngine,
+    LstmError, LstmGradients, LstmOutput, LstmState, LstmWeights, Operand, ParamKind, Result,
+    Subject, Tensor, TrainingTape,
 };
-// Training: forward_train records a TrainingTape, backward returns LstmGradients.
-pub use lstm_core::{GradOutputs, LstmBackward, LstmGradients, TrainingTape};
 pub use lstm_naive::NaiveEngine;
-pub use lstm_parallel::{ParallelEngine, Plan};
-pub use lstm_simd::{activations, Backend, SimdEngine};
+pub use lstm_parallel::{default_threads, ParallelEngine};
+pub use lstm_simd::{Backend, SimdEngine};
 
 /// What an engine implementer needs beyond the user API: the validated call
-/// ([`SequenceBatch`](engine::SequenceBatch)), its canonical result, step-argument checks and
-/// fallible buffer allocation.
+/// ([`SequenceBatch`](engine::SequenceBatch)), its canonical result, step-argument checks,
+/// fallible buffer allocation, the parallel runner's plans, and the deterministic generator
+/// ([`SplitMix64`](engine::SplitMix64)) that makes random weights and test data.
 pub mod engine {
     pub use lstm_core::engine::{check_step, BatchOutput, SequenceBatch};
     pub use lstm_core::tensor::{checked_numel, try_filled_vec};
+    pub use lstm_core::SplitMix64;
+    pub use lstm_parallel::Plan;
 }
 
 use std::fmt;
@@ -59,11 +71,13 @@ pub enum EngineKind {
     /// The reference engine: PyTorch's equations loop by loop, in f32.
     Naive,
     /// The SIMD engine: packed weights and fused kernels on the best instruction set of this
-    /// CPU ([`Backend::detect`]).
-    #[default]
+    /// CPU ([`Backend::detect`]), on the calling thread.
     Simd,
-    /// The SIMD engine on several threads of a pool of its own (batch shards, or each step's
-    /// hidden units split across cores), bit-identical to `Simd`.
+    /// The default: the SIMD engine on several threads of a pool of its own (batch shards, or
+    /// each step's hidden units split across cores), bit-identical to `Simd`. Its cost model
+    /// keeps calls too small to pay for a fork-join on the calling thread, so it is never
+    /// slower than `Simd`; with [`EngineOptions::default`] it uses [`default_threads`].
+    #[default]
     Parallel,
 }
 
@@ -110,13 +124,19 @@ impl FromStr for EngineKind {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EngineOptions {
-    /// Threads of the parallel runner (`None`: one per core); ignored by the others.
+    /// Threads of the parallel runner (`None`: [`default_threads`], one per core); ignored by
+    /// the others.
     pub threads: Option<usize>,
     /// The SIMD backend (`None`: the best this CPU has); refused for the naive engine.
     pub backend: Option<Backend>,
 }
 
 impl EngineOptions {
+    /// The threads the parallel runner gets: those asked for, or [`default_threads`].
+    pub fn threads_or_default(&self) -> usize {
+        self.threads.unwrap_or_else(default_threads)
+    }
+
     /// With `threads` threads (the parallel runner).
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = Some(threads);
@@ -132,6 +152,22 @@ impl EngineOptions {
 
 /// A boxed engine that can be shared across threads.
 pub type DynEngine = Box<dyn LstmEngine<f32> + Send + Sync>;
+
+/// An engine that trains as well as it infers: [`LstmEngine`] and [`LstmBackward`] in one
+/// object (every engine kind is one).
+pub trait TrainingEngine: LstmEngine<f32> + LstmBackward<f32> {}
+
+impl<E: LstmEngine<f32> + LstmBackward<f32>> TrainingEngine for E {}
+
+/// A boxed training engine ([`Model::trainer`]) that can be shared across threads.
+pub type DynTrainer = Box<dyn TrainingEngine + Send + Sync>;
+
+/// An engine of a known kind, before it is boxed as an inference or a training engine.
+enum BuiltEngine {
+    Naive(NaiveEngine<f32>),
+    Simd(SimdEngine),
+    Parallel(ParallelEngine),
+}
 
 /// An `nn.LSTM` loaded from a `state_dict`: its config and f32 weights.
 #[derive(Clone, Debug, PartialEq)]
@@ -216,15 +252,49 @@ impl Model {
     }
 
     /// Builds an engine of `kind` over this model's weights (default options: the parallel
-    /// runner gets one thread per core, SIMD engines the best backend of this CPU).
+    /// runner gets [`default_threads`], SIMD engines the best backend of this CPU).
     pub fn engine(&self, kind: EngineKind) -> Result<DynEngine> {
         self.engine_with(kind, EngineOptions::default())
     }
 
     /// Builds an engine of `kind` with explicit options.
     pub fn engine_with(&self, kind: EngineKind, options: EngineOptions) -> Result<DynEngine> {
+        Ok(match self.build(kind, options)? {
+            BuiltEngine::Naive(e) => Box::new(e),
+            BuiltEngine::Simd(e) => Box::new(e),
+            BuiltEngine::Parallel(e) => Box::new(e),
+        })
+    }
+
+    /// Builds a training engine of `kind`: [`LstmBackward::forward_train`] records what
+    /// [`LstmBackward::backward`] needs for the gradients of the input, the initial state and
+    /// every parameter. Every engine kind trains; the options mean what they mean for
+    /// [`engine_with`](Self::engine_with).
+    ///
+    /// ```
+    /// use lstm::{EngineKind, EngineOptions, GradOutputs, LstmConfig, LstmWeights, Model, Tensor, TrainingTape};
+    /// let model = Model::from_weights(LstmWeights::random(LstmConfig::new(3, 8), 7)?);
+    /// let trainer = model.trainer(EngineKind::default(), EngineOptions::default())?;
+    /// let x = Tensor::new([5, 2, 3], vec![0.25; 30])?;
+    /// let mut tape = TrainingTape::new();
+    /// let out = trainer.forward_train(&x, None, None, &mut tape)?;
+    /// let upstream = Tensor::new(out.output.shape().to_vec(), vec![1.0; out.output.len()])?;
+    /// let grads = trainer.backward(&tape, &GradOutputs::new(&upstream))?;
+    /// assert_eq!(grads.grad_input.shape(), x.shape());
+    /// # Ok::<(), lstm::LstmError>(())
+    /// ```
+    pub fn trainer(&self, kind: EngineKind, options: EngineOptions) -> Result<DynTrainer> {
+        Ok(match self.build(kind, options)? {
+            BuiltEngine::Naive(e) => Box::new(e),
+            BuiltEngine::Simd(e) => Box::new(e),
+            BuiltEngine::Parallel(e) => Box::new(e),
+        })
+    }
+
+    /// The one place an engine is built from a kind and options.
+    fn build(&self, kind: EngineKind, options: EngineOptions) -> Result<BuiltEngine> {
         let backend = options.backend.unwrap_or_else(Backend::detect);
-        match kind {
+        Ok(match kind {
             EngineKind::Naive => {
                 if let Some(b) = options.backend {
                     return Err(LstmError::InvalidArgument {
@@ -234,20 +304,17 @@ impl Model {
                         ),
                     });
                 }
-                Ok(Box::new(NaiveEngine::new(self.weights.clone())?))
+                BuiltEngine::Naive(NaiveEngine::new(self.weights.clone())?)
             }
-            EngineKind::Simd => Ok(Box::new(SimdEngine::with_backend(&self.weights, backend)?)),
-            EngineKind::Parallel => {
-                let threads = options
-                    .threads
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-                Ok(Box::new(ParallelEngine::with_backend(
-                    &self.weights,
-                    backend,
-                    threads,
-                )?))
+            EngineKind::Simd => {
+                BuiltEngine::Simd(SimdEngine::with_backend(&self.weights, backend)?)
             }
-        }
+            EngineKind::Parallel => BuiltEngine::Parallel(ParallelEngine::with_backend(
+                &self.weights,
+                backend,
+                options.threads_or_default(),
+            )?),
+        })
     }
 
     /// The SIMD engine pinned to `backend` (an error when this CPU lacks it).

@@ -118,8 +118,7 @@ fn param_key(kind: ParamKind, layer: usize, reverse: bool) -> ParamKey {
 /// under some module prefix); with `Some(p)`, `p` is the module path with or without its
 /// trailing `.` (`""` for the top level).
 pub fn parse_safetensors(bytes: &[u8], prefix: Option<&str>) -> Result<LoadedModel> {
-    let file =
-        SafeTensors::deserialize(bytes).map_err(|e| LstmError::Safetensors(e.to_string()))?;
+    let file = SafeTensors::deserialize(bytes).map_err(LstmError::from)?;
 
     let candidates: BTreeSet<String> = file
         .names()
@@ -215,7 +214,7 @@ fn matrix_dims(param: &Param<'_>, expected: &str) -> Result<(usize, usize)> {
     match param.view.shape() {
         &[rows, cols] => Ok((rows, cols)),
         shape => Err(LstmError::RankMismatch {
-            what: param.full_name.clone(),
+            what: param.full_name.clone().into(),
             expected: expected.to_string(),
             found: shape.len(),
             shape: shape.to_vec(),
@@ -238,7 +237,8 @@ fn infer_config(prefix: &str, params: &BTreeMap<ParamKey, Param<'_>>) -> Result<
             what: format!(
                 "{} (its rows are 4*hidden_size: a positive multiple of 4)",
                 w_ih0.full_name
-            ),
+            )
+            .into(),
             expected: vec![4 * (rows / 4).max(1), input_size],
             found: vec![rows, input_size],
         });
@@ -292,7 +292,7 @@ fn infer_config(prefix: &str, params: &BTreeMap<ParamKey, Param<'_>>) -> Result<
                     what: format!(
                         "{} (its rows are proj_size, which must be at least 1 when the tensor exists)",
                         w_hr.full_name
-                    ),
+                    ).into(),
                     expected: vec![1, hidden_size],
                     found: vec![proj, cols],
                 });
@@ -426,7 +426,7 @@ fn with_prefix(error: LstmError, prefix: &str) -> LstmError {
             expected,
             found,
         } => LstmError::ShapeMismatch {
-            what: format!("{prefix}{what}"),
+            what: format!("{prefix}{what}").into(),
             expected,
             found,
         },
@@ -436,7 +436,7 @@ fn with_prefix(error: LstmError, prefix: &str) -> LstmError {
             expected,
             found,
         } => LstmError::ElementCount {
-            what: format!("{prefix}{what}"),
+            what: format!("{prefix}{what}").into(),
             shape,
             expected,
             found,
@@ -475,11 +475,14 @@ fn view_to_f32(name: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
     let data = view.data();
     let expected = checked_numel(shape).and_then(|n| n.checked_mul(item_size));
     if expected != Some(data.len()) {
-        return Err(LstmError::Safetensors(format!(
-            "tensor `{name}` ({dtype}, shape {shape:?}) needs {} bytes of data, found {}",
-            expected.map_or_else(|| "more than usize::MAX".to_string(), |n| n.to_string()),
-            data.len()
-        )));
+        return Err(LstmError::Safetensors {
+            reason: format!(
+                "tensor `{name}` ({dtype}, shape {shape:?}) needs {} bytes of data, found {}",
+                expected.map_or_else(|| "more than usize::MAX".to_string(), |n| n.to_string()),
+                data.len()
+            ),
+            source: None,
+        });
     }
     Ok(match dtype {
         Dtype::F32 => decode_le::<4>(data, f32::from_le_bytes),
@@ -516,12 +519,16 @@ pub fn serialize_safetensors(weights: &LstmWeights<f32>, prefix: &str) -> Result
         .collect();
     let mut views = Vec::with_capacity(encoded.len());
     for (name, shape, bytes) in &encoded {
-        let view = TensorView::new(Dtype::F32, shape.clone(), bytes)
-            .map_err(|e| LstmError::Safetensors(format!("tensor `{name}`: {e}")))?;
+        let view = TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(|e| {
+            LstmError::Safetensors {
+                reason: format!("tensor `{name}`: {e}"),
+                source: Some(e),
+            }
+        })?;
         views.push((name.as_str(), view));
     }
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize(views, Some(metadata)).map_err(|e| LstmError::Safetensors(e.to_string()))
+    safetensors::serialize(views, Some(metadata)).map_err(LstmError::from)
 }
 
 /// Writes weights to a safetensors file, atomically.
@@ -988,7 +995,7 @@ mod tests {
                 expected,
                 found,
             } => {
-                assert!(what.starts_with("weight_ih_l0"), "{what}");
+                assert!(what.to_string().starts_with("weight_ih_l0"), "{what}");
                 assert_eq!((expected, found), (vec![4, 3], vec![6, 3]));
             }
             other => panic!("{other:?}"),
@@ -1143,7 +1150,7 @@ mod tests {
             let start = std::time::Instant::now();
             assert!(matches!(
                 parse_safetensors(&huge, None),
-                Err(LstmError::Safetensors(_))
+                Err(LstmError::Safetensors { .. })
             ));
             assert!(start.elapsed().as_secs() < 1);
         }
@@ -1159,7 +1166,7 @@ mod tests {
             assert!(
                 matches!(
                     parse_safetensors(&bad, None),
-                    Err(LstmError::Safetensors(_))
+                    Err(LstmError::Safetensors { .. })
                 ),
                 "{header:?}"
             );
@@ -1169,7 +1176,7 @@ mod tests {
         long.push(0);
         assert!(matches!(
             parse_safetensors(&long, None),
-            Err(LstmError::Safetensors(_))
+            Err(LstmError::Safetensors { .. })
         ));
     }
 

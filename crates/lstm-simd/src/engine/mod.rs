@@ -11,7 +11,7 @@
 //! - `batch_order.rs`: sorting the batch longest first, and back; chunks of time;
 //! - `workspace.rs`: the reused scratch, sized before the time loop (which never allocates).
 //!
-//! Nothing here is `unsafe`: the drivers call the kernels through the safe methods of
+//! The drivers forbid unsafe code: they reach the kernels only through the safe methods of
 //! [`Kernels`] and through [`DirectionPass`](crate::kernels::DirectionPass).
 
 #![forbid(unsafe_code)]
@@ -279,10 +279,10 @@ impl SimdEngine {
         let (seq_len, batch) = (call.seq_len(), call.batch());
         self.prepare(ws, batch, self.chunk_steps(batch, seq_len))?;
         let layer_len = numel(&[seq_len, batch, d.out_size]);
-        if self.config.num_layers > 1 {
-            for buf in &mut ws.layers {
-                grow(buf, "layer output", layer_len)?;
-            }
+        // The layers but the last write a ping-pong buffer (the last writes the output): a
+        // 2-layer model needs one of them, deeper ones both.
+        for buf in ws.layers.iter_mut().take(self.config.num_layers - 1) {
+            grow(buf, "layer output", layer_len)?;
         }
         let mut sorted = [
             std::mem::take(&mut ws.x_sorted),

@@ -208,10 +208,7 @@ impl TrainState {
 
 /// An inconsistency the checks before make impossible; an error, never a panic.
 pub(super) fn internal(what: &str) -> LstmError {
-    LstmError::InvalidArgument {
-        what: "tape",
-        reason: format!("has no {what} for this model"),
-    }
+    LstmError::Internal(format!("the training tape has no {what} for this model"))
 }
 
 impl SimdEngine {
