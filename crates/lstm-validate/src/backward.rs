@@ -316,7 +316,7 @@ pub fn compare_gradients<A: Copy + Into<f64>>(
             want.len()
         ));
     }
-    let max_abs = |v: &[f64]| v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let max_abs = crate::tolerance::max_abs::<f64>;
     let mut model = want.iter().map(|(_, w)| max_abs(w)).fold(0.0, f64::max);
     for t in [Some(&upstream.output)]
         .into_iter()
@@ -336,12 +336,7 @@ pub fn compare_gradients<A: Copy + Into<f64>>(
             ));
         }
         let scale = max_abs(w);
-        let spread = w
-            .iter()
-            .zip(p)
-            .map(|(a, b)| (a - b).abs())
-            .filter(|d| !d.is_nan())
-            .fold(0.0, f64::max);
+        let spread = crate::tolerance::spread(p, w);
         let tol = gradient_tolerance(&GradScale {
             tensor: scale,
             model,
