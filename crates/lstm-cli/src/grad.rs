@@ -1,16 +1,16 @@
 //! `lstm grad`: one backward pass (BPTT) from `.npy` files to gradient files.
 
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
-use lstm::{
-    io, EngineKind, EngineOptions, GradOutputs, LstmError, LstmState, Model, Operand, Tensor,
-    TrainingTape,
-};
+use lstm::{io, EngineKind, EngineOptions, GradOutputs, Operand, Tensor, TrainingTape};
 
-use crate::output::{check_paths, FileArg, StagedOutputs};
-use crate::run::{engine_parser, parse_threads, read_f32};
+use crate::cli_common::{
+    attribute, engine_parser, given, load_model, parse_threads, read_f32, stage_npy, Operands,
+    SequenceInputs,
+};
+use crate::output::{check_paths, StagedOutputs};
 use crate::{CliError, CliResult};
 
 /// Arguments of `lstm grad`.
@@ -68,8 +68,8 @@ pub(crate) struct GradArgs {
     prefix: Option<String>,
 
     /// The engine that runs the forward and backward passes: `simd` (the default: packed
-    /// weights, fused kernels, GEMMs over all steps for the weight gradients) or `naive` (the
-    /// reference).
+    /// weights, fused kernels, GEMMs over all steps for the weight gradients), `parallel`
+    /// (the same code, bit for bit, through the parallel runner) or `naive` (the reference).
     #[arg(
         long,
         value_name = "ENGINE",
@@ -105,38 +105,26 @@ pub(crate) struct GradArgs {
 /// Runs `lstm grad`.
 pub(crate) fn grad(args: &GradArgs) -> CliResult {
     // 1. Paths, before any work: outputs in existing directories, distinct, not inputs.
-    let mut inputs: Vec<FileArg<'_>> = vec![
-        ("--model", &args.model),
-        ("--input", &args.input),
-        ("--grad-output", &args.grad_output),
-    ];
-    for (flag, path) in [
-        ("--grad-hn", &args.grad_hn),
-        ("--grad-cn", &args.grad_cn),
-        ("--h0", &args.h0),
-        ("--c0", &args.c0),
-        ("--lengths", &args.lengths),
-    ] {
-        if let Some(p) = path {
-            inputs.push((flag, p));
-        }
-    }
-    let mut outputs: Vec<FileArg<'_>> = vec![("--grad-weights", &args.grad_weights)];
-    for (flag, path) in [
-        ("--grad-input", &args.grad_input),
-        ("--grad-h0", &args.grad_h0),
-        ("--grad-c0", &args.grad_c0),
-    ] {
-        if let Some(p) = path {
-            outputs.push((flag, p));
-        }
-    }
+    let inputs = given(&[
+        ("--model", Some(&args.model)),
+        ("--input", Some(&args.input)),
+        ("--grad-output", Some(&args.grad_output)),
+        ("--grad-hn", args.grad_hn.as_ref()),
+        ("--grad-cn", args.grad_cn.as_ref()),
+        ("--h0", args.h0.as_ref()),
+        ("--c0", args.c0.as_ref()),
+        ("--lengths", args.lengths.as_ref()),
+    ]);
+    let outputs = given(&[
+        ("--grad-weights", Some(&args.grad_weights)),
+        ("--grad-input", args.grad_input.as_ref()),
+        ("--grad-h0", args.grad_h0.as_ref()),
+        ("--grad-c0", args.grad_c0.as_ref()),
+    ]);
     check_paths(&inputs, &outputs)?;
 
-    // 2. The engine (refused before reading anything when it has no backward yet).
-    let model = Model::load_with_prefix(&args.model, args.prefix.as_deref())
-        .and_then(|m| m.with_batch_first(args.batch_first))
-        .map_err(|e| CliError::in_arg("--model", &args.model, e))?;
+    // 2. The training engine (`Model::trainer`: every engine kind trains).
+    let model = load_model(&args.model, args.prefix.as_deref(), args.batch_first)?;
     let mut options = EngineOptions::default();
     if let Some(n) = args.threads {
         options = options.with_threads(n.get());
@@ -144,25 +132,12 @@ pub(crate) fn grad(args: &GradArgs) -> CliResult {
     let engine = model.trainer(args.engine, options)?;
 
     // 3. Every input, read and checked.
-    let input = read_f32("--input", &args.input, "input")?;
-    let state = match (&args.h0, &args.c0) {
-        (Some(h0), Some(c0)) => Some(LstmState {
-            h: read_f32("--h0", h0, "h0")?,
-            c: read_f32("--c0", c0, "c0")?,
-        }),
-        (None, None) => None,
-        // clap enforces both-or-neither; kept as an error, never a panic.
-        (Some(_), None) => return Err(CliError::msg("--h0 needs --c0 as well")),
-        (None, Some(_)) => return Err(CliError::msg("--c0 needs --h0 as well")),
-    };
-    let lengths = match &args.lengths {
-        Some(path) => Some(
-            io::read_npy(path)
-                .and_then(|a| a.into_lengths("lengths"))
-                .map_err(|e| CliError::in_arg("--lengths", path, e))?,
-        ),
-        None => None,
-    };
+    let arrays = SequenceInputs::read(
+        &args.input,
+        args.h0.as_deref(),
+        args.c0.as_deref(),
+        args.lengths.as_deref(),
+    )?;
     let grad_output = read_f32("--grad-output", &args.grad_output, "grad_output")?;
     let optional = |flag, path: &Option<PathBuf>, what| -> CliResult<Option<Tensor<f32>>> {
         path.as_deref().map(|p| read_f32(flag, p, what)).transpose()
@@ -171,10 +146,28 @@ pub(crate) fn grad(args: &GradArgs) -> CliResult {
     let grad_cn = optional("--grad-cn", &args.grad_cn, "grad_c_n")?;
 
     // 4. The forward pass, recording, then the backward (each validates its shapes first).
+    let operands: &Operands<'_> = &[
+        (Operand::Input, "--input", Some(args.input.as_path())),
+        (Operand::H0, "--h0", args.h0.as_deref()),
+        (Operand::C0, "--c0", args.c0.as_deref()),
+        (Operand::Lengths, "--lengths", args.lengths.as_deref()),
+        (
+            Operand::GradOutput,
+            "--grad-output",
+            Some(args.grad_output.as_path()),
+        ),
+        (Operand::GradHN, "--grad-hn", args.grad_hn.as_deref()),
+        (Operand::GradCN, "--grad-cn", args.grad_cn.as_deref()),
+    ];
     let mut tape = TrainingTape::new();
     engine
-        .forward_train(&input, state.as_ref(), lengths.as_deref(), &mut tape)
-        .map_err(|e| attribute(e, args))?;
+        .forward_train(
+            &arrays.input,
+            arrays.state.as_ref(),
+            arrays.lengths.as_deref(),
+            &mut tape,
+        )
+        .map_err(|e| attribute(e, operands))?;
     let upstream = GradOutputs {
         grad_output: &grad_output,
         grad_h_n: grad_hn.as_ref(),
@@ -182,45 +175,20 @@ pub(crate) fn grad(args: &GradArgs) -> CliResult {
     };
     let grads = engine
         .backward(&tape, &upstream)
-        .map_err(|e| attribute(e, args))?;
+        .map_err(|e| attribute(e, operands))?;
 
-    // 5. Encode every output, then stage and commit them all together.
+    // 5. Stage every output, then commit them all together.
     let weights = io::serialize_safetensors(grads.params(), model.prefix())
         .map_err(|e| CliError::in_arg("--grad-weights", &args.grad_weights, e))?;
-    let mut encoded: Vec<(&'static str, &Path, Vec<u8>)> =
-        vec![("--grad-weights", &args.grad_weights, weights)];
-    let requested = [
-        ("--grad-input", args.grad_input.as_ref(), &grads.grad_input),
-        ("--grad-h0", args.grad_h0.as_ref(), &grads.grad_h0),
-        ("--grad-c0", args.grad_c0.as_ref(), &grads.grad_c0),
-    ];
-    for (flag, path, tensor) in requested {
-        if let Some(path) = path {
-            let bytes = io::npy_bytes_f32(tensor).map_err(|e| CliError::in_arg(flag, path, e))?;
-            encoded.push((flag, path, bytes));
-        }
-    }
     let mut staged = StagedOutputs::new();
-    for (flag, path, bytes) in &encoded {
-        staged.stage(flag, path, bytes)?;
-    }
+    staged.stage("--grad-weights", &args.grad_weights, &weights)?;
+    stage_npy(
+        &mut staged,
+        &[
+            ("--grad-input", args.grad_input.as_ref(), &grads.grad_input),
+            ("--grad-h0", args.grad_h0.as_ref(), &grads.grad_h0),
+            ("--grad-c0", args.grad_c0.as_ref(), &grads.grad_c0),
+        ],
+    )?;
     staged.commit()
-}
-
-/// Names the file a validation error of the forward or the backward is about.
-fn attribute(err: LstmError, args: &GradArgs) -> CliError {
-    let file: Option<(&str, &Path)> = match err.operand() {
-        Some(Operand::Input) => Some(("--input", &args.input)),
-        Some(Operand::H0) => args.h0.as_deref().map(|p| ("--h0", p)),
-        Some(Operand::C0) => args.c0.as_deref().map(|p| ("--c0", p)),
-        Some(Operand::Lengths) => args.lengths.as_deref().map(|p| ("--lengths", p)),
-        Some(Operand::GradOutput) => Some(("--grad-output", &args.grad_output)),
-        Some(Operand::GradHN) => args.grad_hn.as_deref().map(|p| ("--grad-hn", p)),
-        Some(Operand::GradCN) => args.grad_cn.as_deref().map(|p| ("--grad-cn", p)),
-        _ => None,
-    };
-    match file {
-        Some((flag, path)) => CliError::in_arg(flag, path, err),
-        None => err.into(),
-    }
 }

@@ -2,10 +2,11 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 use lstm::Model;
+use serde::Serialize;
 
 use crate::{CliError, CliResult};
 
@@ -26,14 +27,76 @@ pub(crate) struct InspectArgs {
     json: bool,
 }
 
+/// What `lstm inspect` shows of a model file; `--json` prints it as one object with these
+/// keys (scripts depend on them), the text form as aligned lines.
+#[derive(Debug, Serialize)]
+struct Summary {
+    /// The file, as given.
+    model: String,
+    /// The LSTM's module prefix in the file ("" for the top level).
+    prefix: String,
+    config: ConfigSummary,
+    tensors: Vec<TensorSummary>,
+    parameter_count: usize,
+}
+
+/// The `nn.LSTM` constructor arguments the tensors imply.
+#[derive(Debug, Serialize)]
+struct ConfigSummary {
+    input_size: usize,
+    hidden_size: usize,
+    num_layers: usize,
+    bias: bool,
+    bidirectional: bool,
+    proj_size: usize,
+}
+
+/// One tensor of the file.
+#[derive(Debug, Serialize)]
+struct TensorSummary {
+    name: String,
+    dtype: String,
+    shape: Vec<usize>,
+}
+
+impl Summary {
+    /// The summary of a safetensors `state_dict` loaded from `path`.
+    fn of_model(path: &std::path::Path, model: &Model) -> Self {
+        let c = model.config();
+        Summary {
+            model: path.to_string_lossy().into_owned(),
+            prefix: model.prefix().to_string(),
+            config: ConfigSummary {
+                input_size: c.input_size,
+                hidden_size: c.hidden_size,
+                num_layers: c.num_layers,
+                bias: c.bias,
+                bidirectional: c.bidirectional,
+                proj_size: c.proj_size,
+            },
+            tensors: model
+                .tensors()
+                .iter()
+                .map(|t| TensorSummary {
+                    name: t.name.clone(),
+                    dtype: t.dtype.clone(),
+                    shape: t.shape.clone(),
+                })
+                .collect(),
+            parameter_count: c.parameter_count(),
+        }
+    }
+}
+
 /// Runs `lstm inspect`.
 pub(crate) fn inspect(args: &InspectArgs) -> CliResult {
     let model = Model::load_with_prefix(&args.model, args.prefix.as_deref())
         .map_err(|e| CliError::in_arg("--model", &args.model, e))?;
+    let summary = Summary::of_model(&args.model, &model);
     let text = if args.json {
-        render_json(&args.model, &model)
+        render_json(&summary)?
     } else {
-        render_text(&args.model, &model)
+        render_text(&summary)
     };
     write_stdout(&text)
 }
@@ -48,19 +111,15 @@ pub(crate) fn write_stdout(text: &str) -> CliResult {
     }
 }
 
-fn render_text(path: &Path, model: &Model) -> String {
-    let c = model.config();
+fn render_text(summary: &Summary) -> String {
+    let c = &summary.config;
     let mut s = String::new();
-    let prefix = if model.prefix().is_empty() {
+    let prefix = if summary.prefix.is_empty() {
         "\"\" (top level)".to_string()
     } else {
-        format!("\"{}\"", model.prefix().escape_debug())
+        format!("\"{}\"", summary.prefix.escape_debug())
     };
-    let _ = writeln!(
-        s,
-        "model:         {}",
-        path.display().to_string().escape_debug()
-    );
+    let _ = writeln!(s, "model:         {}", summary.model.escape_debug());
     let _ = writeln!(s, "prefix:        {prefix}");
     let _ = writeln!(s, "input_size:    {}", c.input_size);
     let _ = writeln!(s, "hidden_size:   {}", c.hidden_size);
@@ -68,20 +127,20 @@ fn render_text(path: &Path, model: &Model) -> String {
     let _ = writeln!(s, "bias:          {}", c.bias);
     let _ = writeln!(s, "bidirectional: {}", c.bidirectional);
     let _ = writeln!(s, "proj_size:     {}", c.proj_size);
-    let _ = writeln!(s, "tensors:       {}", model.tensors().len());
-    let names: Vec<String> = model
-        .tensors()
+    let _ = writeln!(s, "tensors:       {}", summary.tensors.len());
+    let names: Vec<String> = summary
+        .tensors
         .iter()
         .map(|t| t.name.escape_debug().to_string())
         .collect();
     let name_width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
-    let dtype_width = model
-        .tensors()
+    let dtype_width = summary
+        .tensors
         .iter()
         .map(|t| t.dtype.chars().count())
         .max()
         .unwrap_or(0);
-    for (t, name) in model.tensors().iter().zip(&names) {
+    for (t, name) in summary.tensors.iter().zip(&names) {
         let _ = writeln!(
             s,
             "  {name:<name_width$}  {:<dtype_width$}  {:?}",
@@ -89,60 +148,20 @@ fn render_text(path: &Path, model: &Model) -> String {
             t.shape
         );
     }
-    let _ = writeln!(s, "parameters:    {}", group_thousands(c.parameter_count()));
-    s
-}
-
-fn render_json(path: &Path, model: &Model) -> String {
-    let c = model.config();
-    let mut s = String::from("{");
-    let _ = write!(s, "\"model\":{}", json_string(&path.to_string_lossy()));
-    let _ = write!(s, ",\"prefix\":{}", json_string(model.prefix()));
-    let _ = write!(
+    let _ = writeln!(
         s,
-        ",\"config\":{{\"input_size\":{},\"hidden_size\":{},\"num_layers\":{},\"bias\":{},\
-         \"bidirectional\":{},\"proj_size\":{}}}",
-        c.input_size, c.hidden_size, c.num_layers, c.bias, c.bidirectional, c.proj_size
+        "parameters:    {}",
+        group_thousands(summary.parameter_count)
     );
-    s.push_str(",\"tensors\":[");
-    for (i, t) in model.tensors().iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        let shape: Vec<String> = t.shape.iter().map(usize::to_string).collect();
-        let _ = write!(
-            s,
-            "{{\"name\":{},\"dtype\":{},\"shape\":[{}]}}",
-            json_string(&t.name),
-            json_string(&t.dtype),
-            shape.join(",")
-        );
-    }
-    let _ = writeln!(s, "],\"parameter_count\":{}}}", c.parameter_count());
     s
 }
 
-/// A JSON string literal (RFC 8259 escaping).
-fn json_string(text: &str) -> String {
-    let mut s = String::with_capacity(text.len() + 2);
-    s.push('"');
-    for ch in text.chars() {
-        match ch {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            '\n' => s.push_str("\\n"),
-            '\r' => s.push_str("\\r"),
-            '\t' => s.push_str("\\t"),
-            '\u{08}' => s.push_str("\\b"),
-            '\u{0c}' => s.push_str("\\f"),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' || c == '\u{2028}' || c == '\u{2029}' => {
-                let _ = write!(s, "\\u{:04x}", u32::from(c));
-            }
-            c => s.push(c),
-        }
-    }
-    s.push('"');
-    s
+/// One line of JSON.
+fn render_json(summary: &Summary) -> CliResult<String> {
+    let mut text = serde_json::to_string(summary)
+        .map_err(|e| CliError::msg(format!("cannot encode the summary as JSON: {e}")))?;
+    text.push('\n');
+    Ok(text)
 }
 
 /// `1234567` → `1,234,567`.
@@ -159,12 +178,14 @@ fn group_thousands(n: usize) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn json_escapes() {
-        assert_eq!(json_string("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\u0001é\"");
+        let json = serde_json::to_string("a\"b\\c\n\u{1}é").unwrap();
+        assert_eq!(json, "\"a\\\"b\\\\c\\n\\u0001é\"");
     }
 
     #[test]

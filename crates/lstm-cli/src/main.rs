@@ -5,6 +5,7 @@
 //! found by clap are also printed as one `error:` line, with clap's exit code (2).
 
 mod bench;
+mod cli_common;
 mod error;
 mod grad;
 mod inspect;

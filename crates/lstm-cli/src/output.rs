@@ -119,6 +119,18 @@ impl StagedOutputs {
 
     /// Writes `bytes` to a new temporary file beside `dest`.
     pub(crate) fn stage(&mut self, flag: &'static str, dest: &Path, bytes: &[u8]) -> CliResult {
+        self.stage_with(flag, dest, |file| file.write_all(bytes).map(Ok))
+    }
+
+    /// Writes a new temporary file beside `dest` with `write` (which may stream its
+    /// contents). The outer error of `write` is an I/O error, the inner one a refusal (the
+    /// complete message); either way the temporary is removed.
+    pub(crate) fn stage_with(
+        &mut self,
+        flag: &'static str,
+        dest: &Path,
+        write: impl FnOnce(&mut std::fs::File) -> std::io::Result<Result<(), String>>,
+    ) -> CliResult {
         let err = |what: String| CliError::msg(format!("{flag} {}: {what}", dest.display()));
         let (tmp, mut file) = create_temp(dest)
             .map_err(|e| err(format!("cannot create a temporary file beside it: {e}")))?;
@@ -128,14 +140,14 @@ impl StagedOutputs {
             dest: dest.to_path_buf(),
             tmp: tmp.clone(),
         });
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| {
-                err(format!(
-                    "cannot write temporary file {}: {e}",
-                    tmp.display()
-                ))
-            })
+        let io_err = |e| {
+            err(format!(
+                "cannot write temporary file {}: {e}",
+                tmp.display()
+            ))
+        };
+        write(&mut file).map_err(io_err)?.map_err(CliError::msg)?;
+        file.sync_all().map_err(io_err)
     }
 
     /// Renames every temporary into place. A file already at a destination is first moved

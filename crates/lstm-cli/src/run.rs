@@ -1,13 +1,15 @@
 //! `lstm run`: one forward pass from `.npy` files to `.npy` files.
 
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
-use lstm::{io, EngineKind, LstmError, LstmState, Model, Operand, Tensor};
+use lstm::{EngineKind, Operand};
 
-use crate::output::{check_paths, FileArg, StagedOutputs};
+use crate::cli_common::{
+    attribute, engine_parser, given, load_model, parse_threads, stage_npy, Operands, SequenceInputs,
+};
+use crate::output::{check_paths, StagedOutputs};
 use crate::{CliError, CliResult};
 
 /// Arguments of `lstm run`.
@@ -83,65 +85,31 @@ pub(crate) struct RunArgs {
     threads: Option<NonZeroUsize>,
 }
 
-/// `--engine`: the names of [`EngineKind::ALL`], parsed with `EngineKind::from_str`.
-pub(crate) fn engine_parser() -> impl TypedValueParser<Value = EngineKind> {
-    PossibleValuesParser::new(EngineKind::ALL.iter().map(|k| k.name()))
-        .try_map(|s| s.parse::<EngineKind>())
-}
-
-/// `--threads`: a whole number of at least 1.
-pub(crate) fn parse_threads(s: &str) -> Result<NonZeroUsize, String> {
-    let n: usize = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a whole number"))?;
-    NonZeroUsize::new(n).ok_or_else(|| "the number of threads must be at least 1".to_string())
-}
-
 /// Runs `lstm run`.
 pub(crate) fn run(args: &RunArgs) -> CliResult {
     // 1. Paths, before any work: outputs in existing directories, distinct, not inputs.
-    let mut inputs: Vec<FileArg<'_>> = vec![("--model", &args.model), ("--input", &args.input)];
-    for (flag, path) in [
-        ("--h0", &args.h0),
-        ("--c0", &args.c0),
-        ("--lengths", &args.lengths),
-    ] {
-        if let Some(p) = path {
-            inputs.push((flag, p));
-        }
-    }
-    let mut outputs: Vec<FileArg<'_>> = vec![("--output", &args.output)];
-    for (flag, path) in [("--hn", &args.hn), ("--cn", &args.cn)] {
-        if let Some(p) = path {
-            outputs.push((flag, p));
-        }
-    }
+    let inputs = given(&[
+        ("--model", Some(&args.model)),
+        ("--input", Some(&args.input)),
+        ("--h0", args.h0.as_ref()),
+        ("--c0", args.c0.as_ref()),
+        ("--lengths", args.lengths.as_ref()),
+    ]);
+    let outputs = given(&[
+        ("--output", Some(&args.output)),
+        ("--hn", args.hn.as_ref()),
+        ("--cn", args.cn.as_ref()),
+    ]);
     check_paths(&inputs, &outputs)?;
 
     // 2. Every input, read and checked.
-    let model = Model::load_with_prefix(&args.model, args.prefix.as_deref())
-        .and_then(|m| m.with_batch_first(args.batch_first))
-        .map_err(|e| CliError::in_arg("--model", &args.model, e))?;
-    let input = read_f32("--input", &args.input, "input")?;
-    let state = match (&args.h0, &args.c0) {
-        (Some(h0), Some(c0)) => Some(LstmState {
-            h: read_f32("--h0", h0, "h0")?,
-            c: read_f32("--c0", c0, "c0")?,
-        }),
-        (None, None) => None,
-        // clap enforces both-or-neither; kept as an error, never a panic.
-        (Some(_), None) => return Err(CliError::msg("--h0 needs --c0 as well")),
-        (None, Some(_)) => return Err(CliError::msg("--c0 needs --h0 as well")),
-    };
-    let lengths = match &args.lengths {
-        Some(path) => Some(
-            io::read_npy(path)
-                .and_then(|a| a.into_lengths("lengths"))
-                .map_err(|e| CliError::in_arg("--lengths", path, e))?,
-        ),
-        None => None,
-    };
+    let model = load_model(&args.model, args.prefix.as_deref(), args.batch_first)?;
+    let arrays = SequenceInputs::read(
+        &args.input,
+        args.h0.as_deref(),
+        args.c0.as_deref(),
+        args.lengths.as_deref(),
+    )?;
 
     // 3. The forward pass (which validates every shape and length before computing).
     let mut options = lstm::EngineOptions::default();
@@ -149,66 +117,39 @@ pub(crate) fn run(args: &RunArgs) -> CliResult {
         options = options.with_threads(n.get());
     }
     let engine = model.engine_with(args.engine, options)?;
+    // The engine holds its own (packed) copy of the weights.
+    drop(model);
+    let operands: &Operands<'_> = &[
+        (Operand::Input, "--input", Some(&args.input)),
+        (Operand::H0, "--h0", args.h0.as_deref()),
+        (Operand::C0, "--c0", args.c0.as_deref()),
+        (Operand::Lengths, "--lengths", args.lengths.as_deref()),
+    ];
     let mut out = engine
-        .forward(&input, state.as_ref(), lengths.as_deref())
-        .map_err(|e| attribute(e, args))?;
+        .forward(
+            &arrays.input,
+            arrays.state.as_ref(),
+            arrays.lengths.as_deref(),
+        )
+        .map_err(|e| attribute(e, operands))?;
+    // The input and the engine (with its scratch) are no longer needed: their memory goes
+    // before the outputs are written.
+    drop(arrays);
+    drop(engine);
     if let Some(n) = args.total_length {
         out.output = lstm::pad_to_total_length(out.output, n, args.batch_first)
             .map_err(|e| CliError::msg(format!("--total-length {n}: {e}")))?;
     }
 
-    // 4. Encode every output, then stage and commit them all together.
-    let mut encoded: Vec<(&'static str, &Path, Vec<u8>)> = Vec::new();
-    let requested = [
-        ("--output", Some(&args.output), &out.output),
-        ("--hn", args.hn.as_ref(), &out.h_n),
-        ("--cn", args.cn.as_ref(), &out.c_n),
-    ];
-    for (flag, path, tensor) in requested {
-        if let Some(path) = path {
-            let bytes = io::npy_bytes_f32(tensor).map_err(|e| CliError::in_arg(flag, path, e))?;
-            encoded.push((flag, path, bytes));
-        }
-    }
+    // 4. Stage every output (streamed from the tensors), then commit them all together.
     let mut staged = StagedOutputs::new();
-    for (flag, path, bytes) in &encoded {
-        staged.stage(flag, path, bytes)?;
-    }
+    stage_npy(
+        &mut staged,
+        &[
+            ("--output", Some(&args.output), &out.output),
+            ("--hn", args.hn.as_ref(), &out.h_n),
+            ("--cn", args.cn.as_ref(), &out.c_n),
+        ],
+    )?;
     staged.commit()
-}
-
-/// Reads a float `.npy` as an f32 tensor; `what` names it in errors.
-pub(crate) fn read_f32(flag: &str, path: &Path, what: &str) -> CliResult<Tensor<f32>> {
-    io::read_npy(path)
-        .and_then(|a| a.into_f32_tensor(what))
-        .map_err(|e| CliError::in_arg(flag, path, e))
-}
-
-/// Names the file a validation error of `forward` is about.
-fn attribute(err: LstmError, args: &RunArgs) -> CliError {
-    let file: Option<(&str, &Path)> = match err.operand() {
-        Some(Operand::Input) => Some(("--input", &args.input)),
-        Some(Operand::H0) => args.h0.as_deref().map(|p| ("--h0", p)),
-        Some(Operand::C0) => args.c0.as_deref().map(|p| ("--c0", p)),
-        Some(Operand::Lengths) => args.lengths.as_deref().map(|p| ("--lengths", p)),
-        _ => None,
-    };
-    match file {
-        Some((flag, path)) => CliError::in_arg(flag, path, err),
-        None => err.into(),
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn threads_parse() {
-        assert_eq!(parse_threads("4").unwrap().get(), 4);
-        assert!(parse_threads("0").unwrap_err().contains("at least 1"));
-        assert!(parse_threads("-1").is_err());
-        assert!(parse_threads("many").is_err());
-    }
 }

@@ -1,5 +1,4 @@
-//! `lstm bench`: the JSON line scripts read, for both modes, and the refusal of a training step
-//! by an engine without a backward.
+//! `lstm bench`: the JSON line scripts read, for both modes and every engine.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
@@ -48,11 +47,16 @@ fn both_modes_print_the_json_line() {
     assert_eq!(json(&[])["mode"], "forward");
 }
 
+/// Every engine trains (`lstm grad` and `lstm bench --mode train` build their training
+/// engines in one place), the parallel runner on the threads asked for.
 #[test]
-fn a_training_step_needs_a_backward() {
-    let out = bench(&["--mode", "train", "--engine", "parallel"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("no backward pass"), "{stderr}");
-    assert_eq!(stderr.matches('\n').count(), 1, "{stderr}");
+fn every_engine_times_a_training_step() {
+    for &kind in lstm::EngineKind::ALL {
+        let v = json(&["--mode", "train", "--engine", kind.name(), "--threads", "2"]);
+        assert_eq!(v["mode"], "train");
+        assert_eq!(v["engine"], kind.name());
+        assert!(v["median_ms"].as_f64().unwrap() > 0.0);
+    }
+    let v = json(&["--mode", "train", "--engine", "parallel", "--threads", "2"]);
+    assert_eq!(v["threads"], 2);
 }

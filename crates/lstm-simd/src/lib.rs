@@ -34,7 +34,6 @@ mod kernels;
 mod lanes;
 mod pack;
 mod portable;
-pub mod roofline;
 mod train_kernels;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;

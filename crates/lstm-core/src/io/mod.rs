@@ -6,7 +6,9 @@
 mod npy;
 mod safetensors;
 
-pub use self::npy::{npy_bytes_f32, parse_npy, read_npy, write_npy_f32, NpyArray, NpyData};
+pub use self::npy::{
+    npy_bytes_f32, parse_npy, read_npy, write_npy_f32, write_npy_f32_to, NpyArray, NpyData,
+};
 pub(crate) use self::safetensors::normalise_prefix;
 pub use self::safetensors::{
     load_safetensors, parse_safetensors, save_safetensors, serialize_safetensors, LoadedModel,
@@ -24,22 +26,36 @@ use crate::error::{LstmError, Result};
 /// temporary is then renamed over `path` (atomic on POSIX file systems). On error the
 /// temporary is removed and `path` is untouched.
 pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |file| file.write_all(bytes).map(Ok))
+}
+
+/// [`write_file_atomic`] with the contents written by `write` (which may stream them): the
+/// outer error of `write` is an I/O error on the file, the inner one a refusal (nothing of
+/// either is left behind).
+pub(crate) fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> std::io::Result<Result<()>>,
+) -> Result<()> {
     let io_err = |source| LstmError::Io {
         path: path.to_path_buf(),
         source,
     };
     let (tmp, mut file) = create_temp_beside(path).map_err(io_err)?;
-    let written = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| {
-            drop(file);
-            std::fs::rename(&tmp, path)
-        });
-    written.map_err(|e| {
+    let result = match write(&mut file) {
+        Ok(Ok(())) => file
+            .sync_all()
+            .and_then(|()| {
+                drop(file);
+                std::fs::rename(&tmp, path)
+            })
+            .map_err(io_err),
+        Ok(Err(refused)) => Err(refused),
+        Err(e) => Err(io_err(e)),
+    };
+    if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        io_err(e)
-    })
+    }
+    result
 }
 
 /// Creates a new, empty temporary file in the same directory as `path` (so that renaming it

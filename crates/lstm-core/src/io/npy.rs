@@ -5,7 +5,13 @@
 //! it allocates nothing from a size found in the file, and the data length is checked against
 //! the shape and dtype before a single element is decoded. Fortran-order arrays are reordered
 //! to C order; big-endian data is byte-swapped.
+//!
+//! Files are streamed: [`read_npy`] decodes the data from the file straight into the array's
+//! element vector, and [`write_npy_f32_to`] encodes a tensor into a writer in small blocks, so
+//! that neither holds a second copy of the data as bytes (a 131 MB input costs 131 MB, not
+//! 262).
 
+use std::io::{Read, Write};
 use std::path::Path;
 
 use crate::error::{LstmError, Result};
@@ -541,21 +547,44 @@ fn parse_header(bytes: &[u8]) -> Result<(Header, usize)> {
     ))
 }
 
-/// Decodes fixed-size elements in the file's byte order.
+/// Bytes decoded or encoded per block when streaming the data.
+const BLOCK_BYTES: usize = 64 << 10;
+
+/// Decodes `count` fixed-size elements, in the file's byte order, from `reader` straight into
+/// a new vector (read in blocks of [`BLOCK_BYTES`]; no copy of the data as bytes is kept).
+///
+/// The caller has checked that the source holds exactly `count · N` more bytes, so the
+/// allocation is bounded by the data actually present.
 fn decode<const N: usize, T>(
-    data: &[u8],
+    reader: &mut impl Read,
+    count: usize,
     big_endian: bool,
     from_le: fn([u8; N]) -> T,
     from_be: fn([u8; N]) -> T,
-) -> Vec<T> {
+) -> std::io::Result<Result<Vec<T>>> {
     let convert = if big_endian { from_be } else { from_le };
-    data.chunks_exact(N)
-        .map(|chunk| {
-            let mut bytes = [0u8; N];
-            bytes.copy_from_slice(chunk);
-            convert(bytes)
-        })
-        .collect()
+    let mut out = Vec::new();
+    if out.try_reserve_exact(count).is_err() {
+        return Ok(Err(LstmError::Allocation {
+            what: "array".to_string(),
+            elements: count,
+            element_bytes: N,
+        }));
+    }
+    let mut block = vec![0u8; BLOCK_BYTES.min(count.saturating_mul(N)).max(N)];
+    let mut left = count;
+    while left > 0 {
+        let n = left.min(block.len() / N);
+        let bytes = &mut block[..n * N];
+        reader.read_exact(bytes)?;
+        out.extend(bytes.chunks_exact(N).map(|chunk| {
+            let mut b = [0u8; N];
+            b.copy_from_slice(chunk);
+            convert(b)
+        }));
+        left -= n;
+    }
+    Ok(Ok(out))
 }
 
 /// Reorders the elements of a Fortran-order (column-major) array of `shape` into C order.
@@ -602,24 +631,76 @@ fn fortran_to_c<T: Copy>(shape: &[usize], data: Vec<T>) -> Vec<T> {
 /// either byte order, and C or Fortran order (returned in C order). The data must be exactly
 /// as long as the shape and dtype say.
 pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray> {
-    let (header, data_start) = parse_header(bytes)?;
-    let data = bytes.get(data_start..).unwrap_or(&[]);
-    let expected = checked_numel(&header.shape).and_then(|n| n.checked_mul(header.elem.size()));
-    if expected != Some(data.len()) {
-        return Err(npy_err(format!(
-            "expected {} bytes of data for shape {:?} {}, found {}",
+    let mut reader = bytes;
+    read_array(&mut reader, bytes.len() as u64)
+        // Reading a slice of known length fails only where the checks above did already.
+        .unwrap_or_else(|e| Err(npy_err(format!("truncated file: {e}"))))
+}
+
+/// Reads a `.npy` file, decoding its data straight from the file into the array (see
+/// [`parse_npy`] for what is accepted).
+pub fn read_npy(path: &Path) -> Result<NpyArray> {
+    let io_err = |source| LstmError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    read_array(&mut file, len)
+        .map_err(io_err)?
+        .map_err(|e| e.in_file(path))
+}
+
+/// Reads one array of `len` bytes from `reader`: the header, then the data, checked against
+/// each other before anything is allocated from them. The outer error is the reader's, the
+/// inner one what is wrong with the array.
+fn read_array(reader: &mut impl Read, len: u64) -> std::io::Result<Result<NpyArray>> {
+    // The magic, version and header length (at most 12 bytes), then the whole header.
+    let mut head = Vec::new();
+    reader.take(len.min(12)).read_to_end(&mut head)?;
+    let header_end = match head.get(6) {
+        Some(1) => head
+            .get(8..10)
+            .map(|b| 10 + u64::from(u16::from_le_bytes([b[0], b[1]]))),
+        Some(2 | 3) => head
+            .get(8..12)
+            .map(|b| 12 + u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        _ => None,
+    };
+    if let Some(end) = header_end {
+        let more = end.min(len).saturating_sub(head.len() as u64);
+        reader.take(more).read_to_end(&mut head)?;
+    }
+    let (header, data_start) = match parse_header(&head) {
+        Ok(h) => h,
+        Err(e) => return Ok(Err(e)),
+    };
+    let found = len.saturating_sub(data_start as u64);
+    let count = checked_numel(&header.shape);
+    let expected = count.and_then(|n| n.checked_mul(header.elem.size()));
+    let (Some(count), true) = (count, expected.map(|n| n as u64) == Some(found)) else {
+        return Ok(Err(npy_err(format!(
+            "expected {} bytes of data for shape {:?} {}, found {found}",
             expected.map_or_else(|| "more than usize::MAX".to_string(), |n| n.to_string()),
             header.shape,
             header.descr,
-            data.len()
-        )));
-    }
+        ))));
+    };
     let big = header.big_endian;
-    let mut data = match header.elem {
-        Elem::F4 => NpyData::F32(decode(data, big, f32::from_le_bytes, f32::from_be_bytes)),
-        Elem::F8 => NpyData::F64(decode(data, big, f64::from_le_bytes, f64::from_be_bytes)),
-        Elem::I4 => NpyData::I32(decode(data, big, i32::from_le_bytes, i32::from_be_bytes)),
-        Elem::I8 => NpyData::I64(decode(data, big, i64::from_le_bytes, i64::from_be_bytes)),
+    let data =
+        match header.elem {
+            Elem::F4 => decode(reader, count, big, f32::from_le_bytes, f32::from_be_bytes)?
+                .map(NpyData::F32),
+            Elem::F8 => decode(reader, count, big, f64::from_le_bytes, f64::from_be_bytes)?
+                .map(NpyData::F64),
+            Elem::I4 => decode(reader, count, big, i32::from_le_bytes, i32::from_be_bytes)?
+                .map(NpyData::I32),
+            Elem::I8 => decode(reader, count, big, i64::from_le_bytes, i64::from_be_bytes)?
+                .map(NpyData::I64),
+        };
+    let mut data = match data {
+        Ok(d) => d,
+        Err(e) => return Ok(Err(e)),
     };
     if header.fortran_order {
         let shape = &header.shape;
@@ -630,19 +711,10 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray> {
             NpyData::I64(v) => NpyData::I64(fortran_to_c(shape, v)),
         };
     }
-    Ok(NpyArray {
+    Ok(Ok(NpyArray {
         shape: header.shape,
         data,
-    })
-}
-
-/// Reads a `.npy` file.
-pub fn read_npy(path: &Path) -> Result<NpyArray> {
-    let bytes = std::fs::read(path).map_err(|source| LstmError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse_npy(&bytes).map_err(|e| e.in_file(path))
+    }))
 }
 
 /// NumPy's alignment of the data start.
@@ -650,12 +722,22 @@ const ARRAY_ALIGN: usize = 64;
 /// Room NumPy leaves in the header for the growing axis to gain digits.
 const GROWTH_AXIS_MAX_DIGITS: usize = 21;
 
-/// Encodes an f32 tensor as `.npy` bytes (`<f4`, C order).
-///
-/// The header is byte-for-byte what `np.save` writes for the same array (format 1.0, or 2.0
-/// when the header does not fit 1.0's 16-bit length), so the data starts 64-byte aligned.
+/// Encodes an f32 tensor as `.npy` bytes (`<f4`, C order): [`write_npy_f32_to`] into a
+/// vector.
 pub fn npy_bytes_f32(tensor: &Tensor<f32>) -> Result<Vec<u8>> {
-    let shape = tensor.shape();
+    let mut out = Vec::new();
+    write_npy_f32_to(&mut out, tensor).map_err(|e| LstmError::InvalidArgument {
+        what: "tensor",
+        reason: format!("cannot encode it: {e}"),
+    })??;
+    Ok(out)
+}
+
+/// The `.npy` header of an f32 array of `shape`.
+///
+/// It is byte-for-byte what `np.save` writes for the same array (format 1.0, or 2.0 when the
+/// header does not fit 1.0's 16-bit length), so the data starts 64-byte aligned.
+fn npy_header_f32(shape: &[usize]) -> Result<Vec<u8>> {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
     let shape_repr = match dims.len() {
         1 => format!("({},)", dims.join("")),
@@ -679,14 +761,16 @@ pub fn npy_bytes_f32(tensor: &Tensor<f32>) -> Result<Vec<u8>> {
     };
     let pad = ARRAY_ALIGN - (MAGIC.len() + 2 + len_size + text_len) % ARRAY_ALIGN;
     let header_len = text_len + pad;
-    let data_bytes = tensor
-        .len()
-        .checked_mul(4)
-        .ok_or_else(|| LstmError::InvalidArgument {
+    if checked_numel(shape)
+        .and_then(|n| n.checked_mul(4))
+        .is_none()
+    {
+        return Err(LstmError::InvalidArgument {
             what: "tensor",
             reason: format!("shape {shape:?} has too many elements to encode"),
-        })?;
-    let mut out = Vec::with_capacity(MAGIC.len() + 2 + len_size + header_len + data_bytes);
+        });
+    }
+    let mut out = Vec::with_capacity(MAGIC.len() + 2 + len_size + header_len);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[version, 0]);
     if version == 1 {
@@ -702,15 +786,36 @@ pub fn npy_bytes_f32(tensor: &Tensor<f32>) -> Result<Vec<u8>> {
     out.extend_from_slice(dict.as_bytes());
     out.extend(std::iter::repeat_n(b' ', pad));
     out.push(b'\n');
-    for x in tensor.data() {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
     Ok(out)
 }
 
-/// Writes an f32 tensor as `.npy`, atomically.
+/// Writes an f32 tensor as `.npy` (`<f4`, C order; the header as `np.save` writes it) to
+/// `writer`, encoding the data in blocks: no copy of the tensor as bytes is made. The outer
+/// error is the writer's, the inner one a tensor too large to encode (nothing is written
+/// then).
+pub fn write_npy_f32_to(
+    writer: &mut impl Write,
+    tensor: &Tensor<f32>,
+) -> std::io::Result<Result<()>> {
+    let header = match npy_header_f32(tensor.shape()) {
+        Ok(h) => h,
+        Err(e) => return Ok(Err(e)),
+    };
+    writer.write_all(&header)?;
+    let mut block = Vec::with_capacity(BLOCK_BYTES.min(4 * tensor.len()));
+    for values in tensor.data().chunks(BLOCK_BYTES / 4) {
+        block.clear();
+        for x in values {
+            block.extend_from_slice(&x.to_le_bytes());
+        }
+        writer.write_all(&block)?;
+    }
+    Ok(Ok(()))
+}
+
+/// Writes an f32 tensor as `.npy`, atomically (streamed, as [`write_npy_f32_to`]).
 pub fn write_npy_f32(path: &Path, tensor: &Tensor<f32>) -> Result<()> {
-    super::write_file_atomic(path, &npy_bytes_f32(tensor)?)
+    super::write_atomic_with(path, |file| write_npy_f32_to(file, tensor))
 }
 
 #[cfg(test)]
@@ -1103,6 +1208,28 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Arrays over many streaming blocks (and not a whole number of them) round-trip, in
+    /// either byte order; a file cut inside its data is an error.
+    #[test]
+    fn streaming_spans_many_blocks() {
+        let n = 3 * BLOCK_BYTES / 4 + 17;
+        let data: Vec<f32> = (0..n).map(|i| i as f32 * 0.25 - 7.0).collect();
+        let t = Tensor::new([n], data.clone()).unwrap();
+        let mut bytes = Vec::new();
+        write_npy_f32_to(&mut bytes, &t).unwrap().unwrap();
+        assert_eq!(bytes, npy_bytes_f32(&t).unwrap());
+        let back = parse_npy(&bytes).unwrap().into_f32_tensor("x").unwrap();
+        assert_eq!(back.data(), &data[..]);
+        assert!(parse_npy(&bytes[..bytes.len() - 4]).is_err());
+
+        let f8: Vec<u8> = data
+            .iter()
+            .flat_map(|&x| f64::from(x).to_be_bytes())
+            .collect();
+        let array = parse_npy(&npy(">f8", false, &format!("({n},)"), &f8)).unwrap();
+        assert_eq!(array.into_f32_tensor("x").unwrap().data(), &data[..]);
     }
 
     #[test]

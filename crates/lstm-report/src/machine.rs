@@ -1,46 +1,45 @@
 //! The machine the report runs on: what it says it is (`/proc/cpuinfo`, the cache hierarchy
 //! in sysfs, versions), and what it measures to be (FMA peak and read bandwidth by working
-//! set, from `lstm_simd::roofline`), from which each shape's hardware bound follows.
+//! set, from [`crate::roofline`]), from which each shape's hardware bound follows.
 
 use std::process::Command;
 use std::time::Duration;
 
 use lstm::Backend;
-use lstm_simd::roofline;
 use serde::Serialize;
 
-use super::grid::Shape;
-use crate::CliResult;
+use crate::grid::Shape;
+use crate::{roofline, Result};
 
 /// What the machine says about itself.
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct Machine {
-    pub(crate) cpu_model: String,
-    pub(crate) logical_cpus: usize,
-    pub(crate) caches: Vec<Cache>,
-    pub(crate) kernel: String,
-    pub(crate) rustc: String,
-    pub(crate) lstm_version: String,
-    pub(crate) git_commit: Option<String>,
-    pub(crate) optimized_build: bool,
+pub struct Machine {
+    pub cpu_model: String,
+    pub logical_cpus: usize,
+    pub caches: Vec<Cache>,
+    pub kernel: String,
+    pub rustc: String,
+    pub lstm_version: String,
+    pub git_commit: Option<String>,
+    pub optimized_build: bool,
     /// `/proc/loadavg` (1, 5, 15 min) when the report started: above ~0 means others share
     /// the CPU, and the timings are noisier.
-    pub(crate) load_before: Option<[f64; 3]>,
-    pub(crate) load_after: Option<[f64; 3]>,
+    pub load_before: Option<[f64; 3]>,
+    pub load_after: Option<[f64; 3]>,
 }
 
 /// One cache of CPU 0, as sysfs describes it.
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct Cache {
-    pub(crate) level: String,
-    pub(crate) kind: String,
-    pub(crate) size: String,
-    pub(crate) shared_with_cpus: String,
+pub struct Cache {
+    pub level: String,
+    pub kind: String,
+    pub size: String,
+    pub shared_with_cpus: String,
 }
 
 impl Machine {
     /// Reads what the system tells (missing files give "unknown", never an error).
-    pub(crate) fn describe() -> Machine {
+    pub fn describe() -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
@@ -93,7 +92,7 @@ impl Machine {
     }
 
     /// `L1d 48K, L1i 32K, L2 1024K, L3 32768K (shared 0-1)`.
-    pub(crate) fn caches_line(&self) -> String {
+    pub fn caches_line(&self) -> String {
         self.caches
             .iter()
             .map(|c| {
@@ -115,7 +114,7 @@ impl Machine {
 }
 
 /// `/proc/loadavg`'s three averages.
-pub(crate) fn load_average() -> Option<[f64; 3]> {
+pub fn load_average() -> Option<[f64; 3]> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
     let mut it = text.split_whitespace().map(|v| v.parse::<f64>().ok());
     Some([it.next()??, it.next()??, it.next()??])
@@ -123,31 +122,31 @@ pub(crate) fn load_average() -> Option<[f64; 3]> {
 
 /// The FMA peak of one backend on some threads.
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct FmaPeak {
-    pub(crate) backend: String,
-    pub(crate) threads: usize,
-    pub(crate) gflops: f64,
+pub struct FmaPeak {
+    pub backend: String,
+    pub threads: usize,
+    pub gflops: f64,
 }
 
 /// The read bandwidth of some threads, each over its own buffer.
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct Bandwidth {
-    pub(crate) threads: usize,
-    pub(crate) bytes_per_thread: usize,
-    pub(crate) gbs: f64,
+pub struct Bandwidth {
+    pub threads: usize,
+    pub bytes_per_thread: usize,
+    pub gbs: f64,
 }
 
 /// The measured limits.
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct Limits {
-    pub(crate) fma: Vec<FmaPeak>,
+pub struct Limits {
+    pub fma: Vec<FmaPeak>,
     /// Measured with the best backend's loads.
-    pub(crate) bandwidth_backend: String,
-    pub(crate) bandwidth: Vec<Bandwidth>,
+    pub bandwidth_backend: String,
+    pub bandwidth: Vec<Bandwidth>,
 }
 
 /// The working-set sizes (per thread) the bandwidth is measured at.
-pub(crate) fn bandwidth_sizes(quick: bool) -> Vec<usize> {
+pub fn bandwidth_sizes(quick: bool) -> Vec<usize> {
     const KIB: usize = 1 << 10;
     if quick {
         [32, 256, 1024, 4096, 32768].map(|k| k * KIB).to_vec()
@@ -162,11 +161,11 @@ pub(crate) fn bandwidth_sizes(quick: bool) -> Vec<usize> {
 
 /// Measures the limits for 1..=`max_threads` threads; `tick(what)` is called before each
 /// microbenchmark (for the progress line).
-pub(crate) fn measure_limits(
+pub fn measure_limits(
     max_threads: usize,
     quick: bool,
     tick: &mut dyn FnMut(&str),
-) -> CliResult<Limits> {
+) -> Result<Limits> {
     let each = Duration::from_millis(if quick { 25 } else { 80 });
     let mut fma = Vec::new();
     for backend in Backend::all() {
@@ -203,22 +202,22 @@ pub(crate) fn measure_limits(
 
 /// A shape's hardware bound on some threads.
 #[derive(Clone, Debug, Serialize)]
-pub(crate) struct Bound {
-    pub(crate) threads: usize,
+pub struct Bound {
+    pub threads: usize,
     /// FLOPs / FMA peak.
-    pub(crate) compute_ms: f64,
+    pub compute_ms: f64,
     /// Weight bytes / bandwidth at the per-thread working set.
-    pub(crate) memory_ms: f64,
+    pub memory_ms: f64,
     /// The larger of the two.
-    pub(crate) ms: f64,
-    pub(crate) limited_by: &'static str,
-    pub(crate) bandwidth_gbs: f64,
-    pub(crate) peak_gflops: f64,
+    pub ms: f64,
+    pub limited_by: &'static str,
+    pub bandwidth_gbs: f64,
+    pub peak_gflops: f64,
 }
 
 impl Limits {
     /// The best FMA peak measured on `threads` threads (any backend).
-    pub(crate) fn peak(&self, threads: usize) -> f64 {
+    pub fn peak(&self, threads: usize) -> f64 {
         self.fma
             .iter()
             .filter(|p| p.threads == threads)
@@ -228,7 +227,7 @@ impl Limits {
 
     /// The read bandwidth of `threads` threads each over `bytes_per_thread`, interpolated
     /// log-log between the measured sizes (clamped at the ends).
-    pub(crate) fn bandwidth(&self, threads: usize, bytes_per_thread: f64) -> f64 {
+    pub fn bandwidth(&self, threads: usize, bytes_per_thread: f64) -> f64 {
         let pts: Vec<(f64, f64)> = self
             .bandwidth
             .iter()
@@ -257,7 +256,7 @@ impl Limits {
     /// The bound of one forward pass of `shape` on `threads` threads: the longer of its
     /// FLOPs at the FMA peak and its weight traffic at the bandwidth of its working set
     /// (the recurrent weights of one layer and direction, split over the threads).
-    pub(crate) fn bound(&self, shape: &Shape, threads: usize) -> Bound {
+    pub fn bound(&self, shape: &Shape, threads: usize) -> Bound {
         let peak = self.peak(threads);
         let bw = self.bandwidth(threads, shape.recurrent_bytes() as f64 / threads as f64);
         let compute_ms = shape.forward_flops() / (peak * 1e9) * 1e3;
@@ -280,7 +279,7 @@ impl Limits {
 }
 
 /// `1.5 MiB`, `32 KiB`, `812 B`.
-pub(crate) fn human_bytes(b: f64) -> String {
+pub fn human_bytes(b: f64) -> String {
     if b >= (1u64 << 30) as f64 {
         format!("{:.3} GiB", b / (1u64 << 30) as f64)
     } else if b >= (1 << 20) as f64 {
@@ -347,7 +346,7 @@ mod tests {
     #[test]
     fn bound_is_the_larger_limit() {
         let l = limits();
-        let shape = &super::super::grid::builtin(false)[0]; // stream-small: 1 MiB of W_hh
+        let shape = &crate::grid::builtin(false)[0]; // stream-small: 1 MiB of W_hh
         let b = l.bound(shape, 1);
         assert_eq!(b.limited_by, "bandwidth");
         assert!((b.memory_ms - shape.weight_traffic_bytes() / 10e9 * 1e3).abs() < 1e-9);

@@ -1,17 +1,17 @@
 //! The SVG charts, drawn with `plotters` (SVG backend only, no font or bitmap dependencies):
 //!
 //! - `speedup.svg`: per shape, one bar per engine configuration of ours: how many times
-//!   faster than the faster peer at the same thread count (log scale; above 1 we win).
-//!   Without peers, the speed-up over the naive engine.
+//!   faster than the faster peer at the same thread count, the median of the per-round ratios
+//!   (log scale; above 1 we win). Without peers, the speed-up over the naive engine.
 //! - `roofline.svg`: GFLOP/s against arithmetic intensity (FLOPs per weight byte), with the
 //!   measured FMA peaks and bandwidth roofs, one point per shape and runner.
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::markdown::{Table, PEERS};
-use super::Report;
-use crate::{CliError, CliResult};
+use crate::markdown::Table;
+use crate::peers::PEERS;
+use crate::{Report, ReportError, Result};
 
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 640;
@@ -34,8 +34,8 @@ fn colour(label: &str, k: usize) -> RGBColor {
     }
 }
 
-fn draw_err<E: std::fmt::Debug>(e: E) -> CliError {
-    CliError::msg(format!("cannot draw a chart: {e:?}"))
+fn draw_err<E: std::fmt::Debug>(e: E) -> ReportError {
+    ReportError::Chart(format!("{e:?}"))
 }
 
 /// Powers of ten (and 2×, 5×) inside `[lo, hi]`, for log-axis labels.
@@ -70,7 +70,7 @@ struct Bars {
 }
 
 /// `speedup.svg`.
-pub(crate) fn speedup_svg(report: &Report) -> CliResult<String> {
+pub fn speedup_svg(report: &Report) -> Result<String> {
     let t = Table::new(report);
     let shapes: Vec<&str> = report
         .shapes
@@ -92,16 +92,18 @@ pub(crate) fn speedup_svg(report: &Report) -> CliResult<String> {
             let k = bars.series.len();
             let mut any = false;
             for (i, shape) in shapes.iter().enumerate() {
-                let Some(ours) = t.ms(shape, "forward", &label, threads) else {
-                    continue;
-                };
-                let base = if with_peers {
-                    t.faster_peer(shape, "forward", threads).map(|p| p.0)
+                // The median of the per-round ratios (the naive engine runs at 1 thread, in
+                // the same rounds as every thread count).
+                let ratio = if with_peers {
+                    t.faster_peer(shape, "forward", threads)
+                        .and_then(|(_, peer)| t.ratio(shape, "forward", threads, peer, &label))
                 } else {
-                    t.ms(shape, "forward", "naive", 1)
+                    t.get(shape, "forward", "naive", 1)
+                        .zip(t.get(shape, "forward", &label, threads))
+                        .and_then(|(naive, ours)| crate::RoundRatio::between(naive, ours))
                 };
-                if let Some(base) = base {
-                    bars.values.push((i, k, base / ours));
+                if let Some(r) = ratio {
+                    bars.values.push((i, k, r.median));
                     any = true;
                 }
             }
@@ -176,7 +178,7 @@ fn draw_bars(
         let labels = bars.values.iter().filter(|b| b.1 == s).map(|&(i, _, v)| {
             let x = i as f64 - 0.4 + (s as f64 + 0.46) * width;
             Text::new(
-                super::markdown::sig2(v),
+                crate::markdown::sig2(v),
                 (x, v * 1.04),
                 ("sans-serif", 10).into_font().color(&BLACK).pos(
                     plotters::style::text_anchor::Pos::new(
@@ -203,7 +205,7 @@ fn draw_bars(
 }
 
 /// `roofline.svg`.
-pub(crate) fn roofline_svg(report: &Report) -> CliResult<String> {
+pub fn roofline_svg(report: &Report) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();

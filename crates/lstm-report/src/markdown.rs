@@ -2,11 +2,9 @@
 
 use std::fmt::Write;
 
-use super::machine::human_bytes;
-use super::{Measurement, Report};
-
-/// The peers, in column order.
-pub(crate) const PEERS: &[&str] = &["torch", "onnxruntime"];
+use crate::machine::human_bytes;
+use crate::peers::PEERS;
+use crate::{Measurement, Report, RoundRatio};
 
 /// A measurement lookup over a report.
 pub(crate) struct Table<'a> {
@@ -73,6 +71,22 @@ impl<'a> Table<'a> {
             .min_by(|a, b| a.0.total_cmp(&b.0))
     }
 
+    /// `numerator`'s time over `denominator`'s, round by round (how many times faster
+    /// `denominator` is).
+    pub(crate) fn ratio(
+        &self,
+        shape: &str,
+        mode: &str,
+        threads: usize,
+        numerator: &str,
+        denominator: &str,
+    ) -> Option<RoundRatio> {
+        RoundRatio::between(
+            self.get(shape, mode, numerator, threads)?,
+            self.get(shape, mode, denominator, threads)?,
+        )
+    }
+
     /// Our best (label, median) on a shape.
     pub(crate) fn best_ours(
         &self,
@@ -123,7 +137,7 @@ pub(crate) fn geomean(v: &[f64]) -> Option<f64> {
 }
 
 /// The short summary: who wins where, geometric means (also printed on stdout).
-pub(crate) fn summary_lines(report: &Report) -> Vec<String> {
+pub fn summary_lines(report: &Report) -> Vec<String> {
     let t = Table::new(report);
     let mut lines = Vec::new();
     for &threads in &report.thread_counts {
@@ -137,14 +151,14 @@ pub(crate) fn summary_lines(report: &Report) -> Vec<String> {
                 .iter()
                 .filter_map(|s| {
                     let name = &s.shape.name;
-                    let (peer, _) = t.faster_peer(name, "forward", threads)?;
-                    Some(peer / t.ms(name, "forward", &label, threads)?)
+                    let (_, peer) = t.faster_peer(name, "forward", threads)?;
+                    Some(t.ratio(name, "forward", threads, peer, &label)?.median)
                 })
                 .collect();
             if let (true, Some(g)) = (peer_times, geomean(&ratios)) {
                 let wins = ratios.iter().filter(|r| **r > 1.0).count();
                 lines.push(format!(
-                    "forward, {threads} thread(s): {label} is {}× the faster peer (geometric mean over {} shapes; faster on {wins})",
+                    "forward, {threads} thread(s): {label} is {}× the faster peer (geometric mean over {} shapes of the median per-round ratio; faster on {wins})",
                     sig3(g),
                     ratios.len()
                 ));
@@ -158,15 +172,12 @@ pub(crate) fn summary_lines(report: &Report) -> Vec<String> {
                 .iter()
                 .filter_map(|s| {
                     let name = &s.shape.name;
-                    Some(
-                        t.ms(name, "train", "torch", threads)?
-                            / t.ms(name, "train", &label, threads)?,
-                    )
+                    Some(t.ratio(name, "train", threads, "torch", &label)?.median)
                 })
                 .collect();
             if let Some(g) = geomean(&ratios) {
                 lines.push(format!(
-                    "training step, {threads} thread(s): {label} is {}× torch (geometric mean over {} shapes)",
+                    "training step, {threads} thread(s): {label} is {}× torch (geometric mean over {} shapes of the median per-round ratio)",
                     sig3(g),
                     ratios.len()
                 ));
@@ -224,6 +235,11 @@ fn short_note(m: &Measurement) -> String {
     }
 }
 
+/// `**1.52×** (1.48–1.60)`: the median per-round ratio and its range.
+fn cell_ratio(r: &RoundRatio) -> String {
+    format!("**{}×** ({}–{})", sig3(r.median), sig3(r.min), sig3(r.max))
+}
+
 fn cell_rate(m: Option<&Measurement>) -> String {
     match m.and_then(|m| m.gflops.map(|g| (g, m.bound_fraction))) {
         Some((g, Some(f))) => format!("{} ({:.0}%)", sig3(g), f * 100.0),
@@ -233,7 +249,7 @@ fn cell_rate(m: Option<&Measurement>) -> String {
 }
 
 /// The whole `REPORT.md`.
-pub(crate) fn render(report: &Report) -> String {
+pub fn render(report: &Report) -> String {
     let t = Table::new(report);
     let mut s = String::new();
     let kind = if report.quick { "quick" } else { "full" };
@@ -468,20 +484,31 @@ fn method_section(s: &mut String, r: &Report) {
     );
     let _ = writeln!(
         s,
-        "- **Peers** (`tools/peers_bench.py`): PyTorch `nn.LSTM(...).eval()` under \
-         `torch.inference_mode()` (its default oneDNN path; no oneDNN for `proj_size`); \
-         onnxruntime, CPUExecutionProvider, one ONNX `LSTM` node per layer, \
-         `intra_op_num_threads` = the thread count (no projection support, so no column for \
-         shapes with one); training: `y = m(x); y.backward(g)` in train mode. \
-         `torch.set_num_threads` = the thread count."
+        "- **Peers** (`crates/lstm-report/src/peers_bench.py`, one Python process kept \
+         running): PyTorch `nn.LSTM(...).eval()` under `torch.inference_mode()` (its default \
+         oneDNN path; no oneDNN for `proj_size`); onnxruntime, CPUExecutionProvider, one ONNX \
+         `LSTM` node per layer, `intra_op_num_threads` = the thread count (no projection \
+         support, so no column for shapes with one); training: `y = m(x); y.backward(g)` in \
+         train mode. `torch.set_num_threads` = the thread count."
     );
     let _ = writeln!(
         s,
-        "- **Timing**, the same for all, as `lstm bench`: warm-up (≥ 1 call and {:.2} s), then \
-         samples of back-to-back calls lasting ≥ 2 ms each, until ≥ {} samples and ≥ {:.2} s, \
-         or {:.2} s; a call slower than that is timed once after one warm-up call (\"1 call\"). \
-         Tables give the median per call and ± half the interquartile range of the samples, \
-         in % of the median (min and max are in `report.json`). Training steps estimated over {} s (3 forwards) are skipped.",
+        "- **Interleaved rounds**: per shape and mode, each of {} rounds times, at every \
+         thread count, every configuration of ours and then each peer, one after the other. \
+         A ratio is taken within a round (peer time ÷ our time, seconds apart), and the tables \
+         give the median of the per-round ratios with their range (min–max): load that comes \
+         and goes slows both sides of a ratio alike.",
+        r.rounds
+    );
+    let _ = writeln!(
+        s,
+        "- **Timing** of one measurement in one round, the same for all (`lstm_report::timing`, \
+         as `lstm bench`): warm-up (≥ 1 call and {:.2} s), then samples of back-to-back calls \
+         lasting ≥ 2 ms each, until ≥ {} samples and ≥ {:.2} s, or {:.2} s; a call slower \
+         than that is timed once after one warm-up call (\"1 call\"). Times are the median \
+         per call over the samples of every round, ± half their interquartile range in % of \
+         the median (min, max and each round's median are in `report.json`). Training steps \
+         estimated over {} s (3 forwards) are skipped.",
         p.min_time / 10.0,
         p.min_samples,
         p.min_time,
@@ -503,9 +530,9 @@ fn method_section(s: &mut String, r: &Report) {
     );
     let _ = writeln!(
         s,
-        "- **Noise**: the machine may be shared (see the load average); each timing is one \
-         run's median, and peers and ours ran minutes apart, so compare ratios with ~10-25% \
-         tolerance on memory-bound shapes.\n"
+        "- **Noise**: the machine may be shared (see the load average). A wide ratio range \
+         says the load changed within a shape's rounds; the median is still taken between \
+         times measured together.\n"
     );
 }
 
@@ -535,7 +562,8 @@ fn forward_tables(s: &mut String, r: &Report, t: &Table<'_>, threads: usize) {
     cols.extend(peers.iter().map(|p| p.to_string()));
     let _ = writeln!(
         s,
-        "Median ms per forward (± half the interquartile range):\n"
+        "Median ms per forward (± half the interquartile range); the last column is the \
+         median of the per-round ratios (their range):\n"
     );
     header(s, "shape", &cols, &["bound ms", "best ours ÷ faster peer"]);
     for info in &r.shapes {
@@ -560,15 +588,14 @@ fn forward_tables(s: &mut String, r: &Report, t: &Table<'_>, threads: usize) {
                     )
                 });
         row.push(bound);
-        let ratio = match (
-            t.best_ours(name, "forward", threads),
-            t.faster_peer(name, "forward", threads),
-        ) {
-            (Some((label, ours)), Some((peer, pname))) => {
-                format!("**{}×** ({label} vs {pname})", sig3(peer / ours))
-            }
-            _ => "—".to_string(),
-        };
+        let ratio = t
+            .best_ours(name, "forward", threads)
+            .zip(t.faster_peer(name, "forward", threads))
+            .and_then(|((label, _), (_, peer))| {
+                let r = t.ratio(name, "forward", threads, peer, &label)?;
+                Some(format!("{} ({label} vs {peer})", cell_ratio(&r)))
+            })
+            .unwrap_or_else(|| "—".to_string());
         row.push(ratio);
         let _ = writeln!(s, "| {} |", row.join(" | "));
     }
@@ -594,7 +621,8 @@ fn train_table(s: &mut String, r: &Report, t: &Table<'_>, threads: usize) {
     let _ = writeln!(
         s,
         "## Training step (forward + backward), {threads} thread(s)\n\nMedian ms per step \
-         (± half the interquartile range); GFLOP/s counts 3× the forward's FLOPs.\n"
+         (± half the interquartile range); GFLOP/s counts 3× the forward's FLOPs; the last column is \
+         the median of the per-round ratios (their range).\n"
     );
     let mut cols = ours.clone();
     if has_torch {
@@ -612,15 +640,13 @@ fn train_table(s: &mut String, r: &Report, t: &Table<'_>, threads: usize) {
             }
             row.push(cell);
         }
-        let ratio = match (
-            t.best_ours(name, "train", threads),
-            t.ms(name, "train", "torch", threads),
-        ) {
-            (Some((label, ours)), Some(torch)) => {
-                format!("**{}×** ({label})", sig3(torch / ours))
-            }
-            _ => "—".to_string(),
-        };
+        let ratio = t
+            .best_ours(name, "train", threads)
+            .and_then(|(label, _)| {
+                let r = t.ratio(name, "train", threads, "torch", &label)?;
+                Some(format!("{} ({label})", cell_ratio(&r)))
+            })
+            .unwrap_or_else(|| "—".to_string());
         row.push(ratio);
         let _ = writeln!(s, "| {} |", row.join(" | "));
     }

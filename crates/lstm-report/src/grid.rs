@@ -21,25 +21,34 @@ use std::path::Path;
 use lstm::LstmConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::{CliError, CliResult};
+use crate::{ReportError, Result};
 
 /// One workload: an `nn.LSTM` configuration and the call shape `[T, B, I]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Shape {
-    pub(crate) name: String,
-    pub(crate) seq_len: usize,
-    pub(crate) batch: usize,
-    pub(crate) input_size: usize,
-    pub(crate) hidden_size: usize,
+pub struct Shape {
+    /// Unique within a grid; names the shape in tables and charts.
+    pub name: String,
+    /// T.
+    pub seq_len: usize,
+    /// B.
+    pub batch: usize,
+    /// I.
+    pub input_size: usize,
+    /// H.
+    pub hidden_size: usize,
+    /// Stacked layers (default 1).
     #[serde(default = "one")]
-    pub(crate) num_layers: usize,
+    pub num_layers: usize,
+    /// Bidirectional (default false).
     #[serde(default)]
-    pub(crate) bidirectional: bool,
+    pub bidirectional: bool,
+    /// Projection size P (default 0: none).
     #[serde(default)]
-    pub(crate) proj_size: usize,
+    pub proj_size: usize,
+    /// Also time a training step (default true).
     #[serde(default = "yes")]
-    pub(crate) train: bool,
+    pub train: bool,
 }
 
 fn one() -> usize {
@@ -73,7 +82,7 @@ impl Shape {
     }
 
     /// The `nn.LSTM` configuration.
-    pub(crate) fn config(&self) -> LstmConfig {
+    pub fn config(&self) -> LstmConfig {
         LstmConfig::new(self.input_size, self.hidden_size)
             .with_num_layers(self.num_layers)
             .with_bidirectional(self.bidirectional)
@@ -81,20 +90,20 @@ impl Shape {
     }
 
     /// FLOPs of one forward pass (matrix products, a multiply-add counted as 2).
-    pub(crate) fn forward_flops(&self) -> f64 {
+    pub fn forward_flops(&self) -> f64 {
         self.config().forward_flops(self.seq_len, self.batch)
     }
 
     /// FLOPs of one training step: the forward and a backward that costs two forwards
     /// (the gradients of the inputs of each product, and of its weights).
-    pub(crate) fn train_flops(&self) -> f64 {
+    pub fn train_flops(&self) -> f64 {
         3.0 * self.forward_flops()
     }
 
     /// Bytes of weights one forward must read at least: every recurrent matrix (`W_hh`, and
     /// `W_hr` with a projection) once per step, every input matrix `W_ih` once (the input
     /// projection is one GEMM over all steps), per layer and direction; f32.
-    pub(crate) fn weight_traffic_bytes(&self) -> f64 {
+    pub fn weight_traffic_bytes(&self) -> f64 {
         let c = self.config();
         let (h, ho, p) = (
             self.hidden_size as f64,
@@ -113,7 +122,7 @@ impl Shape {
 
     /// The working set re-read every step: the recurrent weights of one layer and direction
     /// (`W_hh`, plus `W_hr` with a projection), in bytes.
-    pub(crate) fn recurrent_bytes(&self) -> usize {
+    pub fn recurrent_bytes(&self) -> usize {
         let ho = self.config().h_out();
         4 * (4 * self.hidden_size * ho + self.proj_size * self.hidden_size)
     }
@@ -121,7 +130,7 @@ impl Shape {
 
 /// A built-in shape (`&'static str` so the grid can be a constant).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct BuiltinShape {
+struct BuiltinShape {
     name: &'static str,
     seq_len: usize,
     batch: usize,
@@ -149,7 +158,7 @@ impl BuiltinShape {
 
 /// The real workloads of the performance notes: streaming, server batches, a CRNN BiLSTM,
 /// an acoustic model, windowed time series and one real-time step.
-pub(crate) const BUILTIN: &[BuiltinShape] = &[
+const BUILTIN: &[BuiltinShape] = &[
     Shape::builtin("stream-small", 100, 1, 256, 256, 1, false),
     Shape::builtin("stream-large", 100, 1, 1024, 1024, 1, false),
     Shape::builtin("batch-mid", 100, 32, 256, 256, 1, false),
@@ -169,7 +178,7 @@ const QUICK: &[&str] = &[
 ];
 
 /// The built-in grid (or its quick subset).
-pub(crate) fn builtin(quick: bool) -> Vec<Shape> {
+pub fn builtin(quick: bool) -> Vec<Shape> {
     BUILTIN
         .iter()
         .filter(|s| !quick || QUICK.contains(&s.name))
@@ -184,14 +193,17 @@ struct GridFile {
 }
 
 /// Reads and checks a grid file; every error is one line naming the file.
-pub(crate) fn load(path: &Path) -> CliResult<Vec<Shape>> {
-    let err = |what: String| CliError::msg(format!("--grid {}: {what}", path.display()));
+pub fn load(path: &Path) -> Result<Vec<Shape>> {
+    let err = |reason: String| ReportError::Grid {
+        path: path.to_path_buf(),
+        reason,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
     parse(&text).map_err(err)
 }
 
 /// Parses and checks the text of a grid file.
-pub(crate) fn parse(text: &str) -> Result<Vec<Shape>, String> {
+pub fn parse(text: &str) -> std::result::Result<Vec<Shape>, String> {
     let grid: GridFile = toml::from_str(text).map_err(|e| {
         // toml's message spans several lines (a source excerpt); keep the position and the
         // reason.
