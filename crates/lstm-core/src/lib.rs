@@ -20,6 +20,8 @@
 //! # Ok::<(), lstm_core::LstmError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -1,5 +1,7 @@
 //! Runtime instruction-set dispatch: which kernels an engine runs, decided once.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -79,6 +81,13 @@ impl Backend {
         }
     }
 
+    /// Rows of the kernels' register block: the fewest rows that keep each weight load busy
+    /// (6 for AVX-512, 3 for AVX2, 2 portable). A share of the batch smaller than this runs
+    /// the kernels below their speed.
+    pub fn row_block(self) -> usize {
+        crate::kernels::table(self).row_block
+    }
+
     /// This backend's kernels, or an error when the CPU lacks its instructions. Handing out
     /// the table only after this check is what makes calling the kernels sound.
     pub(crate) fn kernels(self) -> Result<Kernels> {
@@ -89,15 +98,7 @@ impl Backend {
                 Backend::all().iter().map(|b| b.name()).collect::<Vec<_>>()
             )));
         }
-        Ok(match self {
-            Backend::Portable => crate::portable::KERNELS,
-            #[cfg(target_arch = "x86_64")]
-            Backend::Avx2 => crate::x86_64::avx2::KERNELS,
-            #[cfg(target_arch = "x86_64")]
-            Backend::Avx512 => crate::x86_64::avx512::KERNELS,
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => crate::portable::KERNELS,
-        })
+        Ok(crate::kernels::table(self))
     }
 }
 

@@ -34,12 +34,13 @@ mod kernels;
 mod lanes;
 mod pack;
 mod portable;
-mod train_kernels;
+mod team;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 
 pub use backend::Backend;
-pub use engine::{SimdEngine, SpinBarrier, Split, WorkerTeam};
+pub use engine::SimdEngine;
+pub use team::{SpinBarrier, Split, WorkerTeam};
 
 /// The engine's activations over slices, per backend: for accuracy tests and for callers who
 /// want them.
@@ -62,17 +63,13 @@ pub mod activations {
 
     /// `out[j] = σ(x[j])` with `backend`'s kernel.
     pub fn sigmoid(backend: Backend, x: &[f32], out: &mut [f32]) -> Result<()> {
-        let k = check(backend, x, out)?;
-        // SAFETY: `kernels()` succeeded, so the CPU has the backend's instructions.
-        unsafe { (k.sigmoid)(x, out) };
+        check(backend, x, out)?.sigmoid(x, out);
         Ok(())
     }
 
     /// `out[j] = tanh(x[j])` with `backend`'s kernel.
     pub fn tanh(backend: Backend, x: &[f32], out: &mut [f32]) -> Result<()> {
-        let k = check(backend, x, out)?;
-        // SAFETY: `kernels()` succeeded, so the CPU has the backend's instructions.
-        unsafe { (k.tanh)(x, out) };
+        check(backend, x, out)?.tanh(x, out);
         Ok(())
     }
 }

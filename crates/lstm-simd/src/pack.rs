@@ -10,6 +10,8 @@
 //! their `i`, `f`, `g` and `o` rows. One tile thus yields all four gates of `N` units, which is
 //! what lets the fused step finish a unit's cell update while its gates are still in registers.
 
+#![forbid(unsafe_code)]
+
 use lstm_core::tensor::try_filled_vec;
 use lstm_core::Result;
 
@@ -83,10 +85,6 @@ impl PackedMatrix {
             }
         }
         Ok(PackedMatrix { buf, tiles, lanes })
-    }
-
-    pub(crate) fn as_ptr(&self) -> *const f32 {
-        self.buf.as_slice().as_ptr()
     }
 
     /// The packed floats (`tiles` tiles of `k · 4·lanes`), for repacking.
@@ -187,6 +185,6 @@ mod tests {
         assert_eq!(p.tiles, 2);
         assert_eq!(&p.buf.as_slice()[..8], &[0., 2., 4., 6., 1., 3., 5., 7.]);
         assert_eq!(&p.buf.as_slice()[8..16], &[8., 0., 0., 0., 9., 0., 0., 0.]);
-        assert_eq!(p.as_ptr() as usize % 64, 0);
+        assert_eq!(p.as_slice().as_ptr() as usize % 64, 0);
     }
 }

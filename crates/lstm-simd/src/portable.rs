@@ -6,7 +6,6 @@
 
 use wide::f32x8;
 
-use crate::kernels::backend_kernels;
 use crate::lanes::Lanes;
 
 /// 8 f32 lanes on `wide`; valid on every host.
@@ -92,5 +91,3 @@ impl Lanes for Portable {
         Portable(tiny.select(f32x8::splat(0.0) & self.0, self.0))
     }
 }
-
-backend_kernels!(Portable, 2);

@@ -101,20 +101,23 @@ pub fn trainers_under_test() -> Vec<TrainerUnderTest> {
             available: backend.is_supported(),
         });
     }
-    // The parallel runner trains through the SIMD engine's code (on one thread for now).
-    v.push(TrainerUnderTest {
-        name: "parallel-2".to_string(),
-        build: Box::new(move |w| {
-            trainer(
-                w,
-                EngineKind::Parallel,
-                EngineOptions::default().with_threads(2),
-            )
-        }),
-        // The backend it runs, so that the properties compare it with that SIMD engine.
-        backend: Some(Backend::detect().name().to_string()),
-        available: true,
-    });
+    // The parallel runner at 2, 3 and 8 threads (its cost model's plans; the properties of
+    // `tests/backward.rs` also force every plan).
+    for threads in [2, 3, 8] {
+        v.push(TrainerUnderTest {
+            name: format!("parallel-{threads}"),
+            build: Box::new(move |w| {
+                trainer(
+                    w,
+                    EngineKind::Parallel,
+                    EngineOptions::default().with_threads(threads),
+                )
+            }),
+            // The backend it runs, so that the properties compare it with that SIMD engine.
+            backend: Some(Backend::detect().name().to_string()),
+            available: true,
+        });
+    }
     v
 }
 
@@ -313,7 +316,7 @@ pub fn compare_gradients<A: Copy + Into<f64>>(
             want.len()
         ));
     }
-    let max_abs = |v: &[f64]| v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    let max_abs = crate::tolerance::max_abs::<f64>;
     let mut model = want.iter().map(|(_, w)| max_abs(w)).fold(0.0, f64::max);
     for t in [Some(&upstream.output)]
         .into_iter()
@@ -333,12 +336,7 @@ pub fn compare_gradients<A: Copy + Into<f64>>(
             ));
         }
         let scale = max_abs(w);
-        let spread = w
-            .iter()
-            .zip(p)
-            .map(|(a, b)| (a - b).abs())
-            .filter(|d| !d.is_nan())
-            .fold(0.0, f64::max);
+        let spread = crate::tolerance::spread(p, w);
         let tol = gradient_tolerance(&GradScale {
             tensor: scale,
             model,

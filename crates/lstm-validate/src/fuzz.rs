@@ -545,6 +545,8 @@ pub fn differential(data: &[u8]) -> Outcome {
             .map_err(|e| e.to_string())?;
     let rounded = crate::run_state_rounded(&weights, &x, state.as_ref(), lengths.as_deref())
         .map_err(|e| e.to_string())?;
+    let probes = crate::run_chaos_probes_on(&weights, &x, state.as_ref(), lengths.as_deref())
+        .map_err(|e| e.to_string())?;
     let h0_max = state.as_ref().map_or(0.0, |_| f64::from(case.state_scale));
     let cond = Conditioning::of(&weights, f64::from(case.x_scale), h0_max);
     let tol = Tolerance::per_step(&cond);
@@ -561,7 +563,7 @@ pub fn differential(data: &[u8]) -> Outcome {
                 )
             })?;
         let samples = crate::sensitivity_samples(&engine.name, &nudged, &rounded);
-        tolerance::compare_sensitive(&got, &want, &samples, case.layout(), tol)
+        tolerance::compare_sensitive(&got, &want, &samples, &probes, case.layout(), tol)
             .map_err(|m| format!("engine `{}`: {m}\n{case:?}", engine.name))?;
         // The engine's scratch is reused across calls: the same call again, after a call of
         // another shape that fails, must give the same bits.

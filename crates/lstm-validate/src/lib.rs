@@ -34,6 +34,8 @@
 //! });
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod activation;
 pub mod backward;
 pub mod fuzz;
@@ -293,7 +295,36 @@ pub fn run_perturbed_reference_on(
     lengths: Option<&[usize]>,
 ) -> Result<Vec<LstmOutput<f64>>> {
     (0..tolerance::PERTURBATION_SAMPLES)
-        .map(|sample| perturbed_run(weights, x, state, lengths, sample as u64))
+        .map(|sample| perturbed_run(weights, x, state, lengths, sample as u64, 1.0))
+        .collect()
+}
+
+/// Runs the f64 reference on `case` [`tolerance::PROBE_SAMPLES`] times, each time with every
+/// weight, input and state element moved by [`tolerance::PROBE_ULPS`] f32 roundings: how the
+/// problem responds to errors of the size the tolerance admits, for the chaos cut-off of
+/// [`tolerance::compare_sensitive`].
+pub fn run_chaos_probes(case: &Case, weights: &LstmWeights<f32>) -> Result<Vec<LstmOutput<f64>>> {
+    run_chaos_probes_on(
+        weights,
+        &case.input()?,
+        case.state()?.as_ref(),
+        case.lengths(),
+    )
+}
+
+/// [`run_chaos_probes`] for a call given explicitly.
+pub fn run_chaos_probes_on(
+    weights: &LstmWeights<f32>,
+    x: &Tensor<f32>,
+    state: Option<&LstmState<f32>>,
+    lengths: Option<&[usize]>,
+) -> Result<Vec<LstmOutput<f64>>> {
+    // Sign streams of their own: samples PERTURBATION_SAMPLES.. of the same family.
+    (0..tolerance::PROBE_SAMPLES)
+        .map(|probe| {
+            let sample = (tolerance::PERTURBATION_SAMPLES + probe) as u64;
+            perturbed_run(weights, x, state, lengths, sample, tolerance::PROBE_ULPS)
+        })
         .collect()
 }
 
@@ -335,20 +366,22 @@ pub fn sensitivity_samples(
     samples
 }
 
-/// One perturbed run of the f64 reference: sample `sample` of the sign streams.
+/// One perturbed run of the f64 reference: sample `sample` of the sign streams, every element
+/// moved by `ulps` f32 roundings, `v·(1 ± ulps·2⁻²⁴)`.
 fn perturbed_run(
     weights: &LstmWeights<f32>,
     x: &Tensor<f32>,
     state: Option<&LstmState<f32>>,
     lengths: Option<&[usize]>,
     sample: u64,
+    ulps: f64,
 ) -> Result<LstmOutput<f64>> {
     let mut rng = lstm_core::SplitMix64::new(
         0x9e37_79b9_7f4a_7c15 ^ sample.wrapping_mul(0xd1b5_4a32_d192_ed03),
     );
     let mut nudge = |v: f64| {
         let sign = if rng.next_u64() & 1 == 0 { 1.0 } else { -1.0 };
-        v * (1.0 + sign * tolerance::U)
+        v * (1.0 + sign * ulps * tolerance::U)
     };
     let wide = weights.cast::<f64>();
     let mut cells = wide.cells().to_vec();

@@ -67,13 +67,53 @@ pub const PERTURBATION_SAMPLES: usize = 4;
 /// on the well-posed steps before chaos sets in, and on every non-chaotic case.
 pub const CHAOTIC: f64 = 1e-4;
 
+/// Independent samples perturbed by [`PROBE_ULPS`] f32 roundings instead of one
+/// ([`crate::run_chaos_probes`]), for the [`CHAOTIC`] cut-off alone.
+pub const PROBE_SAMPLES: usize = 2;
+
+/// The perturbation of a chaos probe, in f32 roundings of every element: [`SENSITIVITY`], the
+/// size of error the widened tolerance admits. An f32 engine's own error in a layer is a few
+/// times the one-rounding samples' spread (its roundings happen at every step, not only in the
+/// data), and a saturated gate downstream may absorb the samples' perturbation yet switch
+/// under the engine's: the output then moves by O(1) where every sample agrees to 1e-4
+/// (`regression-chaotic-portable-bidir-proj-sat20`, `regression-nan-input-chaotic-sat20`).
+/// Where the response is linear a probe's spread divided by `PROBE_ULPS` is the samples' own
+/// and changes nothing; where a switch lies between one rounding and the admitted error, it is
+/// O(1) / `PROBE_ULPS`, past [`CHAOTIC`].
+pub const PROBE_ULPS: f64 = SENSITIVITY;
+
 /// Whether a sensitivity `spread` on values of size up to `scale` is past [`CHAOTIC`].
+///
+/// A non-finite `spread` is never chaotic (a NaN or infinite estimate must not void a check:
+/// [`spread`] never makes one), and a non-finite `scale` counts as 1.
 pub fn is_chaotic(spread: f64, scale: f64) -> bool {
-    spread > CHAOTIC * scale.max(1.0)
+    let scale = if scale.is_finite() {
+        scale.max(1.0)
+    } else {
+        1.0
+    };
+    spread.is_finite() && spread > CHAOTIC * scale
+}
+
+/// `base` widened by [`SENSITIVITY`] × `extra`, the samples' spread on values of size up to
+/// `scale`, or [`UNCHECKED`] where `extra` or the probes' spread `probed` / [`PROBE_ULPS`] is
+/// past [`CHAOTIC`]. A non-finite `extra` widens nothing: it says nothing about how far an
+/// f32 engine may be, and an infinite or NaN `atol` would accept everything or nothing.
+fn widen(base: Tolerance, extra: f64, probed: f64, scale: f64) -> Tolerance {
+    if is_chaotic(extra, scale) || is_chaotic(probed / PROBE_ULPS, scale) {
+        UNCHECKED
+    } else if extra.is_finite() {
+        Tolerance {
+            atol: base.atol + SENSITIVITY * extra,
+            rtol: base.rtol,
+        }
+    } else {
+        base
+    }
 }
 
 /// The tolerance of a step (or final state) past [`CHAOTIC`]: any finite value passes, NaN
-/// only matches NaN.
+/// only matches NaN and an infinity only itself.
 pub const UNCHECKED: Tolerance = Tolerance {
     atol: f64::INFINITY,
     rtol: 0.0,
@@ -197,11 +237,16 @@ impl Tolerance {
         self.atol + self.rtol * reference.abs()
     }
 
-    /// Whether `got` is within tolerance of `reference`; NaN matches only NaN, infinities only
-    /// themselves.
+    /// Whether `got` is within tolerance of `reference`; NaN matches only NaN, an infinity
+    /// only itself (whatever `atol` and `rtol` are: `rtol·|∞|` must not admit a finite value,
+    /// nor [`UNCHECKED`]'s infinite `atol` an infinite one). A NaN `atol` or `rtol` admits only
+    /// equal values.
     pub fn accepts(&self, got: f64, reference: f64) -> bool {
         if got.is_nan() || reference.is_nan() {
             return got.is_nan() && reference.is_nan();
+        }
+        if got.is_infinite() || reference.is_infinite() {
+            return got == reference;
         }
         if self.atol == 0.0 && self.rtol == 0.0 {
             return got.to_bits() == reference.to_bits() || got == reference;
@@ -348,20 +393,24 @@ where
     A: Copy + Into<f64>,
     B: Copy + Into<f64>,
 {
-    compare_sensitive(got, want, &[], layout, tolerance)
+    compare_sensitive(got, want, &[], &[], layout, tolerance)
 }
 
 /// [`compare`], with the tolerance widened where the problem itself is sensitive: each of
 /// `perturbed` is the reference's result on the same call with every weight, input and state
 /// element moved by one f32 rounding ([`crate::run_perturbed_reference`], one result per
 /// sample; empty for none). At each time step of `output`, `atol` grows by [`SENSITIVITY`] ×
-/// the largest `|perturbed − reference|` of that step over every sample; for `h_n` and `c_n`
-/// by [`SENSITIVITY`] × the tensor's largest. Steps past [`CHAOTIC`] are checked for NaN
-/// alone ([`UNCHECKED`]).
+/// the largest `|perturbed − reference|` of that step over every sample ([`spread`]: finite
+/// values only); for `h_n` and `c_n` by [`SENSITIVITY`] × the tensor's largest. Steps past
+/// [`CHAOTIC`] are checked for NaN alone ([`UNCHECKED`]); what is past it is judged on the
+/// samples and on each of `probes` ([`crate::run_chaos_probes`], perturbed by [`PROBE_ULPS`]
+/// roundings; empty for none), whose spread counts divided by [`PROBE_ULPS`]. The probes
+/// never widen a tolerance.
 pub fn compare_sensitive<A, B>(
     got: &LstmOutput<A>,
     want: &LstmOutput<B>,
     perturbed: &[LstmOutput<f64>],
+    probes: &[LstmOutput<f64>],
     layout: Layout,
     base: Tolerance,
 ) -> Result<(), Mismatch>
@@ -376,17 +425,11 @@ where
         .iter()
         .map(|p| canonical(&p.output, layout).2)
         .collect();
+    let q: Vec<Vec<f64>> = probes
+        .iter()
+        .map(|q| canonical(&q.output, layout).2)
+        .collect();
     let features = g.len().checked_div(steps * batch).unwrap_or(0);
-    let widen = |extra: f64, scale: f64| {
-        if is_chaotic(extra, scale) {
-            UNCHECKED
-        } else {
-            Tolerance {
-                atol: base.atol + SENSITIVITY * extra,
-                rtol: base.rtol,
-            }
-        }
-    };
     let mut drift = Vec::with_capacity(steps);
     let mut chaotic = false;
     for t in 0..steps {
@@ -394,12 +437,13 @@ where
         let tolerance = if chaotic {
             UNCHECKED
         } else {
-            widen(
-                p.iter()
-                    .map(|p| spread(&p[row.clone()], &w[row.clone()]))
-                    .fold(0.0, f64::max),
-                max_abs(&w[row.clone()]),
-            )
+            let spread_of = |samples: &[Vec<f64>]| {
+                samples
+                    .iter()
+                    .map(|s| spread(&s[row.clone()], &w[row.clone()]))
+                    .fold(0.0, f64::max)
+            };
+            widen(base, spread_of(&p), spread_of(&q), max_abs(&w[row.clone()]))
         };
         chaotic = tolerance == UNCHECKED;
         let mut step = StepError {
@@ -412,14 +456,14 @@ where
             for f in 0..features {
                 let i = (t * batch + b) * features + f;
                 let (a, r) = (g[i], w[i]);
-                let diff = if a == r { 0.0 } else { (a - r).abs() };
-                let ratio = diff / tolerance.allowed(r);
-                if diff > step.max_abs || diff.is_nan() {
-                    step.max_abs = diff;
-                }
-                if ratio > step.max_ratio || ratio.is_nan() {
-                    step.max_ratio = ratio;
-                }
+                let diff = distance(a, r);
+                let ratio = if diff == 0.0 || diff.is_infinite() {
+                    diff
+                } else {
+                    diff / tolerance.allowed(r)
+                };
+                step.max_abs = step.max_abs.max(diff);
+                step.max_ratio = step.max_ratio.max(ratio);
                 if first_bad.is_none() && !tolerance.accepts(a, r) {
                     first_bad = Some((b, f, a, r));
                 }
@@ -444,13 +488,13 @@ where
             return UNCHECKED;
         }
         let w = wide(w);
-        widen(
-            perturbed
+        let spread_of = |samples: &[LstmOutput<f64>]| {
+            samples
                 .iter()
                 .map(|p| spread(pick(p).data(), &w))
-                .fold(0.0, f64::max),
-            max_abs(&w),
-        )
+                .fold(0.0, f64::max)
+        };
+        widen(base, spread_of(perturbed), spread_of(probes), max_abs(&w))
     };
     final_state(
         "h_n",
@@ -468,13 +512,35 @@ where
     )
 }
 
-/// The largest `|a − b|` over two equally long slices (NaN where either is NaN counts 0).
-fn spread(a: &[f64], b: &[f64]) -> f64 {
+/// The sensitivity a sample `a` shows against the reference `b`: the largest `|a − b|` over
+/// the elements where both are finite (and the difference too), 0 for none.
+///
+/// Where one is NaN or infinite and the other is not (or they are opposite infinities) the
+/// sample buys no tolerance: the element is held to the reference's own `atol`, and
+/// [`Tolerance::accepts`] demands the reference's NaN or infinity exactly. An f32 engine
+/// cannot be excused by a sample whose value is no number, and an infinite spread would void
+/// the check ([`is_chaotic`]) or make `atol` infinite. Such disagreement does not arise from
+/// roundings: which elements are NaN or infinite follows from where the data has them and
+/// from exact zeros, which the perturbation keeps.
+pub fn spread(a: &[f64], b: &[f64]) -> f64 {
     a.iter()
         .zip(b)
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
         .map(|(x, y)| (x - y).abs())
-        .filter(|d| !d.is_nan())
+        .filter(|d| d.is_finite())
         .fold(0.0, f64::max)
+}
+
+/// `|a − b|` for the drift: 0 where they agree (NaN with NaN included), infinite where one is
+/// a NaN or an infinity the other is not.
+fn distance(a: f64, b: f64) -> f64 {
+    if a == b || (a.is_nan() && b.is_nan()) {
+        0.0
+    } else if a.is_finite() && b.is_finite() {
+        (a - b).abs()
+    } else {
+        f64::INFINITY
+    }
 }
 
 fn shapes_match(tensor: &'static str, got: &[usize], want: &[usize]) -> Result<(), Mismatch> {
@@ -526,7 +592,173 @@ where
     Ok(())
 }
 
-/// The largest `|v|` of a slice (0 when empty; NaN is ignored).
+/// The largest finite `|v|` of a slice (0 when empty; NaN and ±∞ are ignored, so that one
+/// infinity neither makes a tolerance infinite nor moves the [`CHAOTIC`] cut-off).
 pub fn max_abs<T: Copy + Into<f64>>(values: &[T]) -> f64 {
-    values.iter().map(|&v| v.into().abs()).fold(0.0, f64::max)
+    values
+        .iter()
+        .map(|&v| v.into().abs())
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const PLAIN: Layout = Layout {
+        batch_first: false,
+        unbatched: false,
+    };
+
+    /// A `[T, 1, F]` output (one step per row of `steps`) with one-element final states.
+    fn out(steps: &[&[f64]]) -> LstmOutput<f64> {
+        let features = steps.first().map_or(0, |s| s.len());
+        let data = steps.iter().flat_map(|s| s.iter().copied()).collect();
+        LstmOutput {
+            output: Tensor::new([steps.len(), 1, features], data).unwrap(),
+            h_n: Tensor::new([1, 1, 1], vec![0.5]).unwrap(),
+            c_n: Tensor::new([1, 1, 1], vec![0.5]).unwrap(),
+        }
+    }
+
+    const BASE: Tolerance = Tolerance {
+        atol: 1e-6,
+        rtol: 0.0,
+    };
+
+    #[test]
+    fn an_infinity_matches_only_itself() {
+        let tol = Tolerance {
+            atol: 1e-6,
+            rtol: RTOL,
+        };
+        assert!(tol.accepts(f64::INFINITY, f64::INFINITY));
+        assert!(
+            !tol.accepts(1.0, f64::INFINITY),
+            "rtol·∞ admits a finite value"
+        );
+        assert!(!tol.accepts(f64::NEG_INFINITY, f64::INFINITY));
+        assert!(!tol.accepts(f64::INFINITY, 1.0));
+        assert!(!UNCHECKED.accepts(f64::INFINITY, 1.0), "∞ atol admits ∞");
+        assert!(!UNCHECKED.accepts(f64::NEG_INFINITY, f64::INFINITY));
+        assert!(UNCHECKED.accepts(1e30, -1.0));
+        assert!(!UNCHECKED.accepts(f64::NAN, 1.0));
+        let nan_atol = Tolerance {
+            atol: f64::NAN,
+            rtol: 0.0,
+        };
+        assert!(nan_atol.accepts(1.0, 1.0) && !nan_atol.accepts(1.0, 1.5));
+    }
+
+    #[test]
+    fn a_non_finite_sample_buys_no_tolerance() {
+        let want = out(&[&[0.5, 0.25]]);
+        let got = out(&[&[0.5, 0.75]]); // 0.5 off: a bug under any honest tolerance
+        for bad in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN] {
+            // A sample non-finite where the reference is finite: no widening, no chaos cut-off.
+            let sample = out(&[&[bad, 0.25]]);
+            let r = compare_sensitive(&got, &want, &[sample], &[], PLAIN, BASE);
+            assert!(
+                matches!(r, Err(Mismatch::Value { ref tolerance, .. }) if *tolerance == BASE),
+                "{bad}: {r:?}"
+            );
+        }
+        // The reference infinite where the sample is finite: likewise.
+        let want = out(&[&[f64::INFINITY, 0.25]]);
+        let got = out(&[&[f64::INFINITY, 0.75]]);
+        let sample = out(&[&[1.0, 0.25]]);
+        let r = compare_sensitive(&got, &want, &[sample], &[], PLAIN, BASE);
+        assert!(
+            matches!(r, Err(Mismatch::Value { ref tolerance, feature: 1, .. }) if *tolerance == BASE),
+            "{r:?}"
+        );
+        // A finite sample still widens.
+        let want = out(&[&[0.5, 0.25]]);
+        let sample = out(&[&[0.5, 0.25 + 1e-6]]);
+        let near = out(&[&[0.5, 0.25 + 2e-5]]);
+        assert!(compare_sensitive(&near, &want, &[sample], &[], PLAIN, BASE).is_ok());
+    }
+
+    #[test]
+    fn an_infinite_reference_neither_voids_nor_widens_its_step() {
+        // One infinity in the step's reference used to make the chaos scale infinite (never
+        // chaotic) and a finite sample's spread infinite (an infinite atol).
+        let want = out(&[&[f64::INFINITY, 0.25]]);
+        let got = out(&[&[f64::INFINITY, 0.35]]);
+        let sample = out(&[&[f64::INFINITY, 0.25]]);
+        assert!(compare_sensitive(&got, &want, &[sample], &[], PLAIN, BASE).is_err());
+        assert_eq!(max_abs(&[f64::INFINITY, -2.0, f64::NAN]), 2.0);
+        assert_eq!(spread(&[f64::INFINITY, 1.0], &[2.0, 1.5]), 0.5);
+        assert_eq!(spread(&[f64::NAN, 1.0], &[f64::NAN, 1.0]), 0.0);
+    }
+
+    #[test]
+    fn a_non_finite_estimate_never_widens_or_voids() {
+        for bad in [f64::NAN, f64::INFINITY] {
+            assert!(!is_chaotic(bad, 1.0));
+            assert_eq!(widen(BASE, bad, bad, 1.0), BASE);
+        }
+        assert!(
+            is_chaotic(1.0, f64::INFINITY),
+            "an infinite scale hides chaos"
+        );
+        assert_eq!(widen(BASE, 1.0, 0.0, 1.0), UNCHECKED);
+        assert_eq!(
+            widen(BASE, 1e-6, 0.0, 1.0).atol,
+            BASE.atol + SENSITIVITY * 1e-6
+        );
+    }
+
+    #[test]
+    fn matching_nans_show_no_drift() {
+        let want = out(&[&[f64::NAN, 0.25], &[f64::NAN, 0.5]]);
+        let got = out(&[&[f64::NAN, 0.25], &[f64::NAN, 0.75]]);
+        let Err(Mismatch::Value { drift, outer, .. }) =
+            compare_sensitive(&got, &want, &[], &[], PLAIN, BASE)
+        else {
+            panic!("a 0.25 error passed");
+        };
+        assert_eq!(outer, 1);
+        assert_eq!((drift[0].max_abs, drift[0].max_ratio), (0.0, 0.0));
+        assert_eq!(drift[1].max_abs, 0.25);
+        // A NaN the reference does not have is an infinite drift, not a NaN one.
+        let got = out(&[&[0.0, 0.25], &[f64::NAN, 0.5]]);
+        let Err(Mismatch::Value { drift, .. }) =
+            compare_sensitive(&got, &want, &[], &[], PLAIN, BASE)
+        else {
+            panic!("a missing NaN passed");
+        };
+        assert_eq!(drift[0].max_ratio, f64::INFINITY);
+    }
+
+    #[test]
+    fn a_probe_that_switches_unchecks_but_never_widens() {
+        let want = out(&[&[0.5], &[0.5], &[0.5]]);
+        let got = out(&[&[0.5], &[0.5 + 1e-3], &[0.9]]);
+        // Linear: the probe moves PROBE_ULPS times what one rounding does. Nothing changes.
+        let linear = out(&[&[0.5], &[0.5 + PROBE_ULPS * 1e-7], &[0.5]]);
+        let r = compare_sensitive(&got, &want, &[], &[linear], PLAIN, BASE);
+        assert!(
+            matches!(r, Err(Mismatch::Value { outer: 1, ref tolerance, .. }) if *tolerance == BASE),
+            "{r:?}"
+        );
+        // A switch: the probe moves by O(1) from step 1 on, which is then unchecked.
+        let switched = out(&[&[0.5], &[0.7], &[0.1]]);
+        assert!(compare_sensitive(
+            &got,
+            &want,
+            &[],
+            std::slice::from_ref(&switched),
+            PLAIN,
+            BASE
+        )
+        .is_ok());
+        // Final states after it are unchecked too; before it they are not.
+        let mut far = want.clone();
+        far.c_n = Tensor::new([1, 1, 1], vec![3.0]).unwrap();
+        assert!(compare_sensitive(&far, &want, &[], &[switched], PLAIN, BASE).is_ok());
+        assert!(compare_sensitive(&far, &want, &[], &[], PLAIN, BASE).is_err());
+    }
 }

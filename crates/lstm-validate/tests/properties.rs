@@ -8,8 +8,8 @@ use lstm_validate::strategies::{cases, Case, CaseSpace};
 use lstm_validate::tolerance::{self, compare, compare_sensitive, Conditioning, Layout, Tolerance};
 use lstm_validate::{
     available, check_property, check_required_backends_from_env, engines_under_test, note,
-    run_perturbed_reference, run_reference, run_state_rounded, sensitivity_samples, tolerance_for,
-    EngineUnderTest,
+    run_chaos_probes, run_perturbed_reference, run_reference, run_state_rounded,
+    sensitivity_samples, tolerance_for, EngineUnderTest,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -64,6 +64,7 @@ fn engines_match_the_f64_reference() {
             )
             .unwrap();
             let tol = tolerance_for(&case, &weights, &want).unwrap();
+            let probes = run_chaos_probes(&case, &weights).unwrap();
             for engine in &engines {
                 let e = engine.build(weights.clone()).unwrap();
                 let got = e
@@ -74,7 +75,7 @@ fn engines_match_the_f64_reference() {
                     )
                     .map_err(|err| fail(engine, err))?;
                 let samples = sensitivity_samples(&engine.name, &nudged, &rounded);
-                compare_sensitive(&got, &want, &samples, case.layout(), tol)
+                compare_sensitive(&got, &want, &samples, &probes, case.layout(), tol)
                     .map_err(|m| fail(engine, m))?;
             }
             Ok(())
@@ -100,6 +101,7 @@ fn long_sequences_match_the_f64_reference() {
             )
             .unwrap();
             let tol = tolerance_for(&case, &weights, &want).unwrap();
+            let probes = run_chaos_probes(&case, &weights).unwrap();
             for engine in &engines {
                 let e = engine.build(weights.clone()).unwrap();
                 let got = e
@@ -110,7 +112,7 @@ fn long_sequences_match_the_f64_reference() {
                     )
                     .map_err(|err| fail(engine, err))?;
                 let samples = sensitivity_samples(&engine.name, &nudged, &rounded);
-                compare_sensitive(&got, &want, &samples, case.layout(), tol)
+                compare_sensitive(&got, &want, &samples, &probes, case.layout(), tol)
                     .map_err(|m| fail(engine, m))?;
             }
             Ok(())

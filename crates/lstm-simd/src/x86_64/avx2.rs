@@ -3,7 +3,6 @@
 
 use core::arch::x86_64::*;
 
-use crate::kernels::backend_kernels;
 use crate::lanes::Lanes;
 
 /// 8 f32 lanes; a value exists only on a host with AVX2 and FMA (see [`Lanes`]).
@@ -126,5 +125,3 @@ impl Lanes for F32x8 {
         }
     }
 }
-
-backend_kernels!(F32x8, 3, #[target_feature(enable = "avx2,fma")]);

@@ -3,7 +3,6 @@
 
 use core::arch::x86_64::*;
 
-use crate::kernels::backend_kernels;
 use crate::lanes::Lanes;
 
 /// 16 f32 lanes; a value exists only on a host with AVX-512F (see [`Lanes`]).
@@ -122,5 +121,3 @@ impl Lanes for F32x16 {
         }
     }
 }
-
-backend_kernels!(F32x16, 6, #[target_feature(enable = "avx512f")]);

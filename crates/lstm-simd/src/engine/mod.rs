@@ -1,0 +1,430 @@
+//! [`SimdEngine`]: packs the weights once, then drives the kernels over layers, directions,
+//! chunks of time steps and the active rows of each step.
+//!
+//! - `mod.rs`: the engine, its packed cells, [`LstmEngine`] (forward, step) and the layer loop
+//!   of a forward call;
+//! - `driver.rs`: the one recurrence, the loop over the steps of a (layer, direction) shared by
+//!   inference, streaming, the parallel splits and the training forward;
+//! - `train.rs`: the training forward (the same driver, recording a tape) and the weights
+//!   packed for the backward;
+//! - `backward.rs`: backpropagation through time;
+//! - `batch_order.rs`: sorting the batch longest first, and back; chunks of time;
+//! - `workspace.rs`: the reused scratch, sized before the time loop (which never allocates).
+//!
+//! Nothing here is `unsafe`: the drivers call the kernels through the safe methods of
+//! [`Kernels`] and through [`DirectionPass`](crate::kernels::DirectionPass).
+
+#![forbid(unsafe_code)]
+
+mod backward;
+mod batch_order;
+mod driver;
+mod train;
+mod workspace;
+
+use std::sync::Mutex;
+
+use lstm_core::tensor::try_filled_vec;
+use lstm_core::{
+    check_step, BatchOutput, LstmConfig, LstmEngine, LstmError, LstmState, LstmWeights, Result,
+    SequenceBatch,
+};
+
+use self::batch_order::{chunk_steps, gather_rows, unsort, BatchOrder};
+use self::driver::LayerIo;
+use self::workspace::{grow, numel, Workspace};
+use crate::backend::Backend;
+use crate::kernels::{CellVariant, Kernels, NoTape};
+use crate::pack::{
+    pack_gate_vector, pack_gate_weights, pack_plain, padded_hidden, AlignedBuf, PackedMatrix,
+};
+use crate::team::{Split, WorkerTeam};
+
+/// The input of a call and its initial state, `(x, h0, c0)`.
+type CallInputs<'a> = (&'a [f32], Option<&'a [f32]>, Option<&'a [f32]>);
+
+/// One (layer, direction) cell, packed for the engine's backend.
+#[derive(Clone, Debug)]
+struct PackedCell {
+    w_ih: PackedMatrix,
+    w_hh: PackedMatrix,
+    /// `b_ih + b_hh` in gate-tile order (zeros without bias).
+    bias: AlignedBuf,
+    w_hr: Option<PackedMatrix>,
+    /// The cell's gate math.
+    variant: CellVariant,
+}
+
+/// Sizes shared by every cell.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    hidden: usize,
+    h_out: usize,
+    /// Hidden size padded to whole vectors: the row stride of `c` and of `o ⊙ tanh(c)`.
+    hp: usize,
+    /// `4 · hp`: the row stride of the input projection.
+    gp: usize,
+    /// Row stride of the recurrent `h` buffers (`hp`, or `P` padded to whole tiles).
+    ldh: usize,
+    dirs: usize,
+    out_size: usize,
+}
+
+/// The SIMD engine: PyTorch's `nn.LSTM` forward on packed weights and fused kernels.
+///
+/// ```
+/// use lstm_core::{LstmConfig, LstmEngine, LstmWeights, Tensor};
+/// use lstm_simd::{Backend, SimdEngine};
+///
+/// let weights = LstmWeights::<f32>::random(LstmConfig::new(3, 20).with_num_layers(2), 1)?;
+/// let engine = SimdEngine::new(&weights)?; // the best backend of this CPU
+/// let out = engine.forward(&Tensor::new([7, 2, 3], vec![0.5; 42])?, None, None)?;
+/// assert_eq!(out.output.shape(), &[7, 2, 20]);
+/// let portable = SimdEngine::with_backend(&weights, Backend::Portable)?;
+/// assert_eq!(portable.backend(), Backend::Portable);
+/// # Ok::<(), lstm_core::LstmError>(())
+/// ```
+#[derive(Debug)]
+pub struct SimdEngine {
+    config: LstmConfig,
+    backend: Backend,
+    kernels: Kernels,
+    dims: Dims,
+    cells: Vec<PackedCell>,
+    pool: Mutex<Vec<Workspace>>,
+    /// The backward pass's packings and scratch, made on the first training call.
+    train: std::sync::OnceLock<train::TrainState>,
+}
+
+impl SimdEngine {
+    /// Packs `weights` for the best backend this CPU supports ([`Backend::detect`]).
+    pub fn new(weights: &LstmWeights<f32>) -> Result<Self> {
+        Self::with_backend(weights, Backend::detect())
+    }
+
+    /// Packs `weights` for `backend`; fails when this CPU lacks its instructions.
+    pub fn with_backend(weights: &LstmWeights<f32>, backend: Backend) -> Result<Self> {
+        let config = weights.config().clone();
+        config.validate()?;
+        let kernels = backend.kernels()?;
+        let lanes = kernels.lanes;
+        let (hidden, h_out) = (config.hidden_size, config.h_out());
+        let hp = padded_hidden(hidden, lanes);
+        let mut cells = Vec::with_capacity(config.num_cells());
+        let mut ldh = hp;
+        for layer in 0..config.num_layers {
+            for dir in 0..config.num_directions() {
+                let cell = weights
+                    .cell(layer, dir)
+                    .ok_or_else(|| LstmError::MissingTensor {
+                        name: format!("cell (layer {layer}, direction {dir})"),
+                    })?;
+                let in_size = config.layer_input_size(layer);
+                let w_ih = pack_gate_weights("weight_ih", &cell.w_ih, hidden, in_size, lanes)?;
+                let w_hh = pack_gate_weights("weight_hh", &cell.w_hh, hidden, h_out, lanes)?;
+                // b_ih + b_hh, summed once here: one rounding, as PyTorch's fused paths do.
+                let bias_sum: Vec<f32> = match (&cell.b_ih, &cell.b_hh) {
+                    (Some(a), Some(b)) => a.iter().zip(b).map(|(x, y)| x + y).collect(),
+                    _ => vec![0.0; 4 * hidden],
+                };
+                let bias = pack_gate_vector(&bias_sum, hidden, lanes)?;
+                let w_hr = match &cell.w_hr {
+                    Some(w) => {
+                        let p = pack_plain("weight_hr", w, config.proj_size, hidden, lanes)?;
+                        ldh = p.cols();
+                        Some(p)
+                    }
+                    None => None,
+                };
+                cells.push(PackedCell {
+                    w_ih,
+                    w_hh,
+                    bias,
+                    w_hr,
+                    variant: CellVariant::Standard,
+                });
+            }
+        }
+        let dims = Dims {
+            hidden,
+            h_out,
+            hp,
+            gp: 4 * hp,
+            ldh,
+            dirs: config.num_directions(),
+            out_size: config.output_size(),
+        };
+        Ok(SimdEngine {
+            config,
+            backend,
+            kernels,
+            dims,
+            cells,
+            pool: Mutex::new(Vec::new()),
+            train: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The instruction-set path this engine runs.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    fn take_workspace(&self) -> Workspace {
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn return_workspace(&self, ws: Workspace) {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < 16 {
+            pool.push(ws);
+        }
+    }
+
+    /// Steps of input projection computed per chunk for a batch of `batch` rows.
+    fn chunk_steps(&self, batch: usize, seq_len: usize) -> usize {
+        chunk_steps(self.kernels.chunk_bytes, self.dims.gp, batch, seq_len)
+    }
+}
+
+impl LstmEngine<f32> for SimdEngine {
+    fn config(&self) -> &LstmConfig {
+        &self.config
+    }
+
+    fn name(&self) -> &'static str {
+        "simd"
+    }
+
+    fn forward_batch(&self, call: &SequenceBatch<'_, f32>) -> Result<BatchOutput<f32>> {
+        self.forward_batch_with(call, None, Split::Hidden)
+    }
+
+    fn step(&self, x_t: &[f32], state: &mut LstmState<f32>, output: &mut [f32]) -> Result<()> {
+        let batch = check_step(&self.config, x_t, state, output)?;
+        if batch == 0 {
+            return Ok(());
+        }
+        let mut ws = self.take_workspace();
+        let result = self.step_with(&mut ws, x_t, state, output, batch);
+        self.return_workspace(ws);
+        result
+    }
+}
+
+impl SimdEngine {
+    /// [`LstmEngine::forward_batch`] shared by the workers of `team` (the parallel runner):
+    ///
+    /// - [`Split::Hidden`]: every step's hidden units are divided among the workers; each
+    ///   keeps its slice of `W_ih` and `W_hh` in its own core's cache, and they meet at a
+    ///   barrier once per step (twice with a projection);
+    /// - [`Split::Directions`]: the two directions of each bidirectional layer run at once on
+    ///   two workers (unidirectional layers use the hidden split).
+    ///
+    /// Bit-identical to the one-thread result for every team size and split.
+    pub fn forward_batch_split(
+        &self,
+        call: &SequenceBatch<'_, f32>,
+        team: &dyn WorkerTeam,
+        split: Split,
+    ) -> Result<BatchOutput<f32>> {
+        self.forward_batch_with(call, Some(team), split)
+    }
+
+    fn forward_batch_with(
+        &self,
+        call: &SequenceBatch<'_, f32>,
+        team: Option<&dyn WorkerTeam>,
+        split: Split,
+    ) -> Result<BatchOutput<f32>> {
+        call.ensure_config(&self.config)?;
+        let d = self.dims;
+        let (seq_len, batch) = (call.seq_len(), call.batch());
+        let cells = self.config.num_cells();
+        let mut output = try_filled_vec("output", numel(&[seq_len, batch, d.out_size]), 0.0)?;
+        let mut h_n = try_filled_vec("h_n", numel(&[cells, batch, d.h_out]), 0.0)?;
+        let mut c_n = try_filled_vec("c_n", numel(&[cells, batch, d.hidden]), 0.0)?;
+        if batch == 0 {
+            return Ok(BatchOutput { output, h_n, c_n });
+        }
+        let order = BatchOrder::new(seq_len, batch, call.lengths());
+        let mut ws = self.take_workspace();
+        let outputs = (&mut output[..], &mut h_n[..], &mut c_n[..]);
+        let result = self.forward_into(call, &order, &mut ws, outputs, team, split);
+        self.return_workspace(ws);
+        result?;
+        if let Some(order) = &order.order {
+            unsort(&mut output, order, seq_len, d.out_size)?;
+            unsort(&mut h_n, order, cells, d.h_out)?;
+            unsort(&mut c_n, order, cells, d.hidden)?;
+        }
+        Ok(BatchOutput { output, h_n, c_n })
+    }
+
+    /// The layers of a forward call, in sorted-batch order, into `output`, `h_n`, `c_n`.
+    fn forward_into(
+        &self,
+        call: &SequenceBatch<'_, f32>,
+        order: &BatchOrder,
+        ws: &mut Workspace,
+        (output, h_n, c_n): (&mut [f32], &mut [f32], &mut [f32]),
+        team: Option<&dyn WorkerTeam>,
+        split: Split,
+    ) -> Result<()> {
+        let d = self.dims;
+        let (seq_len, batch) = (call.seq_len(), call.batch());
+        self.prepare(ws, batch, self.chunk_steps(batch, seq_len))?;
+        let layer_len = numel(&[seq_len, batch, d.out_size]);
+        if self.config.num_layers > 1 {
+            for buf in &mut ws.layers {
+                grow(buf, "layer output", layer_len)?;
+            }
+        }
+        let mut sorted = [
+            std::mem::take(&mut ws.x_sorted),
+            std::mem::take(&mut ws.h0_sorted),
+            std::mem::take(&mut ws.c0_sorted),
+        ];
+        let mut layers = std::mem::take(&mut ws.layers);
+        let result = (|| {
+            let (x, h0, c0) = self.sorted_inputs(call, order, &mut sorted)?;
+            for layer in 0..self.config.num_layers {
+                let last = layer + 1 == self.config.num_layers;
+                let [even, odd] = &mut layers;
+                let (prev, cur) = if layer.is_multiple_of(2) {
+                    (&*odd, even)
+                } else {
+                    (&*even, odd)
+                };
+                let input: &[f32] = if layer == 0 { x } else { &prev[..layer_len] };
+                let out: &mut [f32] = if last {
+                    &mut *output
+                } else {
+                    &mut cur[..layer_len]
+                };
+                if !last && call.lengths().is_some() {
+                    out.fill(0.0); // padded steps of intermediate layers read as zeros
+                }
+                let (hs, cs) = (
+                    layer * d.dirs * batch * d.h_out,
+                    layer * d.dirs * batch * d.hidden,
+                );
+                let (hl, cl) = (d.dirs * batch * d.h_out, d.dirs * batch * d.hidden);
+                let io = LayerIo {
+                    input,
+                    in_size: self.config.layer_input_size(layer),
+                    output: out,
+                    output_rows: None,
+                    active: &order.active,
+                    batch,
+                    h0: h0.map(|h| &h[hs..hs + hl]),
+                    c0: c0.map(|c| &c[cs..cs + cl]),
+                    h_n: &mut h_n[hs..hs + hl],
+                    c_n: &mut c_n[cs..cs + cl],
+                };
+                self.run_layer(layer, io, [NoTape, NoTape], ws, team, split)?;
+            }
+            Ok(())
+        })();
+        ws.layers = layers;
+        [ws.x_sorted, ws.h0_sorted, ws.c0_sorted] = sorted;
+        result
+    }
+
+    /// The input and initial state of `call` in sorted batch order: the call's own, or copies
+    /// gathered into `sorted` when the lengths need sorting.
+    fn sorted_inputs<'a>(
+        &self,
+        call: &'a SequenceBatch<'_, f32>,
+        order: &BatchOrder,
+        sorted: &'a mut [Vec<f32>; 3],
+    ) -> Result<CallInputs<'a>> {
+        let Some(order) = &order.order else {
+            return Ok((call.x(), call.h0(), call.c0()));
+        };
+        let d = self.dims;
+        let (seq_len, cells) = (call.seq_len(), self.config.num_cells());
+        let [xs, hs, cs] = sorted;
+        let x = grow(xs, "input", call.x().len())?;
+        gather_rows(x, call.x(), order, seq_len, self.config.input_size);
+        let (h0, c0) = match (call.h0(), call.c0()) {
+            (Some(h), Some(c)) => {
+                let h0 = grow(hs, "h0", h.len())?;
+                gather_rows(h0, h, order, cells, d.h_out);
+                let c0 = grow(cs, "c0", c.len())?;
+                gather_rows(c0, c, order, cells, d.hidden);
+                (Some(&*h0), Some(&*c0))
+            }
+            _ => (None, None),
+        };
+        Ok((&*x, h0, c0))
+    }
+
+    /// One streaming step of every layer (unidirectional; shapes checked by the caller).
+    fn step_with(
+        &self,
+        ws: &mut Workspace,
+        x_t: &[f32],
+        state: &mut LstmState<f32>,
+        output: &mut [f32],
+        batch: usize,
+    ) -> Result<()> {
+        let d = self.dims;
+        self.prepare(ws, batch, 1)?;
+        for buf in &mut ws.layers {
+            grow(buf, "layer output", numel(&[batch, d.h_out]))?;
+        }
+        let mut h0 = std::mem::take(&mut ws.h0_sorted);
+        let mut c0 = std::mem::take(&mut ws.c0_sorted);
+        let mut layers = std::mem::take(&mut ws.layers);
+        let result = (|| {
+            let h0 = grow(&mut h0, "h", numel(&[batch, d.h_out]))?;
+            let c0 = grow(&mut c0, "c", numel(&[batch, d.hidden]))?;
+            for layer in 0..self.config.num_layers {
+                let [even, odd] = &mut layers;
+                let (prev, cur) = if layer.is_multiple_of(2) {
+                    (&*odd, even)
+                } else {
+                    (&*even, odd)
+                };
+                let input: &[f32] = if layer == 0 {
+                    x_t
+                } else {
+                    &prev[..batch * d.h_out]
+                };
+                let (hs, cs) = (layer * batch * d.h_out, layer * batch * d.hidden);
+                let h_n = &mut state.h.data_mut()[hs..hs + batch * d.h_out];
+                let c_n = &mut state.c.data_mut()[cs..cs + batch * d.hidden];
+                // The state is read and written: stage the old one in reused buffers.
+                h0.copy_from_slice(h_n);
+                c0.copy_from_slice(c_n);
+                let io = LayerIo {
+                    input,
+                    in_size: self.config.layer_input_size(layer),
+                    output: &mut cur[..batch * d.h_out],
+                    output_rows: None,
+                    active: &[batch],
+                    batch,
+                    h0: Some(&*h0),
+                    c0: Some(&*c0),
+                    h_n,
+                    c_n,
+                };
+                self.run_layer(layer, io, [NoTape], ws, None, Split::Hidden)?;
+            }
+            Ok(())
+        })();
+        if result.is_ok() {
+            let last = (self.config.num_layers + 1) % 2;
+            output.copy_from_slice(&layers[last][..batch * d.h_out]);
+        }
+        ws.layers = layers;
+        ws.h0_sorted = h0;
+        ws.c0_sorted = c0;
+        result
+    }
+}

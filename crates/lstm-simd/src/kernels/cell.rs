@@ -1,0 +1,399 @@
+//! The cell kernels, written once over [`Lanes`]:
+//!
+//! - [`fused_step`]: the recurrent step `gates = xproj + h · W_hhᵀ`, the four nonlinearities
+//!   and the cell update, tile by tile, with the gates never leaving registers. Whether the
+//!   step records what the backward needs is its type parameter `R`: [`NoRecord`] for
+//!   inference (the recording compiles to nothing), [`TapeArgs`] for the training forward,
+//!   which also writes the post-activation gates `i, f, g, o`, `c_t`, `tanh(c_t)` and, when
+//!   projecting, `o ⊙ tanh(c_t)` into a [`TrainingTape`](lstm_core::TrainingTape). One body,
+//!   so the training forward computes the forward's bits.
+//! - [`gate_backward`]: one step of BPTT through the cell, elementwise: from `dL/dh` and the
+//!   carried `dL/dc` to the gate pre-activation gradients `dG` (gate-tile layout) and the
+//!   `dL/dc` carried to the previous step.
+//!
+//! The gate math of a cell variant lives in [`cell_update`] (forward) and in
+//! [`gate_backward`] (its derivative), both selected by [`CellVariant`].
+
+use super::gemm::accumulate;
+use super::{row_blocks, with_rows};
+use crate::lanes::{sigmoid, tanh, Lanes};
+
+/// The cell's gate math. Only PyTorch's cell exists today; ONNX's variants (peepholes, a clip
+/// of the pre-activations, coupled input and forget gates `f = 1 - i`) become variants here,
+/// matched in [`cell_update`] and in [`gate_backward`], and nowhere else in the kernels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum CellVariant {
+    /// `i, f, o = σ(z)`, `g = tanh(z)`, `c' = f ⊙ c + i ⊙ g`, `h = o ⊙ tanh(c')`.
+    #[default]
+    Standard,
+}
+
+/// What one row of one tile of a step computes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CellValues<V> {
+    /// The post-activation gates `i, f, g, o`.
+    pub(crate) gates: [V; 4],
+    pub(crate) c: V,
+    pub(crate) tanh_c: V,
+    pub(crate) h: V,
+}
+
+/// The gate nonlinearities and the cell update of one row of `N` units, from the four gate
+/// pre-activations `z` and the previous cell state.
+#[inline(always)]
+pub(crate) fn cell_update<V: Lanes>(variant: CellVariant, z: [V; 4], c_prev: V) -> CellValues<V> {
+    match variant {
+        CellVariant::Standard => {
+            let i = sigmoid(z[0]);
+            let f = sigmoid(z[1]);
+            let g = tanh(z[2]);
+            let o = sigmoid(z[3]);
+            // c' = f ⊙ c + i ⊙ g; a decaying cell is flushed to zero before it turns subnormal.
+            let c = f.mul_add(c_prev, i.mul(g)).flush_subnormal();
+            let tanh_c = tanh(c);
+            let h = o.mul(tanh_c).flush_subnormal();
+            CellValues {
+                gates: [i, f, g, o],
+                c,
+                tanh_c,
+                h,
+            }
+        }
+    }
+}
+
+/// Arguments of [`fused_step`] for `rows` batch rows.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StepArgs {
+    pub(crate) variant: CellVariant,
+    pub(crate) rows: usize,
+    /// Previous hidden state: row `r` at `h + r·ldh`, `k` floats (`H_out`).
+    pub(crate) h: *const f32,
+    pub(crate) ldh: usize,
+    pub(crate) k: usize,
+    /// Packed `W_hh`: `tiles` gate tiles of `k · 4N` floats.
+    pub(crate) w: *const f32,
+    pub(crate) tiles: usize,
+    /// Input projection of this step (biases included), gate-tile order: row `r` at
+    /// `xproj + r·ldx`, `tiles · 4N` floats.
+    pub(crate) xproj: *const f32,
+    pub(crate) ldx: usize,
+    /// Cell state, updated in place: row `r` at `c + r·ldc`, `tiles · N` floats.
+    pub(crate) c: *mut f32,
+    pub(crate) ldc: usize,
+    /// New `o ⊙ tanh(c')`: row `r` at `h_out + r·ldo`, `tiles · N` floats. Must not overlap `h`.
+    pub(crate) h_out: *mut f32,
+    pub(crate) ldo: usize,
+}
+
+/// What a step records of each row and tile it computes.
+pub(crate) trait StepRecord {
+    /// Records kernel row `row`, tile `tile` (units `tile·N ..`).
+    ///
+    /// # Safety
+    /// `row` and `tile` are inside the step the recorder was made for.
+    unsafe fn record<V: Lanes>(&self, row: usize, tile: usize, values: &CellValues<V>);
+}
+
+/// Records nothing: the inference step.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NoRecord;
+
+impl StepRecord for NoRecord {
+    #[inline(always)]
+    unsafe fn record<V: Lanes>(&self, _row: usize, _tile: usize, _values: &CellValues<V>) {}
+}
+
+/// Where a training step's records go: one step's rows of a cell's tape.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TapeArgs {
+    /// The true hidden size `H` (the tape's row unit; the last tile may be partial).
+    pub(crate) hidden: usize,
+    /// The gate tile the step's first tile is (a worker of a team computes tiles `tile0..`).
+    pub(crate) tile0: usize,
+    /// Tape row of each kernel row, or null for the identity.
+    pub(crate) tape_rows: *const usize,
+    /// The step's gates (row `q` at `gates + q·4H`, `i, f, g, o` blocks of `H`), cell states,
+    /// their tanh (row `q` at `+ q·H`), and `o ⊙ tanh(c)` (null unless projecting).
+    pub(crate) gates: *mut f32,
+    pub(crate) cell: *mut f32,
+    pub(crate) tanh_c: *mut f32,
+    pub(crate) h_cell: *mut f32,
+}
+
+impl StepRecord for TapeArgs {
+    #[inline(always)]
+    unsafe fn record<V: Lanes>(&self, row: usize, tile: usize, values: &CellValues<V>) {
+        let (n, hidden) = (V::N, self.hidden);
+        let unit = (self.tile0 + tile) * n;
+        let valid = hidden.saturating_sub(unit).min(n);
+        if valid == 0 {
+            return;
+        }
+        // SAFETY: the tape rows named by the table (or the identity) hold `hidden` (gates:
+        // 4·hidden) floats and `unit + valid <= hidden` (caller contract).
+        unsafe {
+            let q = tape_row(self.tape_rows, row);
+            let gp = self.gates.add(q * 4 * hidden + unit);
+            for (v, &x) in values.gates.iter().enumerate() {
+                store_part(x, gp.add(v * hidden), valid);
+            }
+            store_part(values.c, self.cell.add(q * hidden + unit), valid);
+            store_part(values.tanh_c, self.tanh_c.add(q * hidden + unit), valid);
+            if !self.h_cell.is_null() {
+                store_part(values.h, self.h_cell.add(q * hidden + unit), valid);
+            }
+        }
+    }
+}
+
+/// Loads the first `valid` floats at `p` into a vector whose other lanes are 0 (the last tile
+/// of an unpadded tape row).
+///
+/// # Safety
+/// `V`'s instruction set is available; `valid <= V::N` floats are readable at `p`.
+#[inline(always)]
+unsafe fn load_part<V: Lanes>(p: *const f32, valid: usize) -> V {
+    // SAFETY: the caller guarantees the ISA and `valid` readable floats; the vector is loaded
+    // from a local buffer of 16 >= N floats.
+    unsafe {
+        if valid >= V::N {
+            return V::load(p);
+        }
+        let mut buf = [0.0f32; 16];
+        std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), valid);
+        V::load(buf.as_ptr())
+    }
+}
+
+/// Stores the first `valid` lanes of `v` at `p`.
+///
+/// # Safety
+/// `valid <= V::N` floats are writable at `p` (`v` proves the instruction set).
+#[inline(always)]
+unsafe fn store_part<V: Lanes>(v: V, p: *mut f32, valid: usize) {
+    // SAFETY: as documented; the full vector goes to a local buffer of 16 >= N floats first.
+    unsafe {
+        if valid >= V::N {
+            v.store(p);
+            return;
+        }
+        let mut buf = [0.0f32; 16];
+        v.store(buf.as_mut_ptr());
+        std::ptr::copy_nonoverlapping(buf.as_ptr(), p, valid);
+    }
+}
+
+/// The tape row of sorted row `r`: `rows[r]`, or `r` when `rows` is null.
+///
+/// # Safety
+/// When not null, `rows` holds more than `r` entries.
+#[inline(always)]
+unsafe fn tape_row(rows: *const usize, r: usize) -> usize {
+    if rows.is_null() {
+        r
+    } else {
+        // SAFETY: caller contract.
+        unsafe { *rows.add(r) }
+    }
+}
+
+/// `MR` rows of one gate tile of [`fused_step`].
+///
+/// # Safety
+/// As [`fused_step`], for rows `row..row + MR` and tile `t`.
+#[inline(always)]
+unsafe fn step_block<V: Lanes, const MR: usize, R: StepRecord>(
+    args: &StepArgs,
+    record: &R,
+    row: usize,
+    t: usize,
+) {
+    let n = V::N;
+    // SAFETY: row + MR <= rows and t < tiles (caller), so every offset stays inside the buffers
+    // `args` and `record` describe; the ISA is available (caller contract).
+    unsafe {
+        let mut acc = [[V::splat(0.0); 4]; MR];
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let xp = args.xproj.add((row + r) * args.ldx + t * 4 * n);
+            for (v, a) in acc_r.iter_mut().enumerate() {
+                *a = V::load(xp.add(v * n));
+            }
+        }
+        accumulate::<V, MR>(
+            &mut acc,
+            args.h.add(row * args.ldh),
+            args.ldh,
+            args.k,
+            args.w.add(t * args.k * 4 * n),
+        );
+        for (r, &z) in acc.iter().enumerate() {
+            let cp = args.c.add((row + r) * args.ldc + t * n);
+            let values = cell_update(args.variant, z, V::load(cp));
+            values.c.store(cp);
+            values.h.store(args.h_out.add((row + r) * args.ldo + t * n));
+            record.record(row + r, t, &values);
+        }
+    }
+}
+
+/// One fused recurrent step for `args.rows` batch rows (see [`StepArgs`]), recording through
+/// `record`.
+///
+/// For each gate tile (the i, f, g, o rows of `N` hidden units), `MR` rows at a time: the
+/// accumulators start from the input projection, take `h · W_hhᵀ`, and go straight through the
+/// activations into the cell update, so the `4H` gate pre-activations are never stored.
+///
+/// # Safety
+/// `V`'s instruction set is available; `args` describes valid memory as documented on
+/// [`StepArgs`] (`h_out` does not overlap `h`, `xproj` or `c`), and `record` accepts every row
+/// below `args.rows` and tile below `args.tiles`.
+#[inline(always)]
+pub(crate) unsafe fn fused_step<V: Lanes, const MR: usize, R: StepRecord>(
+    args: &StepArgs,
+    record: &R,
+) {
+    for t in 0..args.tiles {
+        for (r, rows) in row_blocks::<MR>(0, args.rows) {
+            // SAFETY: r + rows <= args.rows and t < tiles, as step_block requires.
+            unsafe { with_rows!(rows, |RB| step_block::<V, RB, R>(args, record, r, t)) }
+        }
+    }
+}
+
+/// Arguments of [`gate_backward`], for `rows` active rows of one step.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GateBackwardArgs {
+    pub(crate) variant: CellVariant,
+    pub(crate) rows: usize,
+    /// `hp / N`: tiles of `N` hidden units.
+    pub(crate) tiles: usize,
+    /// The true hidden size `H` (the tape's row unit).
+    pub(crate) hidden: usize,
+    /// Tape row of each kernel row, or null for the identity (as [`TapeArgs`]).
+    pub(crate) tape_rows: *const usize,
+    /// The step's tape: post-activation gates (row `q` at `+ q·4H`) and `tanh(c_t)` (`+ q·H`).
+    pub(crate) gates: *const f32,
+    pub(crate) tanh_c: *const f32,
+    /// `c_{t-1}` for rows `< prev_rows`: the tape's cell states of the step the forward took
+    /// before this one (row `q` at `+ q·H`; may be null when `prev_rows == 0`).
+    pub(crate) c_prev: *const f32,
+    pub(crate) prev_rows: usize,
+    /// `c_{t-1}` for rows `>= prev_rows`: the initial cell state, row stride `ldc0`, padded.
+    pub(crate) c0: *const f32,
+    pub(crate) ldc0: usize,
+    /// `dL/d(o ⊙ tanh c)` of the step: `dh` (row stride `ldh`), plus `dh2` (row stride
+    /// `ldh2`) when not null; `tiles · N` floats a row, zero in the padding.
+    pub(crate) dh: *const f32,
+    pub(crate) ldh: usize,
+    pub(crate) dh2: *const f32,
+    pub(crate) ldh2: usize,
+    /// `dL/dc_t` in, `dL/dc_{t-1}` out; row stride `ldc`, `tiles · N` floats a row.
+    pub(crate) dc: *mut f32,
+    pub(crate) ldc: usize,
+    /// Out: `dL/d(pre-activations)` in gate-tile order (`tiles · 4N` floats a row), stride `ldg`.
+    pub(crate) dg: *mut f32,
+    pub(crate) ldg: usize,
+}
+
+/// One step of BPTT through the cell, per row and tile of `N` units:
+///
+/// ```text
+/// dc  += dh ⊙ o ⊙ (1 − tanh²c)
+/// dz_i = dc ⊙ g ⊙ i(1 − i)      dz_f = dc ⊙ c_{t−1} ⊙ f(1 − f)
+/// dz_g = dc ⊙ i ⊙ (1 − g²)      dz_o = dh ⊙ tanh c ⊙ o(1 − o)
+/// dc   = dc ⊙ f
+/// ```
+///
+/// Lanes past `H` read the tape as 0, so their `dG` is 0 (the padding the GEMMs that follow
+/// multiply by zero rows stays finite).
+///
+/// # Safety
+/// `V`'s instruction set is available and `args` describes valid memory as documented on
+/// [`GateBackwardArgs`].
+#[inline(always)]
+pub(crate) unsafe fn gate_backward<V: Lanes>(args: &GateBackwardArgs) {
+    let n = V::N;
+    let hidden = args.hidden;
+    let CellVariant::Standard = args.variant;
+    for r in 0..args.rows {
+        // SAFETY: r < rows and t < tiles keep every offset inside the buffers `args` describes;
+        // tape reads stop at `hidden` (load_part); the ISA is available (caller contract).
+        unsafe {
+            let q = tape_row(args.tape_rows, r);
+            let gates = args.gates.add(q * 4 * hidden);
+            let tanh_c = args.tanh_c.add(q * hidden);
+            let from_tape = r < args.prev_rows;
+            for t in 0..args.tiles {
+                let unit = t * n;
+                let valid = hidden.saturating_sub(unit).min(n);
+                let i = load_part::<V>(gates.add(unit), valid);
+                let f = load_part::<V>(gates.add(hidden + unit), valid);
+                let g = load_part::<V>(gates.add(2 * hidden + unit), valid);
+                let o = load_part::<V>(gates.add(3 * hidden + unit), valid);
+                let tc = load_part::<V>(tanh_c.add(unit), valid);
+                let cp = if from_tape {
+                    load_part::<V>(args.c_prev.add(q * hidden + unit), valid)
+                } else {
+                    V::load(args.c0.add(r * args.ldc0 + unit))
+                };
+                let mut dh = V::load(args.dh.add(r * args.ldh + unit));
+                if !args.dh2.is_null() {
+                    dh = dh.add(V::load(args.dh2.add(r * args.ldh2 + unit)));
+                }
+                let one = dh.constant(1.0);
+                let dcp = args.dc.add(r * args.ldc + unit);
+                let dc = dh.mul(o).mul_add(one.sub(tc.mul(tc)), V::load(dcp));
+                let dzi = dc.mul(g).mul(i.mul(one.sub(i)));
+                let dzf = dc.mul(cp).mul(f.mul(one.sub(f)));
+                let dzg = dc.mul(i).mul(one.sub(g.mul(g)));
+                let dzo = dh.mul(tc).mul(o.mul(one.sub(o)));
+                dc.mul(f).store(dcp);
+                let dg = args.dg.add(r * args.ldg + t * 4 * n);
+                dzi.store(dg);
+                dzf.store(dg.add(n));
+                dzg.store(dg.add(2 * n));
+                dzo.store(dg.add(3 * n));
+            }
+        }
+    }
+}
+
+/// `out[j] = f(x[j])` for an activation `f`, whole vectors, then the tail through a padded
+/// vector (for the exhaustive accuracy tests and the public slice functions).
+///
+/// # Safety
+/// `V`'s instruction set is available.
+#[inline(always)]
+pub(crate) unsafe fn map_slice<V: Lanes>(x: &[f32], out: &mut [f32], f: impl Fn(V) -> V) {
+    let n = V::N;
+    let len = x.len().min(out.len());
+    let mut j = 0;
+    // SAFETY: j + n <= len for the vector loop; the tail goes through stack buffers of 16
+    // floats (n <= 16); the ISA is available (caller contract).
+    unsafe {
+        while j + n <= len {
+            f(V::load(x.as_ptr().add(j))).store(out.as_mut_ptr().add(j));
+            j += n;
+        }
+        if j < len {
+            let mut buf = [0.0f32; 16];
+            buf[..len - j].copy_from_slice(&x[j..len]);
+            let mut res = [0.0f32; 16];
+            f(V::load(buf.as_ptr())).store(res.as_mut_ptr());
+            out[j..len].copy_from_slice(&res[..len - j]);
+        }
+    }
+}
+
+/// The activations on lanes, for [`map_slice`].
+#[inline(always)]
+pub(crate) fn sigmoid_lanes<V: Lanes>(x: V) -> V {
+    sigmoid(x)
+}
+
+/// See [`sigmoid_lanes`].
+#[inline(always)]
+pub(crate) fn tanh_lanes<V: Lanes>(x: V) -> V {
+    tanh(x)
+}

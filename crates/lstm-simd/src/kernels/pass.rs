@@ -1,0 +1,574 @@
+//! One (layer, direction) pass as the workers of a team see it: the entry points the driver
+//! loop (`engine/driver.rs`) calls, per worker, in time order.
+//!
+//! Worker `w` of `W` owns a contiguous range of gate tiles (hidden units) and of `W_hr` tiles
+//! (projected units): it alone writes those columns of the input projection, `c`, `h`, the
+//! tape and the outputs. Every worker reads all of the previous `h`; a barrier after each step
+//! (and before the projection) orders the writes of one step before the reads of the next.
+//! Each output element is computed by the same instructions whatever `W` is, so results are
+//! bit-identical for every team size; with one worker this is the plain serial pass.
+//!
+//! This module is where the buffers shared by a team are written through raw pointers. What
+//! makes it sound whatever safe code calls it:
+//! - a [`DirectionPass`] is made from exclusive borrows of every buffer it writes, checked
+//!   once against the shapes, and lives no longer than them;
+//! - it hands out each worker index once ([`DirectionPass::lane`]), so column ranges are
+//!   disjoint; every method checks its row and step arguments against those shapes;
+//! - the barriers are inside [`Lane::step`], which also flips the `h` buffers: every worker
+//!   has passed the same number of barriers as it has taken steps, so all agree on which
+//!   buffer is read and which written between two barriers (a team that calls it unevenly
+//!   waits forever at a barrier; it never races).
+
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use lstm_core::grad::CellTapeMut;
+
+use super::cell::{CellVariant, StepArgs, TapeArgs};
+use super::gemm::GemmArgs;
+use super::Kernels;
+use crate::pack::PackedMatrix;
+use crate::team::SpinBarrier;
+
+/// Columns `col0 .. col0 + width` of every row of a row-major buffer: one direction's half of
+/// a layer's output, written by that direction's pass while the other writes its own half.
+#[derive(Debug)]
+pub(crate) struct ColumnBand<'a> {
+    ptr: *mut f32,
+    rows: usize,
+    ld: usize,
+    col0: usize,
+    width: usize,
+    _buf: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: a band is an exclusive borrow of its columns (see `split_columns`); moving it to
+// another thread moves that borrow.
+unsafe impl Send for ColumnBand<'_> {}
+
+/// `buf` (rows of `ld` floats) cut into `count <= 2` bands of `width` columns each, the band
+/// `d` at columns `d·width ..`; `None` past `count`.
+pub(crate) fn split_columns(
+    buf: &mut [f32],
+    ld: usize,
+    width: usize,
+    count: usize,
+) -> [Option<ColumnBand<'_>>; 2] {
+    assert!(count <= 2 && count * width <= ld, "bands exceed the row");
+    let rows = buf.len().checked_div(ld).unwrap_or(0);
+    let ptr = buf.as_mut_ptr();
+    let band = |d: usize| {
+        (d < count).then_some(ColumnBand {
+            ptr,
+            rows,
+            ld,
+            col0: d * width,
+            width,
+            _buf: PhantomData,
+        })
+    };
+    [band(0), band(1)]
+}
+
+/// The weights of one cell as the pass reads them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PassWeights<'a> {
+    pub(crate) w_ih: &'a PackedMatrix,
+    pub(crate) w_hh: &'a PackedMatrix,
+    /// `b_ih + b_hh` in gate-tile order (`gp` floats).
+    pub(crate) bias: &'a [f32],
+    pub(crate) w_hr: Option<&'a PackedMatrix>,
+    pub(crate) variant: CellVariant,
+}
+
+/// The sizes of one pass.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PassDims {
+    pub(crate) seq_len: usize,
+    pub(crate) batch: usize,
+    pub(crate) in_size: usize,
+    pub(crate) hidden: usize,
+    pub(crate) h_out: usize,
+    /// `H` padded to whole vectors: the row stride of `c` and of `o ⊙ tanh(c)`.
+    pub(crate) hp: usize,
+    /// `4·hp`: the row stride of the input projection.
+    pub(crate) gp: usize,
+    /// Row stride of the recurrent `h` buffers.
+    pub(crate) ldh: usize,
+    /// Steps of input projection computed per chunk.
+    pub(crate) steps: usize,
+}
+
+/// The buffers one pass reads and writes (the initial state already in `h` and `c`).
+#[derive(Debug)]
+pub(crate) struct PassBuffers<'a> {
+    /// The layer's input, `[T, B, in_size]`.
+    pub(crate) input: &'a [f32],
+    /// This direction's columns of the layer's output `[T, B, D·H_out]`.
+    pub(crate) output: ColumnBand<'a>,
+    /// The output row of each sorted row (the caller's order), or `None` to write sorted.
+    pub(crate) output_rows: Option<&'a [usize]>,
+    /// Final state, `[B, H_out]` and `[B, H]` (sorted order).
+    pub(crate) h_n: &'a mut [f32],
+    pub(crate) c_n: &'a mut [f32],
+    /// Scratch: `[steps·B, gp]`, two `[B, ldh]`, `[B, hp]` (when projecting) and `[B, hp]`.
+    pub(crate) xproj: &'a mut [f32],
+    pub(crate) h: [&'a mut [f32]; 2],
+    pub(crate) h_cell: &'a mut [f32],
+    pub(crate) c: &'a mut [f32],
+}
+
+/// What a pass records of each step: nothing (inference) or the training tape.
+pub(crate) trait PassRecord: Sync {
+    /// Runs the step kernel `args` for step `t`, its tiles starting at gate tile `tile0`.
+    ///
+    /// # Safety
+    /// `args` is valid for the kernels; `t` is a step of the pass, and the rows of `args` are
+    /// rows of its batch.
+    unsafe fn fused_step(&self, kernels: &Kernels, args: &StepArgs, t: usize, tile0: usize);
+}
+
+/// Records nothing: the inference pass.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct NoTape;
+
+impl PassRecord for NoTape {
+    #[inline]
+    unsafe fn fused_step(&self, kernels: &Kernels, args: &StepArgs, _t: usize, _tile0: usize) {
+        // SAFETY: caller contract.
+        unsafe { (kernels.fused_step)(args) }
+    }
+}
+
+/// Records a cell's tape: every step's gates, `c`, `tanh(c)` (and `o ⊙ tanh(c)` when
+/// projecting), each sorted row into its caller's row.
+#[derive(Debug)]
+pub(crate) struct TapeRecorder<'a> {
+    hidden: usize,
+    batch: usize,
+    rows: *const usize,
+    gates: *mut f32,
+    cell: *mut f32,
+    tanh_c: *mut f32,
+    h_cell: *mut f32,
+    _tape: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: the recorder is an exclusive borrow of the tape; workers write disjoint units of it
+// (see the module docs).
+unsafe impl Sync for TapeRecorder<'_> {}
+
+impl<'a> TapeRecorder<'a> {
+    /// Records into `tape` (`seq_len` steps of `batch` rows), sorted row `i` into row
+    /// `rows[i]` (a permutation of `0..batch`), or row `i` without `rows`.
+    pub(crate) fn new(
+        tape: &'a mut CellTapeMut<'_, f32>,
+        rows: Option<&'a [usize]>,
+        seq_len: usize,
+        batch: usize,
+        hidden: usize,
+        projecting: bool,
+    ) -> Self {
+        let len = seq_len * batch * hidden;
+        assert!(tape.gates.len() >= 4 * len && tape.c.len() >= len && tape.tanh_c.len() >= len);
+        assert!(
+            !projecting || tape.h_cell.len() >= len,
+            "tape without h_cell"
+        );
+        if let Some(r) = rows {
+            assert!(
+                r.len() >= batch && r.iter().all(|&q| q < batch),
+                "bad row table"
+            );
+        }
+        TapeRecorder {
+            hidden,
+            batch,
+            rows: rows.map_or(std::ptr::null(), <[usize]>::as_ptr),
+            gates: tape.gates.as_mut_ptr(),
+            cell: tape.c.as_mut_ptr(),
+            tanh_c: tape.tanh_c.as_mut_ptr(),
+            h_cell: if projecting {
+                tape.h_cell.as_mut_ptr()
+            } else {
+                std::ptr::null_mut()
+            },
+            _tape: PhantomData,
+        }
+    }
+}
+
+impl PassRecord for TapeRecorder<'_> {
+    #[inline]
+    unsafe fn fused_step(&self, kernels: &Kernels, args: &StepArgs, t: usize, tile0: usize) {
+        let (h1, step) = (self.hidden, t * self.batch);
+        let h_cell = if self.h_cell.is_null() {
+            self.h_cell
+        } else {
+            self.h_cell.wrapping_add(step * h1)
+        };
+        let tape = TapeArgs {
+            hidden: h1,
+            tile0,
+            tape_rows: self.rows,
+            gates: self.gates.wrapping_add(step * 4 * h1),
+            cell: self.cell.wrapping_add(step * h1),
+            tanh_c: self.tanh_c.wrapping_add(step * h1),
+            h_cell,
+        };
+        // SAFETY: t < seq_len and rows below the batch (caller contract) name tape rows inside
+        // the tape checked in `new`; the table maps them to rows below the batch.
+        unsafe { (kernels.fused_step_recorded)(args, &tape) }
+    }
+}
+
+/// A raw view of a buffer the workers write in disjoint columns.
+#[derive(Clone, Copy, Debug)]
+struct Shared(*mut f32);
+
+/// One (layer, direction) pass, shared by the workers of a team (see the module docs).
+#[derive(Debug)]
+pub(crate) struct DirectionPass<'a, R> {
+    kernels: Kernels,
+    weights: PassWeights<'a>,
+    d: PassDims,
+    input: &'a [f32],
+    output: ColumnBand<'a>,
+    output_rows: Option<&'a [usize]>,
+    h_n: Shared,
+    c_n: Shared,
+    xproj: Shared,
+    h: [Shared; 2],
+    h_cell: Shared,
+    c: Shared,
+    record: R,
+    /// From a zero initial state the first step's `h · W_hhᵀ` is exactly zero: skipped (a
+    /// sixth of the recurrent work of a 6-step window, half of a single step).
+    h_is_zero: bool,
+    workers: usize,
+    next_worker: AtomicUsize,
+    barrier: SpinBarrier,
+    _bufs: PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: the raw views are only written through `Lane`s, which write disjoint columns and
+// order every cross-worker read after the write it depends on with the barrier.
+unsafe impl<R: Sync> Sync for DirectionPass<'_, R> {}
+
+impl<'a, R: PassRecord> DirectionPass<'a, R> {
+    /// A pass over `bufs` for `workers` workers, its sizes checked.
+    pub(crate) fn new(
+        kernels: Kernels,
+        weights: PassWeights<'a>,
+        d: PassDims,
+        bufs: PassBuffers<'a>,
+        record: R,
+        h_is_zero: bool,
+        workers: usize,
+    ) -> Self {
+        let (n, rows) = (kernels.lanes, d.seq_len * d.batch);
+        let tiles = weights.w_hh.tiles;
+        assert!(tiles * n == d.hp && d.gp == 4 * d.hp && weights.w_ih.tiles == tiles);
+        assert!(weights.w_ih.lanes == n && weights.w_hh.lanes == n);
+        assert!(weights.w_ih.as_slice().len() >= tiles * d.in_size * 4 * n);
+        assert!(weights.w_hh.as_slice().len() >= tiles * d.h_out * 4 * n);
+        assert!(weights.bias.len() >= d.gp && d.h_out <= d.ldh && d.hidden <= d.hp);
+        match weights.w_hr {
+            Some(p) => {
+                assert!(p.lanes == n && p.tiles * 4 * n <= d.ldh);
+                assert!(p.as_slice().len() >= p.tiles * d.hidden * 4 * n);
+                assert!(bufs.h_cell.len() >= d.batch * d.hp);
+            }
+            None => assert!(d.ldh == d.hp && d.h_out == d.hidden),
+        }
+        assert!(bufs.input.len() >= rows * d.in_size);
+        let out = &bufs.output;
+        assert!(out.rows >= rows && out.width >= d.h_out && out.col0 + out.width <= out.ld);
+        if let Some(r) = bufs.output_rows {
+            assert!(
+                r.len() >= d.batch && r.iter().all(|&q| q < d.batch),
+                "bad row table"
+            );
+        }
+        assert!(bufs.h_n.len() >= d.batch * d.h_out && bufs.c_n.len() >= d.batch * d.hidden);
+        assert!(bufs.xproj.len() >= d.steps * d.batch * d.gp && d.steps > 0);
+        assert!(bufs.h.iter().all(|h| h.len() >= d.batch * d.ldh));
+        assert!(bufs.c.len() >= d.batch * d.hp);
+        let workers = workers.max(1);
+        DirectionPass {
+            kernels,
+            weights,
+            d,
+            input: bufs.input,
+            output: bufs.output,
+            output_rows: bufs.output_rows,
+            h_n: Shared(bufs.h_n.as_mut_ptr()),
+            c_n: Shared(bufs.c_n.as_mut_ptr()),
+            xproj: Shared(bufs.xproj.as_mut_ptr()),
+            h: bufs.h.map(|h| Shared(h.as_mut_ptr())),
+            h_cell: Shared(bufs.h_cell.as_mut_ptr()),
+            c: Shared(bufs.c.as_mut_ptr()),
+            record,
+            h_is_zero,
+            workers,
+            next_worker: AtomicUsize::new(0),
+            barrier: SpinBarrier::new(workers),
+            _bufs: PhantomData,
+        }
+    }
+
+    /// The sizes of the pass.
+    pub(crate) fn dims(&self) -> PassDims {
+        self.d
+    }
+
+    /// The next worker's share of the pass, or `None` once every worker has one.
+    pub(crate) fn lane(&self) -> Option<Lane<'_, 'a, R>> {
+        let w = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        if w >= self.workers {
+            return None;
+        }
+        let (d, n) = (self.d, self.kernels.lanes);
+        let tiles = share(self.weights.w_hh.tiles, w, self.workers);
+        let units = (tiles.0 * n, (tiles.1 * n).min(d.hidden));
+        let proj = self
+            .weights
+            .w_hr
+            .map_or((0, 0), |p| share(p.tiles, w, self.workers));
+        let h_cols = match self.weights.w_hr {
+            Some(_) => (proj.0 * 4 * n, (proj.1 * 4 * n).min(d.h_out)),
+            None => units,
+        };
+        Some(Lane {
+            pass: self,
+            tiles,
+            units,
+            proj,
+            h_cols,
+            cur: 0,
+            chunk: 0..0,
+            h_is_zero: self.h_is_zero,
+        })
+    }
+}
+
+/// Worker `w`'s share of `n` items: `[n·w/workers, n·(w+1)/workers)`.
+fn share(n: usize, w: usize, workers: usize) -> (usize, usize) {
+    (n * w / workers, n * (w + 1) / workers)
+}
+
+/// Copies columns `c0..c1` of `rows` rows between two strided buffers.
+///
+/// # Safety
+/// Both buffers hold `rows` rows at their strides with at least `c1` columns; the regions do
+/// not overlap, and no other thread writes them meanwhile.
+unsafe fn copy_cols(
+    dst: *mut f32,
+    ld_dst: usize,
+    src: *const f32,
+    ld_src: usize,
+    rows: usize,
+    (c0, c1): (usize, usize),
+) {
+    if c1 <= c0 {
+        return;
+    }
+    for r in 0..rows {
+        // SAFETY: row r < rows and columns c0..c1 are inside both buffers (caller contract).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                src.add(r * ld_src + c0),
+                dst.add(r * ld_dst + c0),
+                c1 - c0,
+            );
+        }
+    }
+}
+
+/// One worker's share of a [`DirectionPass`]: its gate tiles, projected tiles and columns.
+#[derive(Debug)]
+pub(crate) struct Lane<'p, 'a, R> {
+    pass: &'p DirectionPass<'a, R>,
+    /// Gate tiles `t0..t1`, their units, projected tiles and the columns of `h` this worker
+    /// writes.
+    tiles: (usize, usize),
+    units: (usize, usize),
+    proj: (usize, usize),
+    h_cols: (usize, usize),
+    /// Which `h` buffer holds `h_{t-1}`.
+    cur: usize,
+    /// The steps whose input projection is in the scratch.
+    chunk: Range<usize>,
+    h_is_zero: bool,
+}
+
+impl<R: PassRecord> Lane<'_, '_, R> {
+    /// Computes this worker's columns of the input projection of steps `first..first + len`.
+    pub(crate) fn project(&mut self, first: usize, len: usize) {
+        let (p, d, n) = (self.pass, self.pass.d, self.pass.kernels.lanes);
+        assert!(
+            len <= d.steps && first + len <= d.seq_len,
+            "chunk outside the pass"
+        );
+        self.chunk = first..first + len;
+        let (t0, t1) = self.tiles;
+        if t1 == t0 || len == 0 {
+            return;
+        }
+        let w = p.weights;
+        let gemm = GemmArgs {
+            rows: len * d.batch,
+            a: p.input[first * d.batch * d.in_size..].as_ptr(),
+            lda: d.in_size,
+            k: d.in_size,
+            b: w.w_ih.as_slice()[t0 * d.in_size * 4 * n..].as_ptr(),
+            tiles: t1 - t0,
+            bias: w.bias[t0 * 4 * n..].as_ptr(),
+            c: p.xproj.0.wrapping_add(t0 * 4 * n),
+            ldc: d.gp,
+        };
+        // SAFETY: the kernels match this CPU (Backend::kernels checked it); `input` holds
+        // T·B rows of in_size floats and first + len <= T; tiles t0..t1 of W_ih (k = in_size)
+        // and of the bias exist; `xproj` holds `steps · B` rows of gp floats and len <= steps;
+        // this worker alone writes these columns (`new` checked every size).
+        unsafe { (p.kernels.gemm)(&gemm) };
+    }
+
+    /// Copies rows `rows` of `h` (sequences that ended at the previous step) into `h_n`.
+    pub(crate) fn retire(&mut self, rows: Range<usize>) {
+        let (p, d) = (self.pass, self.pass.d);
+        assert!(rows.end <= d.batch, "rows outside the batch");
+        if rows.is_empty() {
+            return;
+        }
+        // SAFETY: rows < B of h_n ([B, h_out]) and of `cur` ([B, ldh]); this worker's
+        // columns, which nobody else writes, of a `cur` last written before the last barrier.
+        unsafe {
+            copy_cols(
+                p.h_n.0.add(rows.start * d.h_out),
+                d.h_out,
+                p.h[self.cur].0.add(rows.start * d.ldh),
+                d.ldh,
+                rows.len(),
+                self.h_cols,
+            );
+        }
+    }
+
+    /// Step `t` (inside the projected chunk) for the first `rows` rows: the fused step (and
+    /// its record), the projection, the barriers, and this worker's columns of the output.
+    pub(crate) fn step(&mut self, t: usize, rows: usize) {
+        let (p, d, n) = (self.pass, self.pass.d, self.pass.kernels.lanes);
+        assert!(
+            self.chunk.contains(&t) && rows <= d.batch,
+            "step outside the chunk"
+        );
+        let (t0, t1) = self.tiles;
+        let (cur, next) = (p.h[self.cur].0, p.h[1 - self.cur].0);
+        let h_dst = if p.weights.w_hr.is_some() {
+            p.h_cell.0
+        } else {
+            next
+        };
+        if t1 > t0 && rows > 0 {
+            let args = StepArgs {
+                variant: p.weights.variant,
+                rows,
+                h: cur,
+                ldh: d.ldh,
+                k: if self.h_is_zero { 0 } else { d.h_out },
+                w: p.weights.w_hh.as_slice()[t0 * d.h_out * 4 * n..].as_ptr(),
+                tiles: t1 - t0,
+                xproj: p
+                    .xproj
+                    .0
+                    .wrapping_add((t - self.chunk.start) * d.batch * d.gp + t0 * 4 * n),
+                ldx: d.gp,
+                c: p.c.0.wrapping_add(t0 * n),
+                ldc: d.hp,
+                h_out: h_dst.wrapping_add(t0 * n),
+                ldo: d.hp,
+            };
+            // SAFETY: kernels match this CPU; `cur` and the destination are distinct buffers
+            // of B rows (strides ldh >= h_out and hp); the tiles t0..t1 of W_hh (k = h_out),
+            // of the projected step and of c exist; rows <= B, t < T; this worker alone writes
+            // these columns and every worker finished writing `cur` before the last barrier.
+            unsafe { p.record.fused_step(&p.kernels, &args, t, t0) };
+        }
+        self.h_is_zero = false;
+        if let Some(w_hr) = p.weights.w_hr {
+            self.wait(); // all of o ⊙ tanh(c') is written
+            let (p0, p1) = self.proj;
+            if p1 > p0 && rows > 0 {
+                let proj = GemmArgs {
+                    rows,
+                    a: p.h_cell.0,
+                    lda: d.hp,
+                    k: d.hidden,
+                    b: w_hr.as_slice()[p0 * d.hidden * 4 * n..].as_ptr(),
+                    tiles: p1 - p0,
+                    bias: std::ptr::null(),
+                    c: next.wrapping_add(p0 * 4 * n),
+                    ldc: d.ldh,
+                };
+                // SAFETY: kernels match this CPU; h_cell holds B rows of hp >= hidden floats,
+                // complete after the barrier; W_hr is packed with k = hidden; `next` holds B
+                // rows of ldh >= w_hr's columns; this worker alone writes these columns.
+                unsafe { (p.kernels.gemm)(&proj) };
+            }
+        }
+        self.wait(); // `next` is complete, and nobody reads `cur` any more
+        self.cur = 1 - self.cur;
+        self.emit(t, rows);
+    }
+
+    /// This worker's columns of the output of step `t`, rows below `rows`.
+    fn emit(&self, t: usize, rows: usize) {
+        let (p, d) = (self.pass, self.pass.d);
+        let out = &p.output;
+        let (c0, c1) = self.h_cols;
+        if c1 <= c0 {
+            return;
+        }
+        let src = p.h[self.cur].0;
+        for i in 0..rows {
+            let row = t * d.batch + p.output_rows.map_or(i, |r| r[i]);
+            // SAFETY: row < T·B <= the band's rows, columns c0..c1 <= h_out <= its width;
+            // i < B rows of `cur` at stride ldh >= h_out; this worker's columns.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    src.add(i * d.ldh + c0),
+                    out.ptr.add(row * out.ld + out.col0 + c0),
+                    c1 - c0,
+                );
+            }
+        }
+    }
+
+    /// Writes this worker's columns of the final state: `h` of the first `running` rows (the
+    /// others were retired), `c` of every row.
+    pub(crate) fn finish(self, running: usize) {
+        let (p, d) = (self.pass, self.pass.d);
+        assert!(running <= d.batch, "rows outside the batch");
+        // SAFETY: B rows of h_n/c_n and of `cur`/c; this worker's columns.
+        unsafe {
+            copy_cols(
+                p.h_n.0,
+                d.h_out,
+                p.h[self.cur].0,
+                d.ldh,
+                running,
+                self.h_cols,
+            );
+            copy_cols(p.c_n.0, d.hidden, p.c.0, d.hp, d.batch, self.units);
+        }
+    }
+
+    /// The team's barrier (nothing to wait for alone).
+    fn wait(&self) {
+        if self.pass.workers > 1 {
+            self.pass.barrier.wait();
+        }
+    }
+}
