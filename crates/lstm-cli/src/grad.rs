@@ -79,7 +79,7 @@ pub(crate) struct GradArgs {
     engine: EngineKind,
 
     /// Threads of the parallel engine (default: one per core). Its training forward and
-    /// backward currently run the SIMD engine's code on one thread (same results, bit for bit).
+    /// backward run on its pool, bit-identical to the SIMD engine at any thread count.
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     threads: Option<NonZeroUsize>,
 

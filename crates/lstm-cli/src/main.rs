@@ -3,6 +3,7 @@
 //! Every subcommand lives in its own module and returns a [`CliResult`]; `main` turns an
 //! error into exactly one line on stderr, `error: <message>`, and exit code 1. Usage errors
 //! found by clap are also printed as one `error:` line, with clap's exit code (2).
+#![forbid(unsafe_code)]
 
 mod bench;
 mod cli_common;

@@ -37,6 +37,7 @@
 //! What only an engine implementer needs (the validated call, fallible buffers, the parallel
 //! runner's [`Plan`](engine::Plan), the deterministic generator behind
 //! [`LstmWeights::random`]) lives in [`engine`].
+#![forbid(unsafe_code)]
 
 // The user API: the model, its engines and their options, tensors and state, errors, training.
 pub use lstm_core::io::{LoadedModel, TensorInfo};

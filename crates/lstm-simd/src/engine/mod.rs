@@ -279,10 +279,14 @@ impl SimdEngine {
         let (seq_len, batch) = (call.seq_len(), call.batch());
         self.prepare(ws, batch, self.chunk_steps(batch, seq_len))?;
         let layer_len = numel(&[seq_len, batch, d.out_size]);
-        if self.config.num_layers > 1 {
-            for buf in &mut ws.layers {
-                grow(buf, "layer output", layer_len)?;
-            }
+        // Layer l < L-1 writes layers[l % 2] and the last layer writes `output`: a 2-layer
+        // model needs one inter-layer buffer, never the second.
+        for buf in ws
+            .layers
+            .iter_mut()
+            .take(self.config.num_layers.saturating_sub(1))
+        {
+            grow(buf, "layer output", layer_len)?;
         }
         let mut sorted = [
             std::mem::take(&mut ws.x_sorted),
