@@ -20,10 +20,10 @@ use clap::Args;
 use clap::ValueEnum;
 use lstm::{
     Backend, EngineKind, GradOutputs, LstmBackward, LstmConfig, LstmEngine, LstmWeights,
-    NaiveEngine, SimdEngine, Tensor, TrainingTape,
+    NaiveEngine, Precision, SimdEngine, Tensor, TrainingTape,
 };
 
-use crate::run::{engine_parser, parse_threads};
+use crate::run::{engine_parser, parse_threads, precision_parser};
 use crate::{CliError, CliResult};
 
 /// What `lstm bench` times.
@@ -99,6 +99,15 @@ pub(crate) struct BenchArgs {
     /// on one.
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     threads: Option<NonZeroUsize>,
+
+    /// Precision of the weights and products (f32, bf16); forward only.
+    #[arg(
+        long,
+        value_name = "PRECISION",
+        default_value_t = Precision::F32,
+        value_parser = precision_parser(),
+    )]
+    precision: Precision,
 
     /// Minimum total time of the timed samples, in seconds.
     #[arg(long, value_name = "S", default_value_t = 1.0)]
@@ -225,6 +234,12 @@ pub(crate) fn bench(args: &BenchArgs) -> CliResult {
     // The training step's engine (built before `weights` moves into the forward's).
     let trainer = match args.mode {
         Mode::Forward => None,
+        Mode::Train if args.precision != Precision::F32 => {
+            return Err(CliError::msg(format!(
+                "--mode train runs f32 only (asked for --precision {})",
+                args.precision
+            )))
+        }
         Mode::Train => Some(train_engine(
             args.engine,
             args.backend.as_deref(),
@@ -232,7 +247,7 @@ pub(crate) fn bench(args: &BenchArgs) -> CliResult {
         )?),
     };
 
-    let mut options = lstm::EngineOptions::default();
+    let mut options = lstm::EngineOptions::default().with_precision(args.precision);
     if let Some(name) = &args.backend {
         options = options.with_backend(name.parse::<Backend>()?);
     }
@@ -248,7 +263,7 @@ pub(crate) fn bench(args: &BenchArgs) -> CliResult {
         EngineKind::Naive => "scalar".to_string(),
         _ => options
             .backend
-            .unwrap_or_else(Backend::detect)
+            .unwrap_or_else(|| Backend::detect_for(args.precision))
             .name()
             .to_string(),
     };
@@ -287,10 +302,11 @@ pub(crate) fn bench(args: &BenchArgs) -> CliResult {
         calls_per_sample: calls,
     };
     println!(
-        "{} {} ({}, {} thread{}): T={} B={} I={} H={} L={}{}{}: median {:.4} ms (min {:.4}, max {:.4}; {} samples × {} calls), {:.1} GFLOP/s",
+        "{} {} ({} {}, {} thread{}): T={} B={} I={} H={} L={}{}{}: median {:.4} ms (min {:.4}, max {:.4}; {} samples × {} calls), {:.1} GFLOP/s",
         result.engine,
         args.mode.name(),
         result.backend,
+        args.precision,
         result.threads,
         if result.threads == 1 { "" } else { "s" },
         args.seq_len,
@@ -309,9 +325,10 @@ pub(crate) fn bench(args: &BenchArgs) -> CliResult {
     );
     if args.json {
         println!(
-            "{{\"engine\":\"{}\",\"backend\":\"{}\",\"threads\":{},\"mode\":\"{}\",\"seq_len\":{},\"batch\":{},\"input_size\":{},\"hidden_size\":{},\"num_layers\":{},\"bidirectional\":{},\"proj_size\":{},\"median_ms\":{},\"min_ms\":{},\"max_ms\":{},\"gflops\":{},\"samples\":{},\"calls_per_sample\":{}}}",
+            "{{\"engine\":\"{}\",\"backend\":\"{}\",\"precision\":\"{}\",\"threads\":{},\"mode\":\"{}\",\"seq_len\":{},\"batch\":{},\"input_size\":{},\"hidden_size\":{},\"num_layers\":{},\"bidirectional\":{},\"proj_size\":{},\"median_ms\":{},\"min_ms\":{},\"max_ms\":{},\"gflops\":{},\"samples\":{},\"calls_per_sample\":{}}}",
             result.engine,
             result.backend,
+            args.precision,
             result.threads,
             args.mode.name(),
             args.seq_len,

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
-use lstm::{io, EngineKind, LstmError, LstmState, Model, Tensor};
+use lstm::{io, EngineKind, LstmError, LstmState, Model, Precision, Tensor};
 
 use crate::output::{check_paths, FileArg, StagedOutputs};
 use crate::{CliError, CliResult};
@@ -81,12 +81,28 @@ pub(crate) struct RunArgs {
     /// and simd engines run on one.
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     threads: Option<NonZeroUsize>,
+
+    /// Precision of the weights and products: f32 (default), or bf16 (weights rounded to
+    /// bf16 once, bf16 products with f32 accumulation; simd and parallel engines only).
+    #[arg(
+        long,
+        value_name = "PRECISION",
+        default_value_t = Precision::F32,
+        value_parser = precision_parser(),
+    )]
+    precision: Precision,
 }
 
 /// `--engine`: the names of [`EngineKind::ALL`], parsed with `EngineKind::from_str`.
 pub(crate) fn engine_parser() -> impl TypedValueParser<Value = EngineKind> {
     PossibleValuesParser::new(EngineKind::ALL.iter().map(|k| k.name()))
         .try_map(|s| s.parse::<EngineKind>())
+}
+
+/// `--precision`: one of [`Precision::ALL`].
+pub(crate) fn precision_parser() -> impl TypedValueParser<Value = Precision> {
+    PossibleValuesParser::new(Precision::ALL.iter().map(|p| p.name()))
+        .try_map(|s| s.parse::<Precision>())
 }
 
 /// `--threads`: a whole number of at least 1.
@@ -144,7 +160,7 @@ pub(crate) fn run(args: &RunArgs) -> CliResult {
     };
 
     // 3. The forward pass (which validates every shape and length before computing).
-    let mut options = lstm::EngineOptions::default();
+    let mut options = lstm::EngineOptions::default().with_precision(args.precision);
     if let Some(n) = args.threads {
         options = options.with_threads(n.get());
     }

@@ -116,7 +116,7 @@ pub fn read_bandwidth_gbs(
 }
 
 fn check(backend: Backend, threads: usize) -> Result<()> {
-    backend.kernels()?;
+    backend.kernels(lstm_core::Precision::F32)?;
     if threads == 0 {
         return Err(LstmError::InvalidArgument {
             what: "threads",
