@@ -14,6 +14,10 @@
 //! Every output element is computed by the same instructions whichever plan runs it: results
 //! are bit-identical to the SIMD engine for every thread count.
 //!
+//! Training ([`LstmBackward`]) runs on the same pool: the training forward on the forward's
+//! split, the backward in batch shards with the weight gradients split by their rows
+//! ([`ParallelEngine::train_plan`]); gradients are the SIMD engine's, bit for bit.
+//!
 //! ```
 //! use lstm_core::{LstmConfig, LstmEngine, LstmWeights, Tensor};
 //! use lstm_parallel::ParallelEngine;
@@ -384,10 +388,16 @@ impl ParallelEngine {
     }
 }
 
-/// Training through the parallel runner. In this version the training forward and the backward
-/// run on the calling thread, through the SIMD engine's (so their results are the SIMD
-/// engine's, bit for bit, whatever the thread count); a batch-sharded backward with a
-/// fixed-order reduction of the weight gradients is the next step.
+/// Below this many floating-point operations of a training step per thread, the backward's
+/// fork-joins (about five per cell, ~5-20 µs each) cost more than the split saves.
+const MIN_TRAIN_FLOPS_PER_THREAD: f64 = 2.0e7;
+
+/// Training through the parallel runner, on its pool: the training forward on the forward's
+/// split (the same driver as the forward, recording the tape), and the backward in batch
+/// shards, with the weight gradients split by their rows and the input gradient by its rows
+/// ([`SimdEngine::backward_split`]). Every gradient element is computed by the same
+/// instructions in the same order whatever the thread count: results are the SIMD engine's,
+/// bit for bit.
 impl LstmBackward<f32> for ParallelEngine {
     fn forward_train(
         &self,
@@ -396,7 +406,9 @@ impl LstmBackward<f32> for ParallelEngine {
         lengths: Option<&[usize]>,
         tape: &mut TrainingTape<f32>,
     ) -> Result<LstmOutput<f32>> {
-        self.simd.forward_train(input, state, lengths, tape)
+        let (seq_len, batch) = self.call_size(input);
+        let plan = self.train_plan(seq_len, batch).0;
+        self.forward_train_planned(input, (state, lengths), tape, plan)
     }
 
     fn backward(
@@ -404,6 +416,84 @@ impl LstmBackward<f32> for ParallelEngine {
         tape: &TrainingTape<f32>,
         grads: &GradOutputs<'_, f32>,
     ) -> Result<LstmGradients<f32>> {
-        self.simd.backward(tape, grads)
+        let workers = self.train_plan(tape.seq_len(), tape.batch()).1;
+        self.backward_planned(tape, grads, workers)
+    }
+}
+
+impl ParallelEngine {
+    /// `(T, B)` of an input tensor in the config's layout (0 for a malformed one, which the
+    /// call's validation then refuses).
+    fn call_size(&self, input: &Tensor<f32>) -> (usize, usize) {
+        match (input.shape(), self.simd.config().batch_first) {
+            ([t, _], _) => (*t, 1),
+            ([b, t, _], true) | ([t, b, _], false) => (*t, *b),
+            _ => (0, 0),
+        }
+    }
+
+    /// The cost model of a training step of `seq_len` steps over `batch` sequences: the plan of
+    /// its forward (the forward's [`plan`](Self::plan); a batch split runs on one thread, as
+    /// the tape is one buffer) and the workers of its backward (every thread, up to the cores,
+    /// when each gets at least `MIN_TRAIN_FLOPS_PER_THREAD` of the step's work; else one).
+    pub fn train_plan(&self, seq_len: usize, batch: usize) -> (Plan, usize) {
+        let forward = match self.plan(seq_len, batch) {
+            Plan::Batch(_) => Plan::Serial,
+            other => other,
+        };
+        let flops = 3.0 * self.simd.config().forward_flops(seq_len, batch);
+        let workers = self.threads.min(self.cores).max(1);
+        let backward = if workers > 1 && flops / workers as f64 >= MIN_TRAIN_FLOPS_PER_THREAD {
+            workers
+        } else {
+            1
+        };
+        (forward, backward)
+    }
+
+    /// The training forward with the given plan instead of the cost model's (for tests and
+    /// measurements: every plan gives the same bits). A batch split runs on one thread.
+    pub fn forward_train_planned(
+        &self,
+        input: &Tensor<f32>,
+        (state, lengths): (Option<&LstmState<f32>>, Option<&[usize]>),
+        tape: &mut TrainingTape<f32>,
+        plan: Plan,
+    ) -> Result<LstmOutput<f32>> {
+        let bidirectional = self.simd.config().bidirectional;
+        let (size, split) = match plan {
+            Plan::Hidden(n) => (n.min(self.threads), Split::Hidden),
+            Plan::Directions if self.threads >= 2 && bidirectional => (2, Split::Directions),
+            Plan::Directions => (self.threads.min(2), Split::Hidden),
+            Plan::Serial | Plan::Batch(_) => (1, Split::Hidden),
+        };
+        if size <= 1 {
+            return self.simd.forward_train(input, state, lengths, tape);
+        }
+        let team = PoolTeam {
+            pool: &self.pool,
+            size,
+        };
+        self.simd
+            .forward_train_split(input, (state, lengths), tape, &team, split)
+    }
+
+    /// The backward on `workers` threads of the pool (at most the pool's) instead of the cost
+    /// model's count: the same bits for every count.
+    pub fn backward_planned(
+        &self,
+        tape: &TrainingTape<f32>,
+        grads: &GradOutputs<'_, f32>,
+        workers: usize,
+    ) -> Result<LstmGradients<f32>> {
+        let size = workers.min(self.threads);
+        if size <= 1 {
+            return self.simd.backward(tape, grads);
+        }
+        let team = PoolTeam {
+            pool: &self.pool,
+            size,
+        };
+        self.simd.backward_split(tape, grads, &team)
     }
 }

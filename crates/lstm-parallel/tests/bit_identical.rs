@@ -1,8 +1,10 @@
-//! Every plan and thread count gives the SIMD engine's bits, for every option.
+//! Every plan and thread count gives the SIMD engine's bits, for every option, in inference and
+//! in training.
 #![allow(clippy::unwrap_used)]
 
 use lstm_core::{
-    LstmConfig, LstmEngine, LstmState, LstmWeights, SequenceBatch, SplitMix64, Tensor,
+    GradOutputs, LstmBackward, LstmConfig, LstmEngine, LstmState, LstmWeights, SequenceBatch,
+    SplitMix64, Tensor, TrainingTape,
 };
 use lstm_parallel::{ParallelEngine, Plan};
 use lstm_simd::{Backend, SimdEngine};
@@ -119,4 +121,68 @@ fn streaming_step_matches_forward() {
         assert_eq!(out, full.output.data()[s * b * 40..(s + 1) * b * 40]);
     }
     assert_eq!(state.h, full.h_n);
+}
+
+#[test]
+fn training_at_every_plan_and_thread_count_is_bit_identical_to_simd() {
+    for (n, config) in configs().into_iter().enumerate() {
+        let weights = LstmWeights::<f32>::random(config.clone(), 40 + n as u64).unwrap();
+        let backend = Backend::detect();
+        let simd = SimdEngine::with_backend(&weights, backend).unwrap();
+        let engines: Vec<ParallelEngine> = [2, 3, 8]
+            .into_iter()
+            .map(|n| ParallelEngine::with_backend(&weights, backend, n).unwrap())
+            .collect();
+        for (t, b) in [(9, 1), (6, 13), (5, 40)] {
+            let shape = if config.batch_first {
+                [b, t, config.input_size]
+            } else {
+                [t, b, config.input_size]
+            };
+            let x = Tensor::new(shape, data(t * b * config.input_size, 6, 1.0)).unwrap();
+            let mut state = LstmState::<f32>::zeros(&config, Some(b)).unwrap();
+            let h = data(state.h.data().len(), 7, 0.5);
+            state.h.data_mut().copy_from_slice(&h);
+            let lengths: Vec<usize> = (0..b).map(|i| 1 + (i * 7 + 2) % t).collect();
+            for (st, len) in [(None, None), (Some(&state), Some(lengths.as_slice()))] {
+                let mut tape = TrainingTape::new();
+                let want = simd.forward_train(&x, st, len, &mut tape).unwrap();
+                let gy = Tensor::new(
+                    want.output.shape().to_vec(),
+                    data(want.output.data().len(), 8, 1.0),
+                )
+                .unwrap();
+                let ghn = Tensor::new(
+                    want.h_n.shape().to_vec(),
+                    data(want.h_n.data().len(), 9, 1.0),
+                )
+                .unwrap();
+                let grads = GradOutputs::new(&gy).with_h_n(&ghn);
+                let want_grads = simd.backward(&tape, &grads).unwrap();
+                for par in &engines {
+                    let threads = par.threads();
+                    for plan in [
+                        Plan::Serial,
+                        Plan::Hidden(threads),
+                        Plan::Directions,
+                        par.train_plan(t, b).0,
+                    ] {
+                        let what = format!(
+                            "{config:?} T={t} B={b} threads={threads} {plan:?} state={}",
+                            st.is_some()
+                        );
+                        let mut tape = TrainingTape::new();
+                        let got = par
+                            .forward_train_planned(&x, (st, len), &mut tape, plan)
+                            .unwrap();
+                        assert!(got == want, "forward_train: {what}");
+                        let got = par.backward_planned(&tape, &grads, threads).unwrap();
+                        assert!(got == want_grads, "backward: {what}");
+                        let got = par.backward(&tape, &grads).unwrap();
+                        assert!(got == want_grads, "backward (cost model): {what}");
+                    }
+                }
+            }
+        }
+    }
 }

@@ -96,14 +96,19 @@ pub fn trainers_under_test() -> Vec<TrainerUnderTest> {
             available: backend.is_supported(),
         });
     }
-    // The parallel runner trains through the SIMD engine's code (on one thread for now).
-    v.push(TrainerUnderTest {
-        name: "parallel-2".to_string(),
-        build: Box::new(|w| Ok(Box::new(ParallelEngine::new(&w, 2)?) as BoxedTrainer)),
-        // The backend it runs, so that the properties compare it with that SIMD engine.
-        backend: Some(Backend::detect().name().to_string()),
-        available: true,
-    });
+    // The parallel runner at 2, 3 and 8 threads (its cost model's plans; the properties of
+    // `tests/backward.rs` also force every plan).
+    for threads in [2, 3, 8] {
+        v.push(TrainerUnderTest {
+            name: format!("parallel-{threads}"),
+            build: Box::new(move |w| {
+                Ok(Box::new(ParallelEngine::new(&w, threads)?) as BoxedTrainer)
+            }),
+            // The backend it runs, so that the properties compare it with that SIMD engine.
+            backend: Some(Backend::detect().name().to_string()),
+            available: true,
+        });
+    }
     v
 }
 

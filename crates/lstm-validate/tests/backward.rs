@@ -5,8 +5,9 @@
 //! zero input gradient.
 #![allow(clippy::unwrap_used)]
 
-use lstm_core::{LstmEngine, TrainingTape};
+use lstm_core::{LstmBackward, LstmEngine, TrainingTape};
 use lstm_naive::NaiveEngine;
+use lstm_parallel::{ParallelEngine, Plan};
 use lstm_simd::SimdEngine;
 use lstm_validate::backward::{
     compare_gradients, run_backward, run_perturbed_backward, run_reference_backward,
@@ -114,6 +115,54 @@ fn forward_train_equals_forward_and_backward_is_deterministic() {
                 .unwrap();
                 if a != b || a != c {
                     return Err(fail("two backward passes differ".into()));
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn parallel_training_is_the_simd_engines_bit_for_bit() {
+    check_property(
+        "parallel training at 2, 3 and 8 threads, every plan, equals the SIMD engine's",
+        cases(CaseSpace::default()),
+        |case| {
+            let weights = case.weights().unwrap();
+            let up = upstream(&case);
+            let (x, state) = (case.input().unwrap(), case.state().unwrap());
+            let simd = SimdEngine::new(&weights).unwrap();
+            let mut tape = TrainingTape::new();
+            let want = simd
+                .forward_train(&x, state.as_ref(), case.lengths(), &mut tape)
+                .unwrap();
+            let want_grads = simd.backward(&tape, &up.grads()).unwrap();
+            for threads in [2, 3, 8] {
+                let par = ParallelEngine::new(&weights, threads).unwrap();
+                for plan in [Plan::Serial, Plan::Hidden(threads), Plan::Directions] {
+                    let fail =
+                        |m: &str| TestCaseError::fail(format!("parallel-{threads} {plan:?}: {m}"));
+                    let mut tape = TrainingTape::new();
+                    let got = par
+                        .forward_train_planned(
+                            &x,
+                            (state.as_ref(), case.lengths()),
+                            &mut tape,
+                            plan,
+                        )
+                        .unwrap();
+                    if got != want {
+                        return Err(fail("forward_train differs from the SIMD engine's"));
+                    }
+                    for workers in [threads, 1] {
+                        let g = par.backward_planned(&tape, &up.grads(), workers).unwrap();
+                        if g != want_grads {
+                            return Err(fail("gradients differ from the SIMD engine's"));
+                        }
+                    }
+                    if par.backward(&tape, &up.grads()).unwrap() != want_grads {
+                        return Err(fail("gradients (cost model) differ from the SIMD engine's"));
+                    }
                 }
             }
             Ok(())

@@ -24,6 +24,8 @@
 //! `[+ P_p` with a projection`]`, plus copies of a layer's input and output with unsorted
 //! lengths.
 
+use std::sync::Mutex;
+
 use lstm_core::grad::{CanonicalGrads, CellTape, LayerTape};
 use lstm_core::tensor::try_filled_vec;
 use lstm_core::{
@@ -37,6 +39,7 @@ use super::workspace::{grow, numel, BackwardScratch};
 use super::SimdEngine;
 use crate::kernels::{gemm_tn_scratch, CellVariant, GateBackward, Gemm, GemmTn, Kernels};
 use crate::pack::PackedMatrix;
+use crate::team::WorkerTeam;
 
 /// Rows summed together before they join a bias gradient: a two-level sum, so the rounding
 /// grows with `64 + T·B/64` rather than with `T·B`.
@@ -44,6 +47,8 @@ const BIAS_CHUNK: usize = 64;
 
 /// Where the backward writes (caller's batch order, PyTorch layouts).
 struct BackwardOut<'a> {
+    /// The workers to share the work with, if any.
+    team: Option<&'a dyn WorkerTeam>,
     grad_input: &'a mut [f32],
     grad_h0: &'a mut [f32],
     grad_c0: &'a mut [f32],
@@ -60,6 +65,29 @@ impl SimdEngine {
         &self,
         tape: &TrainingTape<f32>,
         grads: &GradOutputs<'_, f32>,
+    ) -> Result<LstmGradients<f32>> {
+        self.backward_with(tape, grads, None)
+    }
+
+    /// [`backward`](Self::backward) on the workers of `team` (the parallel runner): each
+    /// cell's backward through time in batch shards (every sequence's BPTT is independent of
+    /// the others'), the weight gradients split by their rows (each element still one sum
+    /// over all `T·B` rows in the same order) and the input gradient by its rows. Bit-identical
+    /// to [`backward`](Self::backward) for every team size.
+    pub fn backward_split(
+        &self,
+        tape: &TrainingTape<f32>,
+        grads: &GradOutputs<'_, f32>,
+        team: &dyn WorkerTeam,
+    ) -> Result<LstmGradients<f32>> {
+        self.backward_with(tape, grads, Some(team))
+    }
+
+    fn backward_with(
+        &self,
+        tape: &TrainingTape<f32>,
+        grads: &GradOutputs<'_, f32>,
+        team: Option<&dyn WorkerTeam>,
     ) -> Result<LstmGradients<f32>> {
         let config = &self.config;
         tape.ensure_filled_for(config)?;
@@ -79,6 +107,7 @@ impl SimdEngine {
             let order = BatchOrder::new(seq_len, batch, Some(&lens));
             let mut ws = ts.take();
             let mut out = BackwardOut {
+                team,
                 grad_input: &mut grad_input,
                 grad_h0: &mut grad_h0,
                 grad_c0: &mut grad_c0,
@@ -224,6 +253,7 @@ impl SimdEngine {
                     return Err(internal("cell"));
                 };
                 let cb = CellBackward {
+                    team: out.team,
                     kernels: self.kernels,
                     variant: self
                         .cells
@@ -246,16 +276,27 @@ impl SimdEngine {
                 let param = out.params.get_mut(idx).ok_or_else(|| internal("cell"))?;
                 cb.weight_grads(ws, dg, param)?;
             }
+            // dX = [dG_fwd | dG_rev] · [W_ih_fwd; W_ih_rev], by rows.
             let stack = ts.layers.get(layer).ok_or_else(|| internal("layer"))?;
-            self.kernels.gemm(Gemm {
-                rows,
-                a: dg,
-                lda: g.ldg,
-                k: g.ldg,
-                b: stack,
-                bias: None,
-                c: io.d_in,
-                ldc: stack.cols(),
+            let workers = out.team.map_or(1, |t| t.size());
+            let parts = split_even(rows, workers, self.kernels.row_block);
+            let jobs: Vec<_> = parts
+                .iter()
+                .cloned()
+                .zip(cut_rows(io.d_in, stack.cols(), &parts))
+                .collect();
+            let dg: &[f32] = dg;
+            run_parts(out.team, jobs, |(r, d_in)| {
+                self.kernels.gemm(Gemm {
+                    rows: r.len(),
+                    a: &dg[r.start * g.ldg..],
+                    lda: g.ldg,
+                    k: g.ldg,
+                    b: stack,
+                    bias: None,
+                    c: d_in,
+                    ldc: stack.cols(),
+                });
             });
             Ok(())
         })();
@@ -277,6 +318,7 @@ struct LayerGrads<'a> {
 
 /// The backward of one (layer, direction) cell.
 struct CellBackward<'a> {
+    team: Option<&'a dyn WorkerTeam>,
     kernels: Kernels,
     variant: CellVariant,
     bw: &'a BackwardCell,
@@ -295,6 +337,13 @@ struct CellBackward<'a> {
 }
 
 impl CellBackward<'_> {
+    /// The batch shards of the backward through time: one per worker, each at least a
+    /// register block of rows.
+    fn shards(&self) -> Vec<std::ops::Range<usize>> {
+        let workers = self.team.map_or(1, |t| t.size());
+        split_even(self.batch, workers, self.kernels.row_block)
+    }
+
     /// The slice of row `i` (sorted) of this cell in a `[L·D, B, w]` state tensor.
     fn state_row(&self, i: usize, w: usize) -> std::ops::Range<usize> {
         let s = (self.idx * self.batch + self.order.orig(i)) * w;
@@ -342,52 +391,56 @@ impl CellBackward<'_> {
             }
             None => &mut [][..],
         };
-        let mut carried = Carried {
-            c0_pad,
-            dh_rec,
-            dc,
-            dh_cell,
-            dh_all,
-        };
-        for step in 0..self.seq_len {
-            let t = if self.dir == 1 {
-                step
-            } else {
-                self.seq_len - 1 - step
-            };
-            self.step(t, d_out, dg, &mut carried);
-        }
+        let shards = self.shards();
+        let views = shard_views(
+            &shards,
+            (batch, self.seq_len),
+            (&*c0_pad, g.hp),
+            (&mut *dh_rec, g.ld_rec),
+            (&mut *dc, g.hp),
+            (&mut *dh_cell, g.ld_hc),
+            (dg, g.ldg),
+            (dh_all, g.ld_rec),
+        );
+        run_parts(self.team, views, |mut view| {
+            for step in 0..self.seq_len {
+                let t = if self.dir == 1 {
+                    step
+                } else {
+                    self.seq_len - 1 - step
+                };
+                self.step(t, d_out, &mut view);
+            }
+        });
         // dL/dh0, dL/dc0: what the carried gradients hold after each row's first step.
         for i in 0..batch {
             let (c, h) = (self.state_row(i, g.hidden), self.state_row(i, g.h_out));
-            out.grad_h0[h].copy_from_slice(&carried.dh_rec[i * g.ld_rec..][..g.h_out]);
-            out.grad_c0[c].copy_from_slice(&carried.dc[i * g.hp..][..g.hidden]);
+            out.grad_h0[h].copy_from_slice(&dh_rec[i * g.ld_rec..][..g.h_out]);
+            out.grad_c0[c].copy_from_slice(&dc[i * g.hp..][..g.hidden]);
         }
         Ok(())
     }
 
-    /// Step `t` of BPTT: `dh` (through the projection), `dG_t` and the carried `dc`, then
-    /// `dh_rec = dG_t · W_hh`.
-    fn step(
-        &self,
-        t: usize,
-        (d_out, ld_out): (&[f32], usize),
-        dg: &mut [f32],
-        s: &mut Carried<'_>,
-    ) {
+    /// Step `t` of BPTT for the rows of one shard: `dh` (through the projection), `dG_t` and
+    /// the carried `dc`, then `dh_rec = dG_t · W_hh`. Every row's arithmetic is the same
+    /// whatever the shards, so the result does not depend on how the batch is cut.
+    fn step(&self, t: usize, (d_out, ld_out): (&[f32], usize), s: &mut ShardGrads<'_>) {
         let (g, order, batch, seq_len) = (self.g, self.order, self.batch, self.seq_len);
-        let n = order.active[t];
+        let b0 = s.rows.start;
+        let running = order.active[t];
+        let n = running.saturating_sub(b0).min(s.rows.len());
         if n == 0 {
             return;
         }
         let (h4, h1) = (4 * g.hidden, g.hidden);
-        let dy = t * batch * ld_out + self.dir * g.hpo;
-        let dg_at = t * batch * g.ldg + self.dir * g.gp;
+        let dy = (t * batch + b0) * ld_out + self.dir * g.hpo;
+        let dg_t = &mut s.dg[t][self.dir * g.gp..];
         let ((dh, ldh), dh2): (Strided<'_>, Option<Strided<'_>>) = match &self.bw.w_hr {
             Some(w_hr) => {
                 // dh = dy + dh_rec, kept for dW_hr; dh_cell = dh · W_hr.
+                let dh_t = &mut *s.dh_all[t];
                 for i in 0..n {
-                    let row = &mut s.dh_all[(t * batch + i) * g.ld_rec..][..g.proj];
+                    let row = &mut dh_t[i * g.ld_rec..][..g.proj];
                     let y = &d_out[dy + i * ld_out..][..g.proj];
                     let r = &s.dh_rec[i * g.ld_rec..][..g.proj];
                     for ((d, &a), &b) in row.iter_mut().zip(y).zip(r) {
@@ -396,7 +449,7 @@ impl CellBackward<'_> {
                 }
                 self.kernels.gemm(Gemm {
                     rows: n,
-                    a: &s.dh_all[t * batch * g.ld_rec..],
+                    a: dh_t,
                     lda: g.ld_rec,
                     k: g.proj,
                     b: w_hr,
@@ -410,16 +463,21 @@ impl CellBackward<'_> {
         };
         // c_{t-1}: the tape's step before t in the forward's order for the rows that had one,
         // c0 for the rest (rows at their first step).
-        let (prev_rows, prev_t) = if self.dir == 1 {
+        let (prev_running, prev_t) = if self.dir == 1 {
             match t + 1 < seq_len {
-                true => (order.active[t + 1].min(n), t + 1),
+                true => (order.active[t + 1].min(running), t + 1),
                 false => (0, t),
             }
         } else {
             match t.checked_sub(1) {
-                Some(p) => (n, p),
+                Some(p) => (running, p),
                 None => (0, t),
             }
+        };
+        // The tape is in the caller's row order: through the row table, or from row b0.
+        let (tape_rows, first) = match order.table() {
+            Some(table) => (Some(&table[b0..]), 0),
+            None => (None, b0),
         };
         let tape = self.cell_tape;
         self.kernels.gate_backward(GateBackward {
@@ -427,11 +485,11 @@ impl CellBackward<'_> {
             rows: n,
             tiles: g.hp / g.n,
             hidden: g.hidden,
-            tape_rows: order.table(),
-            gates: &tape.gates[t * batch * h4..],
-            tanh_c: &tape.tanh_c[t * batch * h1..],
-            c_prev: &tape.c[prev_t * batch * h1..],
-            prev_rows,
+            tape_rows,
+            gates: &tape.gates[(t * batch + first) * h4..],
+            tanh_c: &tape.tanh_c[(t * batch + first) * h1..],
+            c_prev: &tape.c[(prev_t * batch + first) * h1..],
+            prev_rows: prev_running.saturating_sub(b0).min(n),
             c0: s.c0_pad,
             ldc0: g.hp,
             dh,
@@ -439,12 +497,12 @@ impl CellBackward<'_> {
             dh2,
             dc: s.dc,
             ldc: g.hp,
-            dg: &mut dg[dg_at..],
+            dg: dg_t,
             ldg: g.ldg,
         });
         self.kernels.gemm(Gemm {
             rows: n,
-            a: &dg[dg_at..],
+            a: &s.dg[t][self.dir * g.gp..],
             lda: g.ldg,
             k: g.gp,
             b: &self.bw.w_hh,
@@ -479,19 +537,15 @@ impl CellBackward<'_> {
             ..
         } = ws;
         let h_prev = self.previous_hidden(h0_cell, h_prev)?;
-        let pack = grow(
-            tn_pack,
-            "GEMM panels",
-            gemm_tn_scratch(g.gp.max(g.proj), g.n),
-        )?;
+        let pack = tn_pack;
         let width = 4 * g.n;
         let dg_cell = &dg[self.dir * g.gp..];
         let ld_x = round_up(self.in_size, width);
         let gw_ih = grow(gw_ih, "grad weight_ih", numel(&[g.gp, ld_x]))?;
-        self.tn(dg_cell, g.ldg, g.gp, (self.x, self.in_size), gw_ih, pack);
+        self.tn(dg_cell, g.ldg, g.gp, (self.x, self.in_size), gw_ih, pack)?;
         let ld_h = round_up(g.h_out, width);
         let gw_hh = grow(gw_hh, "grad weight_hh", numel(&[g.gp, ld_h]))?;
-        self.tn(dg_cell, g.ldg, g.gp, (h_prev, g.h_out), gw_hh, pack);
+        self.tn(dg_cell, g.ldg, g.gp, (h_prev, g.h_out), gw_hh, pack)?;
         for gate in 0..4 {
             for u in 0..g.hidden {
                 let col = g.col(gate, u);
@@ -536,7 +590,7 @@ impl CellBackward<'_> {
             };
             let ld_c = round_up(g.hidden, width);
             let gw_hr = grow(gw_hr, "grad weight_hr", numel(&[g.proj, ld_c]))?;
-            self.tn(dh_all, g.ld_rec, g.proj, (hc, g.hidden), gw_hr, pack);
+            self.tn(dh_all, g.ld_rec, g.proj, (hc, g.hidden), gw_hr, pack)?;
             for q in 0..g.proj {
                 w_hr[q * g.hidden..][..g.hidden].copy_from_slice(&gw_hr[q * ld_c..][..g.hidden]);
             }
@@ -582,38 +636,155 @@ impl CellBackward<'_> {
         a_rows: usize,
         (b, cols): (&[f32], usize),
         c: &mut [f32],
-        pack: &mut [f32],
-    ) {
+        packs: &mut Vec<Vec<f32>>,
+    ) -> Result<()> {
         c.fill(0.0);
-        self.kernels.gemm_tn(GemmTn {
-            rows: a_rows,
-            k: self.seq_len * self.batch,
-            a,
-            lda,
-            b,
-            ldb: cols,
-            cols,
-            c,
-            ldc: round_up(cols, 4 * self.g.n),
-            pack,
+        let ldc = round_up(cols, 4 * self.g.n);
+        // Split by the rows of C: each element is still one sum over all T·B rows, in order.
+        let workers = self.team.map_or(1, |t| t.size());
+        let parts = split_even(a_rows, workers, self.kernels.row_block);
+        if packs.len() < parts.len() {
+            packs.resize_with(parts.len(), Vec::new);
+        }
+        for (p, r) in packs.iter_mut().zip(&parts) {
+            grow(p, "GEMM panels", gemm_tn_scratch(r.len(), self.g.n))?;
+        }
+        let jobs: Vec<_> = parts
+            .iter()
+            .cloned()
+            .zip(cut_rows(c, ldc, &parts))
+            .zip(packs.iter_mut())
+            .collect();
+        run_parts(self.team, jobs, |((r, c), pack)| {
+            self.kernels.gemm_tn(GemmTn {
+                rows: r.len(),
+                k: self.seq_len * self.batch,
+                a: &a[r.start..],
+                lda,
+                b,
+                ldb: cols,
+                cols,
+                c,
+                ldc,
+                pack,
+            });
         });
+        Ok(())
     }
 }
 
 /// Rows of a buffer and their stride.
 type Strided<'a> = (&'a [f32], usize);
 
-/// The gradients carried from step to step of one cell's backward, and their scratch.
-struct Carried<'a> {
-    /// The initial cell state, sorted, rows padded to `hp`.
-    c0_pad: &'a mut [f32],
-    /// `dL/dh_{t-1}` through `W_hh` (`[B, ld_rec]`) and `dL/dc_{t-1}` (`[B, hp]`).
+/// One shard's rows (`rows`, of the sorted batch) of the buffers the backward through time
+/// writes: the carried gradients and their scratch (`[rows, ld]` each), and per step `t` its
+/// rows of `dG_t` and, with a projection, of `dh_t`.
+struct ShardGrads<'a> {
+    rows: std::ops::Range<usize>,
+    /// The initial cell state, rows padded to `hp`.
+    c0_pad: &'a [f32],
+    /// `dL/dh_{t-1}` through `W_hh` and `dL/dc_{t-1}`.
     dh_rec: &'a mut [f32],
     dc: &'a mut [f32],
-    /// With a projection: `dh · W_hr` of the step (`[B, ld_hc]`), and every step's `dh`
-    /// (`[T·B, ld_rec]`, for `dW_hr`).
+    /// With a projection: `dh · W_hr` of the step.
     dh_cell: &'a mut [f32],
-    dh_all: &'a mut [f32],
+    dg: Vec<&'a mut [f32]>,
+    dh_all: Vec<&'a mut [f32]>,
+}
+
+/// The first `rows.end` rows of a `[_, ld]` buffer cut at each shard's rows.
+fn cut_rows<'a>(
+    buf: &'a mut [f32],
+    ld: usize,
+    shards: &[std::ops::Range<usize>],
+) -> Vec<&'a mut [f32]> {
+    let mut rest = buf;
+    let mut parts = Vec::with_capacity(shards.len());
+    for r in shards {
+        let len = (r.len() * ld).min(rest.len());
+        let (part, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        parts.push(part);
+        rest = tail;
+    }
+    parts
+}
+
+/// Each shard's view of the backward's buffers (`(buffer, row stride)` pairs; `dg` and
+/// `dh_all` are `[T, B, ld]`, the others `[B, ld]`).
+#[allow(clippy::too_many_arguments)] // one argument per buffer
+fn shard_views<'a>(
+    shards: &[std::ops::Range<usize>],
+    (batch, seq_len): (usize, usize),
+    (c0_pad, ld_c0): (&'a [f32], usize),
+    (dh_rec, ld_rec): (&'a mut [f32], usize),
+    (dc, ld_c): (&'a mut [f32], usize),
+    (dh_cell, ld_hc): (&'a mut [f32], usize),
+    (dg, ldg): (&'a mut [f32], usize),
+    (dh_all, ld_all): (&'a mut [f32], usize),
+) -> Vec<ShardGrads<'a>> {
+    let mut views: Vec<ShardGrads<'a>> = shards
+        .iter()
+        .zip(cut_rows(dh_rec, ld_rec, shards))
+        .zip(cut_rows(dc, ld_c, shards))
+        .zip(cut_rows(dh_cell, ld_hc, shards))
+        .map(|(((r, dh_rec), dc), dh_cell)| ShardGrads {
+            rows: r.clone(),
+            c0_pad: &c0_pad[(r.start * ld_c0).min(c0_pad.len())..],
+            dh_rec,
+            dc,
+            dh_cell,
+            dg: Vec::with_capacity(seq_len),
+            dh_all: Vec::with_capacity(seq_len),
+        })
+        .collect();
+    for step in dg.chunks_mut((batch * ldg).max(1)).take(seq_len) {
+        for (v, part) in views.iter_mut().zip(cut_rows(step, ldg, shards)) {
+            v.dg.push(part);
+        }
+    }
+    for step in dh_all.chunks_mut((batch * ld_all).max(1)).take(seq_len) {
+        for (v, part) in views.iter_mut().zip(cut_rows(step, ld_all, shards)) {
+            v.dh_all.push(part);
+        }
+    }
+    views
+}
+
+/// Runs `f` on every part: on the workers of `team`, one part each, or in order on this
+/// thread. The parts write disjoint memory and each is computed the same way wherever it runs.
+fn run_parts<P: Send>(team: Option<&dyn WorkerTeam>, parts: Vec<P>, f: impl Fn(P) + Sync) {
+    match team {
+        Some(team) if parts.len() > 1 && team.size() > 1 => {
+            let slots: Vec<Mutex<Option<P>>> =
+                parts.into_iter().map(|p| Mutex::new(Some(p))).collect();
+            let take = |w: usize| {
+                slots
+                    .get(w)
+                    .and_then(|s| s.lock().unwrap_or_else(|e| e.into_inner()).take())
+            };
+            team.run(&|w| {
+                if let Some(p) = take(w) {
+                    f(p);
+                }
+            });
+            // A team smaller than promised leaves parts behind: run them here.
+            for w in 0..slots.len() {
+                if let Some(p) = take(w) {
+                    f(p);
+                }
+            }
+        }
+        _ => parts.into_iter().for_each(f),
+    }
+}
+
+/// `n` items cut into at most `parts` ranges of nearly equal size, each at least `min` long
+/// (one range when `n < 2·min`).
+fn split_even(n: usize, parts: usize, min: usize) -> Vec<std::ops::Range<usize>> {
+    let parts = parts.min(n / min.max(1)).max(1);
+    (0..parts)
+        .map(|p| n * p / parts..n * (p + 1) / parts)
+        .collect()
 }
 
 impl LstmBackward<f32> for SimdEngine {

@@ -23,7 +23,7 @@ use super::workspace::{grow, numel, BackwardScratch, Workspace};
 use super::{PackedCell, SimdEngine};
 use crate::kernels::TapeRecorder;
 use crate::pack::{pack_plain, padded_hidden, PackedMatrix};
-use crate::team::Split;
+use crate::team::{Split, WorkerTeam};
 
 /// What the backward adds to the engine: weights packed for it, and its scratch.
 #[derive(Debug)]
@@ -265,6 +265,31 @@ impl SimdEngine {
         lengths: Option<&[usize]>,
         tape: &mut TrainingTape<f32>,
     ) -> Result<LstmOutput<f32>> {
+        self.forward_train_with(input, (state, lengths), tape, None, Split::Hidden)
+    }
+
+    /// [`forward_train`](Self::forward_train) shared by the workers of `team`, split as
+    /// [`forward_batch_split`](Self::forward_batch_split) splits a forward (the same driver):
+    /// bit-identical to the one-thread result for every team size and split.
+    pub fn forward_train_split(
+        &self,
+        input: &Tensor<f32>,
+        (state, lengths): (Option<&LstmState<f32>>, Option<&[usize]>),
+        tape: &mut TrainingTape<f32>,
+        team: &dyn WorkerTeam,
+        split: Split,
+    ) -> Result<LstmOutput<f32>> {
+        self.forward_train_with(input, (state, lengths), tape, Some(team), split)
+    }
+
+    fn forward_train_with(
+        &self,
+        input: &Tensor<f32>,
+        (state, lengths): (Option<&LstmState<f32>>, Option<&[usize]>),
+        tape: &mut TrainingTape<f32>,
+        team: Option<&dyn WorkerTeam>,
+        split: Split,
+    ) -> Result<LstmOutput<f32>> {
         self.ensure_trainable()?;
         let config = &self.config;
         let call = SequenceBatch::new(config, input, state, lengths)?;
@@ -279,8 +304,9 @@ impl SimdEngine {
             self.train_state()?;
             let order = BatchOrder::new(seq_len, batch, call.lengths());
             let mut ws = self.take_workspace();
+            let outputs = (&mut h_n[..], &mut c_n[..]);
             let result =
-                self.forward_train_into(&call, &order, &mut ws, tape, (&mut h_n, &mut c_n));
+                self.forward_train_into(&call, &order, &mut ws, tape, outputs, (team, split));
             self.return_workspace(ws);
             result?;
             if let Some(order) = &order.order {
@@ -306,6 +332,7 @@ impl SimdEngine {
         ws: &mut Workspace,
         tape: &mut TrainingTape<f32>,
         (h_n, c_n): (&mut [f32], &mut [f32]),
+        (team, split): (Option<&dyn WorkerTeam>, Split),
     ) -> Result<()> {
         let d = self.dims;
         let (seq_len, batch) = (call.seq_len(), call.batch());
@@ -366,7 +393,7 @@ impl SimdEngine {
                 let records = recs.iter_mut().map(|rec| {
                     TapeRecorder::new(rec, order.table(), seq_len, batch, d.hidden, projecting)
                 });
-                self.run_layer(layer, io, records, ws, None, Split::Hidden)?;
+                self.run_layer(layer, io, records, ws, team, split)?;
             }
             Ok(())
         })();

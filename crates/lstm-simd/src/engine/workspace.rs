@@ -44,8 +44,8 @@ pub(super) struct BackwardScratch {
     pub(super) gw_hr: Vec<f32>,
     pub(super) db: Vec<f32>,
     pub(super) db_part: Vec<f32>,
-    /// Packed panels of the weight-gradient GEMMs.
-    pub(super) tn_pack: Vec<f32>,
+    /// Packed panels of the weight-gradient GEMMs, one per worker.
+    pub(super) tn_pack: Vec<Vec<f32>>,
 }
 
 /// The element count of `dims`; an overflow becomes `usize::MAX`, which the allocators refuse
