@@ -3,8 +3,6 @@
 
 use core::arch::x86_64::*;
 
-use lstm_core::precision::bf16_bits;
-
 use crate::lanes::{DotBf16, Lanes};
 
 /// 16 f32 lanes; a value exists only on a host with AVX-512F (see [`Lanes`]).
@@ -165,30 +163,37 @@ impl DotBf16 for F32x16 {
     #[inline(always)]
     unsafe fn round_pairs(src: *const f32, len: usize, dst: *mut u32) {
         let mut j = 0;
-        // SAFETY: j + 32 <= len floats read, (j + 32) / 2 u32s written; the tail stays below
-        // len and len.div_ceil(2) (caller contract); AVX512-BF16 available (caller contract).
+        // SAFETY: every load reads floats below len (the tail's masked loads touch only the
+        // lanes they keep), every store writes u32s below len.div_ceil(2) (caller contract);
+        // AVX512-BF16 and AVX-512F available (caller contract).
         unsafe {
-            while j + 32 <= len {
-                let lo = _mm512_loadu_ps(src.add(j));
-                let hi = _mm512_loadu_ps(src.add(j + 16));
+            while j < len {
+                let rest = len - j;
+                let (lo, hi) = if rest >= 32 {
+                    (
+                        _mm512_loadu_ps(src.add(j)),
+                        _mm512_loadu_ps(src.add(j + 16)),
+                    )
+                } else {
+                    // The last partial chunk: missing floats read as 0, so an odd `len` ends
+                    // with a zero high half, and its pairs go out with a masked store.
+                    let keep = |n: usize| -> __mmask16 { ((1u32 << n.min(16)) - 1) as __mmask16 };
+                    (
+                        _mm512_maskz_loadu_ps(keep(rest), src.add(j)),
+                        _mm512_maskz_loadu_ps(keep(rest.saturating_sub(16)), src.add(j + 16)),
+                    )
+                };
                 // Element i < 16 of the result is lo[i], element 16 + i is hi[i]: the bf16s in
                 // order, so u32 q holds floats 2q (low half) and 2q + 1.
-                let b = _mm512_cvtne2ps_pbh(hi, lo);
-                _mm512_storeu_si512(
-                    dst.add(j / 2).cast(),
-                    std::mem::transmute::<__m512bh, __m512i>(b),
-                );
-                j += 32;
-            }
-            while j < len {
-                let lo = u32::from(bf16_bits(*src.add(j)));
-                let hi = if j + 1 < len {
-                    u32::from(bf16_bits(*src.add(j + 1)))
+                let pairs = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+                if rest >= 32 {
+                    _mm512_storeu_si512(dst.add(j / 2).cast(), pairs);
                 } else {
-                    0
-                };
-                *dst.add(j / 2) = lo | (hi << 16);
-                j += 2;
+                    let words = rest.div_ceil(2);
+                    let keep = ((1u32 << words) - 1) as __mmask16;
+                    _mm512_mask_storeu_epi32(dst.add(j / 2).cast(), keep, pairs);
+                }
+                j += 32;
             }
         }
     }
