@@ -65,9 +65,20 @@ const MAX_GRAPH_DEPTH: usize = 32;
 
 /// True when `bytes` look like an ONNX model rather than a safetensors file: a safetensors
 /// file starts with an 8-byte header length followed by `{`; an ONNX `ModelProto` with a
-/// protobuf field tag.
+/// protobuf field tag (wire type 0, a varint such as `ir_version`, or 2, a length-delimited
+/// field such as `graph`, and a field number other than 0). Bytes that are neither (garbage,
+/// an empty file) are not ONNX, so a loader reports them as a broken safetensors file.
 pub fn looks_like_onnx(bytes: &[u8]) -> bool {
-    !(bytes.len() >= 9 && bytes[8] == b'{')
+    if bytes.len() >= 9 && bytes[8] == b'{' {
+        return false;
+    }
+    match bytes.first() {
+        Some(&tag) => {
+            let (wire_type, field_low_bits) = (tag & 0x07, (tag & 0x7f) >> 3);
+            matches!(wire_type, 0 | 2) && field_low_bits != 0
+        }
+        None => false,
+    }
 }
 
 /// What one `LSTM` node of a model is, as `lstm inspect` lists it.
@@ -604,5 +615,26 @@ fn info_of(name: &str, path: &str, layer: &Result<Layer>) -> LstmNodeInfo {
             chain: None,
             problem: Some(e.to_string()),
         },
+    }
+}
+
+#[cfg(test)]
+mod sniff_tests {
+    use super::looks_like_onnx;
+
+    #[test]
+    fn onnx_is_told_from_safetensors_and_from_garbage() {
+        // A ModelProto starts with ir_version (field 1, varint) or another field tag.
+        assert!(looks_like_onnx(&[0x08, 0x07, 0x12, 0x00]));
+        // graph (field 7, length-delimited).
+        assert!(looks_like_onnx(&[0x3a, 0x10]));
+        // A safetensors header: 8-byte length, then `{`.
+        let mut st = 2u64.to_le_bytes().to_vec();
+        st.extend_from_slice(b"{}");
+        assert!(!looks_like_onnx(&st));
+        // Garbage and empty files are not ONNX (reported as broken safetensors).
+        assert!(!looks_like_onnx(&[0xff; 64]));
+        assert!(!looks_like_onnx(&[0x00; 16]));
+        assert!(!looks_like_onnx(&[]));
     }
 }
