@@ -25,6 +25,7 @@ pub fn engine(model: &Model, kind: EngineKind, threads: usize) -> DynEngine {
         engine: kind,
         backend: None,
         threads,
+        precision: lstm::Precision::F32,
     };
     model
         .engine_with(kind, variant.options())

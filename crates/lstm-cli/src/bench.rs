@@ -15,12 +15,12 @@ use std::num::NonZeroUsize;
 
 use clap::Args;
 use clap::ValueEnum;
-use lstm::{Backend, EngineKind, LstmConfig, LstmWeights};
+use lstm::{Backend, EngineKind, LstmConfig, LstmWeights, Precision};
 use lstm_report::measure::{self, Variant};
 use lstm_report::timing::{time_calls, TimingPlan};
 use serde::Serialize;
 
-use crate::cli_common::{engine_parser, parse_threads};
+use crate::cli_common::{engine_parser, parse_threads, precision_parser};
 use crate::{CliError, CliResult};
 
 /// What `lstm bench` times.
@@ -97,6 +97,15 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     threads: Option<NonZeroUsize>,
 
+    /// Precision of the weights and products (f32, bf16); forward only.
+    #[arg(
+        long,
+        value_name = "PRECISION",
+        default_value_t = Precision::F32,
+        value_parser = precision_parser(),
+    )]
+    precision: Precision,
+
     /// Minimum total time of the timed samples, in seconds.
     #[arg(long, value_name = "S", default_value_t = 1.0)]
     min_time: f64,
@@ -120,6 +129,7 @@ fn parse_positive(s: &str) -> Result<usize, String> {
 struct BenchResult {
     engine: &'static str,
     backend: &'static str,
+    precision: &'static str,
     threads: usize,
     mode: &'static str,
     seq_len: usize,
@@ -147,8 +157,15 @@ pub(crate) fn bench(args: &BenchArgs) -> CliResult {
     if !(args.min_time.is_finite() && args.min_time >= 0.0) {
         return Err(CliError::msg("--min-time must be a number of seconds >= 0"));
     }
+    if args.mode == Mode::Train && args.precision != Precision::F32 {
+        return Err(CliError::msg(format!(
+            "--mode train runs f32 only (asked for --precision {})",
+            args.precision
+        )));
+    }
     let weights = LstmWeights::<f32>::random(config.clone(), 0x5eed)?;
     let variant = Variant {
+        precision: args.precision,
         engine: args.engine,
         backend: match &args.backend {
             Some(name) => Some(name.parse::<Backend>()?),
@@ -193,6 +210,7 @@ pub(crate) fn bench(args: &BenchArgs) -> CliResult {
     let result = BenchResult {
         engine: args.engine.name(),
         backend: variant.backend_name(),
+        precision: args.precision.name(),
         threads: variant.threads,
         mode: args.mode.name(),
         seq_len: args.seq_len,
@@ -210,9 +228,10 @@ pub(crate) fn bench(args: &BenchArgs) -> CliResult {
         calls_per_sample: timing.calls_per_sample,
     };
     println!(
-        "{} {} ({}, {} thread{}): T={} B={} I={} H={} L={}{}{}: median {:.4} ms (min {:.4}, max {:.4}; {} samples × {} calls), {:.1} GFLOP/s",
+        "{} {} ({} {}, {} thread{}): T={} B={} I={} H={} L={}{}{}: median {:.4} ms (min {:.4}, max {:.4}; {} samples × {} calls), {:.1} GFLOP/s",
         result.engine,
         result.mode,
+        result.precision,
         result.backend,
         result.threads,
         if result.threads == 1 { "" } else { "s" },

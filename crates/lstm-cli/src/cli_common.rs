@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use lstm::{io, EngineKind, LstmError, LstmState, Model, Operand, Tensor};
+use lstm::{io, EngineKind, LstmError, LstmState, Model, Operand, Precision, Tensor};
 
 use crate::output::{FileArg, StagedOutputs};
 use crate::{CliError, CliResult};
@@ -17,6 +17,12 @@ pub(crate) fn engine_parser() -> impl TypedValueParser<Value = EngineKind> {
 }
 
 /// `--threads`: a whole number of at least 1.
+/// `--precision`: one of [`Precision::ALL`].
+pub(crate) fn precision_parser() -> impl TypedValueParser<Value = Precision> {
+    PossibleValuesParser::new(Precision::ALL.iter().map(|p| p.name()))
+        .try_map(|s| s.parse::<Precision>())
+}
+
 pub(crate) fn parse_threads(s: &str) -> Result<NonZeroUsize, String> {
     let n: usize = s
         .trim()

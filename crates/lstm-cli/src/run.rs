@@ -4,10 +4,11 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use clap::Args;
-use lstm::{EngineKind, Operand};
+use lstm::{EngineKind, Operand, Precision};
 
 use crate::cli_common::{
-    attribute, engine_parser, given, load_model, parse_threads, stage_npy, Operands, SequenceInputs,
+    attribute, engine_parser, given, load_model, parse_threads, precision_parser, stage_npy,
+    Operands, SequenceInputs,
 };
 use crate::output::{check_paths, StagedOutputs};
 use crate::{CliError, CliResult};
@@ -89,6 +90,16 @@ pub(crate) struct RunArgs {
     /// and simd engines run on one.
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     threads: Option<NonZeroUsize>,
+
+    /// Precision of the weights and products: f32 (default), or bf16 (weights rounded to
+    /// bf16 once, bf16 products with f32 accumulation; simd and parallel engines only).
+    #[arg(
+        long,
+        value_name = "PRECISION",
+        default_value_t = Precision::F32,
+        value_parser = precision_parser(),
+    )]
+    precision: Precision,
 }
 
 /// `lstm run` on an ONNX model: ONNX's shapes and `sequence_lens`.
@@ -129,7 +140,7 @@ pub(crate) fn run(args: &RunArgs) -> CliResult {
     )?;
 
     // 3. The forward pass (which validates every shape and length before computing).
-    let mut options = lstm::EngineOptions::default();
+    let mut options = lstm::EngineOptions::default().with_precision(args.precision);
     if let Some(n) = args.threads {
         options = options.with_threads(n.get());
     }

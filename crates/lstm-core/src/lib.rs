@@ -27,6 +27,7 @@ pub mod engine;
 pub mod error;
 pub mod grad;
 pub mod io;
+pub mod precision;
 pub mod tensor;
 pub mod weights;
 
@@ -36,5 +37,6 @@ pub use engine::{
 };
 pub use error::{LstmError, Operand, Result, Subject};
 pub use grad::{GradOutputs, LstmBackward, LstmGradients, TrainingTape};
+pub use precision::Precision;
 pub use tensor::Tensor;
 pub use weights::{CellWeights, LstmWeights, ParamKind, SplitMix64};

@@ -432,6 +432,27 @@ impl SplitMix64 {
     }
 }
 
+impl LstmWeights<f32> {
+    /// The weights an engine of `precision` multiplies by: `W_ih`, `W_hh` and `W_hr` rounded to
+    /// the precision, biases unchanged (they are added in f32).
+    pub fn rounded_to(&self, precision: crate::Precision) -> LstmWeights<f32> {
+        let mut out = self.clone();
+        for cell in &mut out.cells {
+            for w in [
+                Some(&mut cell.w_ih),
+                Some(&mut cell.w_hh),
+                cell.w_hr.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                w.iter_mut().for_each(|x| *x = precision.round(*x));
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

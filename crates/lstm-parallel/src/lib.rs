@@ -36,7 +36,8 @@
 use lstm_core::tensor::{checked_numel, try_filled_vec};
 use lstm_core::{
     check_step, BatchOutput, GradOutputs, LstmBackward, LstmConfig, LstmEngine, LstmError,
-    LstmGradients, LstmOutput, LstmState, LstmWeights, Result, SequenceBatch, Tensor, TrainingTape,
+    LstmGradients, LstmOutput, LstmState, LstmWeights, Precision, Result, SequenceBatch, Tensor,
+    TrainingTape,
 };
 use lstm_simd::{Backend, SimdEngine, Split, WorkerTeam};
 use rayon::prelude::*;
@@ -92,13 +93,24 @@ impl ParallelEngine {
         backend: Backend,
         threads: usize,
     ) -> Result<Self> {
+        Self::with_options(weights, backend, Precision::F32, threads)
+    }
+
+    /// As [`new`](Self::new), with the SIMD backend pinned and the weights packed in
+    /// `precision` (see [`SimdEngine::with_options`]).
+    pub fn with_options(
+        weights: &LstmWeights<f32>,
+        backend: Backend,
+        precision: Precision,
+        threads: usize,
+    ) -> Result<Self> {
         if threads == 0 {
             return Err(LstmError::InvalidArgument {
                 what: "threads",
                 reason: "the number of threads must be at least 1".to_string(),
             });
         }
-        let simd = SimdEngine::with_backend(weights, backend)?;
+        let simd = SimdEngine::with_options(weights, backend, precision)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("lstm-parallel-{i}"))

@@ -208,9 +208,9 @@ def tiny_step(binary, rounds):
     return med
 
 
-def grid(binary, names, rounds):
+def grid(binary, names, rounds, min_s):
     print("\n### Grid shapes, one thread: a Python call against `lstm bench` (median ms per call)\n")
-    print("| shape | lstm_kernels model(x) | Rust lstm bench | Python / Rust | torch | onnxruntime |")
+    print("| shape | lstm_kernels model(x) | Rust lstm bench | Python / Rust (median of rounds) | torch | onnxruntime |")
     print("|---|---|---|---|---|---|")
     rows = {}
     for name, T, B, I, H, layers, bi in GRID:
@@ -223,17 +223,20 @@ def grid(binary, names, rounds):
         tt = torch_call(tm, x) if tm is not None else None
         ours, rust, torch_t, ort_t = [], [], [], []
         for _ in range(rounds):
-            ours.append(per_call(lambda: model(x), min_s=1.0))
+            ours.append(per_call(lambda: model(x), min_s=min_s))
             if binary:
-                rust.append(rust_bench(binary, T, B, I, H, layers, bi, 1.0))
+                rust.append(rust_bench(binary, T, B, I, H, layers, bi, min_s))
             if tt is not None:
-                torch_t.append(per_call(tt, min_s=1.0))
+                torch_t.append(per_call(tt, min_s=min_s))
             if ort is not None:
-                ort_t.append(per_call(ort, min_s=1.0))
+                ort_t.append(per_call(ort, min_s=min_s))
         m = lambda v: statistics.median(v) if v else None  # noqa: E731
         o, r = m(ours), m(rust)
-        rows[name] = dict(python=o, rust=r, torch=m(torch_t), ort=m(ort_t))
-        ratio = f"{o / r:.3f}" if r else "n/a"
+        # The ratio of each round (measured back to back), then their median: noise that
+        # lasts longer than a round hits both sides of it alike.
+        ratio = m([a / b for a, b in zip(ours, rust)]) if rust else None
+        rows[name] = dict(python=o, rust=r, torch=m(torch_t), ort=m(ort_t), ratio=ratio)
+        ratio = f"{ratio:.3f}" if ratio else "n/a"
         print(f"| {name} | {fmt(o, 'ms')} | {fmt(r, 'ms')} | {ratio} | "
               f"{fmt(m(torch_t), 'ms')} | {fmt(m(ort_t), 'ms')} |", flush=True)
     return rows
@@ -276,6 +279,8 @@ def main():
     ap.add_argument("--shapes", default=DEFAULT_SHAPES,
                     help=f"comma list of grid shapes (default {DEFAULT_SHAPES}; 'all')")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--min-time", type=float, default=1.0,
+                    help="seconds per contender per round on the grid shapes (as lstm bench's)")
     ap.add_argument("--skip", default="", help="comma list of sections to skip: tiny,grid,threads")
     args = ap.parse_args()
     binary = args.lstm if args.lstm and os.path.exists(args.lstm) else None
@@ -296,7 +301,7 @@ def main():
     if "tiny" not in skip:
         tiny_step(binary, args.rounds)
     if "grid" not in skip:
-        grid(binary, names, args.rounds)
+        grid(binary, names, args.rounds, args.min_time)
     if "threads" not in skip:
         two_threads(max(args.rounds, 3))
     with open("/proc/loadavg") as f:

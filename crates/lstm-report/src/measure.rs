@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use lstm::{
     Backend, DynEngine, DynTrainer, EngineKind, EngineOptions, GradOutputs, LstmBackward,
-    LstmEngine, LstmWeights, Model, Tensor, TrainingTape,
+    LstmEngine, LstmWeights, Model, Precision, Tensor, TrainingTape,
 };
 
 use crate::{ReportError, Result};
@@ -20,14 +20,20 @@ pub struct Variant {
     pub backend: Option<Backend>,
     /// Worker threads (1 for the single-threaded engines).
     pub threads: usize,
+    /// The precision of the weights and products.
+    pub precision: Precision,
 }
 
 impl Variant {
     /// `simd/avx512`, `naive`: the column name (the thread count is the table's).
     pub fn label(&self) -> String {
-        match self.backend {
+        let name = match self.backend {
             Some(b) => format!("{}/{}", self.engine, b),
             None => self.engine.to_string(),
+        };
+        match self.precision {
+            Precision::F32 => name,
+            other => format!("{name} {other}"),
         }
     }
 
@@ -35,14 +41,17 @@ impl Variant {
     pub fn backend_name(&self) -> &'static str {
         match self.engine {
             EngineKind::Naive => "scalar",
-            _ => self.backend.unwrap_or_else(Backend::detect).name(),
+            _ => self
+                .backend
+                .unwrap_or_else(|| Backend::detect_for(self.precision))
+                .name(),
         }
     }
 
     /// The engine options of this variant: its backend, and its threads for an engine that
     /// uses them.
     pub fn options(&self) -> EngineOptions {
-        let mut options = EngineOptions::default();
+        let mut options = EngineOptions::default().with_precision(self.precision);
         if let Some(backend) = self.backend {
             options = options.with_backend(backend);
         }
@@ -94,6 +103,7 @@ pub fn variants(max_threads: usize) -> Vec<Variant> {
                 out.push(Variant {
                     engine,
                     backend,
+                    precision: Precision::F32,
                     threads,
                 });
             }

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use lstm_core::{LstmError, Result};
+use lstm_core::{LstmError, Precision, Result};
 
 use crate::kernels::Kernels;
 
@@ -23,27 +23,47 @@ pub enum Backend {
     Avx2,
     /// x86-64 AVX-512F, 16 lanes.
     Avx512,
+    /// x86-64 AVX-512F with AVX512-BF16 (`vdpbf16ps`): at [`Precision::Bf16`] the products
+    /// take bf16 operands on both sides; at f32 it runs the `Avx512` kernels.
+    Avx512Bf16,
 }
 
 impl Backend {
     /// Every backend this build knows, best last.
-    pub const ALL: &'static [Backend] = &[Backend::Portable, Backend::Avx2, Backend::Avx512];
+    pub const ALL: &'static [Backend] = &[
+        Backend::Portable,
+        Backend::Avx2,
+        Backend::Avx512,
+        Backend::Avx512Bf16,
+    ];
 
-    /// The best backend this CPU supports.
+    /// The best backend this CPU supports for f32 ([`detect_for`](Self::detect_for)).
     pub fn detect() -> Backend {
-        Backend::ALL
-            .iter()
-            .rev()
+        Backend::detect_for(Precision::F32)
+    }
+
+    /// The best backend this CPU supports for weights of `precision`: `Avx512Bf16` only for
+    /// bf16 (at f32 it adds nothing to `Avx512`).
+    pub fn detect_for(precision: Precision) -> Backend {
+        Backend::all_for(precision)
+            .last()
             .copied()
-            .find(|b| b.is_supported())
             .unwrap_or(Backend::Portable)
     }
 
-    /// Every backend this CPU supports (the portable one first).
+    /// Every backend this CPU supports for f32 ([`all_for`](Self::all_for)), the portable one
+    /// first.
     pub fn all() -> Vec<Backend> {
+        Backend::all_for(Precision::F32)
+    }
+
+    /// Every backend this CPU supports whose kernels differ at `precision`, the portable one
+    /// first: `Avx512Bf16` only for bf16 (at f32 it runs the `Avx512` kernels).
+    pub fn all_for(precision: Precision) -> Vec<Backend> {
         Backend::ALL
             .iter()
             .copied()
+            .filter(|&b| b != Backend::Avx512Bf16 || precision == Precision::Bf16)
             .filter(|b| b.is_supported())
             .collect()
     }
@@ -59,6 +79,11 @@ impl Backend {
             }
             #[cfg(target_arch = "x86_64")]
             Backend::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512Bf16 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bf16")
+            }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -70,6 +95,7 @@ impl Backend {
             Backend::Portable => "portable",
             Backend::Avx2 => "avx2",
             Backend::Avx512 => "avx512",
+            Backend::Avx512Bf16 => "avx512bf16",
         }
     }
 
@@ -77,7 +103,7 @@ impl Backend {
     pub fn lanes(self) -> usize {
         match self {
             Backend::Portable | Backend::Avx2 => 8,
-            Backend::Avx512 => 16,
+            Backend::Avx512 | Backend::Avx512Bf16 => 16,
         }
     }
 
@@ -85,20 +111,24 @@ impl Backend {
     /// (6 for AVX-512, 3 for AVX2, 2 portable). A share of the batch smaller than this runs
     /// the kernels below their speed.
     pub fn row_block(self) -> usize {
-        crate::kernels::table(self).row_block
+        crate::kernels::table(self, Precision::F32).row_block
     }
 
-    /// This backend's kernels, or an error when the CPU lacks its instructions. Handing out
-    /// the table only after this check is what makes calling the kernels sound.
-    pub(crate) fn kernels(self) -> Result<Kernels> {
+    /// This backend's kernels for weights of `precision`, or an error when the CPU lacks its
+    /// instructions. Handing out the table only after this check is what makes calling the
+    /// kernels sound.
+    pub(crate) fn kernels(self, precision: Precision) -> Result<Kernels> {
         if !self.is_supported() {
             return Err(LstmError::Unsupported(format!(
                 "the {} backend needs CPU features this machine lacks (supported: {:?})",
                 self.name(),
-                Backend::all().iter().map(|b| b.name()).collect::<Vec<_>>()
+                Backend::all_for(Precision::Bf16)
+                    .iter()
+                    .map(|b| b.name())
+                    .collect::<Vec<_>>()
             )));
         }
-        Ok(crate::kernels::table(self))
+        Ok(crate::kernels::table(self, precision))
     }
 }
 

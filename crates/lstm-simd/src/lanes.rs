@@ -59,6 +59,47 @@ pub(crate) trait Lanes: Copy {
     fn select_lt(self, bound: f32, a: Self, b: Self) -> Self;
     /// Replaces subnormal (and zero) lanes by +0; normal, infinite and NaN lanes pass.
     fn flush_subnormal(self) -> Self;
+
+    /// Loads `N` packed bf16 pairs (`u32`: one bf16 in each half) from `p` and widens the low
+    /// halves (`high == false`) or the high halves to f32 (exactly: a shift or a mask).
+    ///
+    /// # Safety
+    /// The CPU supports this type's instruction set, and `N` `u32`s are readable at `p`.
+    unsafe fn load_bf16(p: *const u32, high: bool) -> Self;
+}
+
+/// Lanes with a bf16 dot product (`vdpbf16ps`): `N` f32 accumulators, each taking the sum of
+/// the products of one pair of bf16s (exact in f32) per instruction.
+pub(crate) trait DotBf16: Lanes {
+    /// `N` pairs of bf16.
+    type Pairs: Copy;
+
+    /// Loads `N` pairs from `p`.
+    ///
+    /// # Safety
+    /// The CPU supports this type's instruction set and its bf16 dot product; `N` `u32`s are
+    /// readable at `p`.
+    unsafe fn load_pairs(p: *const u32) -> Self::Pairs;
+
+    /// The pair at `p` in every lane.
+    ///
+    /// # Safety
+    /// As [`load_pairs`](Self::load_pairs), one `u32` readable at `p`.
+    unsafe fn splat_pair(p: *const u32) -> Self::Pairs;
+
+    /// `self + a.lo·b.lo + a.hi·b.hi` per lane (f32 accumulation; bf16 subnormals read as 0).
+    ///
+    /// # Safety
+    /// The CPU supports the bf16 dot product (`self` proves only the base instruction set).
+    unsafe fn dot_pairs(self, a: Self::Pairs, b: Self::Pairs) -> Self;
+
+    /// Rounds `len` floats at `src` to bf16 ([`bf16_bits`](lstm_core::precision::bf16_bits)'s
+    /// rounding) into `dst`, in order, then a zero when `len` is odd: `len.div_ceil(2)` pairs.
+    ///
+    /// # Safety
+    /// As [`load_pairs`](Self::load_pairs); `len` floats readable at `src`, `len.div_ceil(2)`
+    /// `u32`s writable at `dst`.
+    unsafe fn round_pairs(src: *const f32, len: usize, dst: *mut u32);
 }
 
 /// `ln 2` split into a part exact in f32 and the rest (Cody-Waite), as Cephes' `expf`.

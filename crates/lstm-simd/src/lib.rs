@@ -58,7 +58,7 @@ pub mod activations {
                 found: out.len(),
             });
         }
-        backend.kernels()
+        backend.kernels(lstm_core::Precision::F32)
     }
 
     /// `out[j] = σ(x[j])` with `backend`'s kernel.

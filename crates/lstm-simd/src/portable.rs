@@ -90,4 +90,12 @@ impl Lanes for Portable {
         let tiny = self.0.abs().simd_lt(f32x8::splat(f32::MIN_POSITIVE));
         Portable(tiny.select(f32x8::splat(0.0) & self.0, self.0))
     }
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const u32, high: bool) -> Self {
+        // SAFETY: 8 u32s readable at p (caller contract).
+        let pairs = unsafe { p.cast::<[u32; 8]>().read_unaligned() };
+        Portable(f32x8::from(pairs.map(|w| {
+            f32::from_bits(if high { w & 0xffff_0000 } else { w << 16 })
+        })))
+    }
 }

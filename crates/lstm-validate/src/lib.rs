@@ -46,8 +46,8 @@ use std::fmt;
 use std::io::Write;
 
 use lstm_core::{
-    BatchOutput, LstmConfig, LstmEngine, LstmOutput, LstmState, LstmWeights, Result, SequenceBatch,
-    Tensor,
+    BatchOutput, LstmConfig, LstmEngine, LstmOutput, LstmState, LstmWeights, Precision, Result,
+    SequenceBatch, Tensor,
 };
 use lstm_naive::NaiveEngine;
 use lstm_parallel::{ParallelEngine, Plan};
@@ -77,6 +77,10 @@ pub struct EngineUnderTest {
     /// Another entry this one must equal bit for bit on every call (the parallel runner at any
     /// thread count against the SIMD engine it parallelises).
     pub bit_identical_to: Option<String>,
+    /// The unit roundoff of its products' data operands (the input rows, `h`): 0 for f32
+    /// engines and for bf16 weights widened to f32, [`tolerance::BF16_U`] where the products
+    /// take bf16 operands (`vdpbf16ps`); see [`Tolerance::bf16_operands`].
+    pub operand_u: f64,
     /// How exactly the engine must satisfy the layout identities (`step` T times = `forward`,
     /// `batch_first` = transposed, a batch = its sequences one by one, lengths = truncation,
     /// unbatched = batch of one, `bias=False` = zero biases): [`Tolerance::EXACT`] unless the
@@ -96,8 +100,15 @@ impl EngineUnderTest {
             backend: None,
             available: true,
             bit_identical_to: None,
+            operand_u: 0.0,
             identities: Tolerance::EXACT,
         }
+    }
+
+    /// Declares that the engine rounds its products' data operands with unit roundoff `u`.
+    pub fn operands_rounded(mut self, u: f64) -> Self {
+        self.operand_u = u;
+        self
     }
 
     /// Pins a SIMD backend, available when `supported` (`Backend::X.is_supported()`).
@@ -154,6 +165,50 @@ pub fn engines_under_test() -> Vec<EngineUnderTest> {
         parallel(3, Some(Plan::Batch(3))),
         parallel(2, Some(Plan::Directions)),
     ]
+}
+
+/// Every engine with bf16 weights, each backend pinned: the SIMD engine (bf16 weights widened
+/// to f32 on `portable`, `avx2`, `avx512`; bf16 operands on both sides on `avx512bf16`) and
+/// the parallel runner, bit-identical to the SIMD engine of the best bf16 backend. Compared
+/// with the reference on the same rounded weights ([`LstmWeights::rounded_to`]) under
+/// [`Tolerance::bf16_operands`].
+pub fn bf16_engines_under_test() -> Vec<EngineUnderTest> {
+    let best = Backend::detect_for(Precision::Bf16);
+    let operand_u = |b: Backend| {
+        if b == Backend::Avx512Bf16 {
+            tolerance::BF16_U
+        } else {
+            0.0
+        }
+    };
+    let mut engines: Vec<EngineUnderTest> = Backend::ALL
+        .iter()
+        .map(|&backend| {
+            EngineUnderTest::new(format!("simd-bf16-{}", backend.name()), move |w| {
+                Ok(Box::new(SimdEngine::with_options(
+                    &w,
+                    backend,
+                    Precision::Bf16,
+                )?))
+            })
+            .backend(backend.name(), backend.is_supported())
+            .operands_rounded(operand_u(backend))
+        })
+        .collect();
+    for threads in [2, 3] {
+        engines.push(
+            EngineUnderTest::new(format!("parallel-bf16-{threads}"), move |w| {
+                let engine = ParallelEngine::with_options(&w, best, Precision::Bf16, threads)?;
+                Ok(Box::new(ForcedPlan {
+                    engine,
+                    plan: Plan::Hidden(threads),
+                }))
+            })
+            .bit_identical_to(format!("simd-bf16-{}", best.name()))
+            .operands_rounded(operand_u(best)),
+        );
+    }
+    engines
 }
 
 /// The parallel runner on `threads` threads, with its cost model or a forced plan.

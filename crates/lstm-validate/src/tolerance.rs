@@ -47,6 +47,43 @@ pub const LONG_CELL_ULPS: f64 = 4.0;
 /// an engine's error is then a small multiple of this sensitivity rather than of `u`.
 pub const SENSITIVITY: f64 = 64.0;
 
+/// Standard deviations of a sum of independently rounded products allowed in
+/// [`Tolerance::bf16_operands`]: 6σ, which a sum of a few bounded terms or more exceeds with
+/// probability below 1e-8.
+pub const OPERAND_SIGMAS: f64 = 6.0;
+
+/// The unit roundoff of bf16, `2⁻⁸` (8 significant bits): the relative error of one weight or
+/// operand rounded to bf16.
+pub const BF16_U: f64 = 1.0 / 256.0;
+
+/// The perturbed references `samples` (f32-sized roundings of every weight, input and state
+/// element, around `reference`) scaled to roundings of relative size `operand_u`: the
+/// problem's first-order sensitivity to bf16-sized perturbations, for
+/// [`compare_sensitive`] (whose [`CHAOTIC`] rule then stops checking where bf16 leaves no
+/// digits).
+pub fn bf16_sensitivity(
+    reference: &LstmOutput<f64>,
+    samples: &[LstmOutput<f64>],
+    operand_u: f64,
+) -> Vec<LstmOutput<f64>> {
+    let gain = operand_u / U;
+    let scale = |r: &Tensor<f64>, s: &Tensor<f64>| -> Tensor<f64> {
+        let mut out = s.clone();
+        for (o, (&rv, &sv)) in out.data_mut().iter_mut().zip(r.data().iter().zip(s.data())) {
+            *o = rv + (sv - rv) * gain;
+        }
+        out
+    };
+    samples
+        .iter()
+        .map(|s| LstmOutput {
+            output: scale(&reference.output, &s.output),
+            h_n: scale(&reference.h_n, &s.h_n),
+            c_n: scale(&reference.c_n, &s.c_n),
+        })
+        .collect()
+}
+
 /// Independent perturbations of the reference whose largest effect is the sensitivity at each
 /// step. One random-sign perturbation can lie almost orthogonal to the direction a chaotic
 /// step amplifies most and under-estimate the growth several-fold; the largest of four rarely
@@ -136,6 +173,10 @@ pub struct Conditioning {
     pub gate_sum: f64,
     /// The largest number of terms K = I_k + H_out of one gate's dot products.
     pub dot_len: usize,
+    /// The largest `√(Σ_j (|W_ij|·|x_j|)² + Σ_j (|W_hj|·|h_j|)²)` over every gate row, with
+    /// `|x|`, `|h|` at their bounds: the scale of the error of one gate pre-activation when
+    /// every product's data operand is rounded independently ([`Tolerance::bf16_operands`]).
+    pub gate_rss: f64,
 }
 
 impl Conditioning {
@@ -148,6 +189,11 @@ impl Conditioning {
         let row_l1 = |m: &[f32], cols: usize, r: usize| -> f64 {
             m.get(r * cols..(r + 1) * cols)
                 .map_or(0.0, |row| row.iter().map(|v| f64::from(v.abs())).sum())
+        };
+        let row_l2_squared = |m: &[f32], cols: usize, r: usize| -> f64 {
+            m.get(r * cols..(r + 1) * cols).map_or(0.0, |row| {
+                row.iter().map(|&v| f64::from(v) * f64::from(v)).sum()
+            })
         };
         // |h| of every layer after the first step; the projection widens the bound.
         let h_bound = |layer: usize| -> f64 {
@@ -162,7 +208,7 @@ impl Conditioning {
                 1.0
             }
         };
-        let mut gate_sum: f64 = 0.0;
+        let (mut gate_sum, mut gate_rss): (f64, f64) = (0.0, 0.0);
         for layer in 0..config.num_layers {
             let in_size = config.layer_input_size(layer);
             let x_max = if layer == 0 {
@@ -186,6 +232,9 @@ impl Conditioning {
                         + bias(&cell.b_ih)
                         + bias(&cell.b_hh);
                     gate_sum = gate_sum.max(sum);
+                    let squares = row_l2_squared(&cell.w_ih, in_size, r) * x_max * x_max
+                        + row_l2_squared(&cell.w_hh, h_out, r) * h_max * h_max;
+                    gate_rss = gate_rss.max(squares.sqrt());
                 }
             }
         }
@@ -193,7 +242,11 @@ impl Conditioning {
             .map(|l| config.layer_input_size(l) + h_out)
             .max()
             .unwrap_or(0);
-        Conditioning { gate_sum, dot_len }
+        Conditioning {
+            gate_sum,
+            dot_len,
+            gate_rss,
+        }
     }
 }
 
@@ -229,6 +282,36 @@ impl Tolerance {
         Tolerance {
             atol: step.atol * t.sqrt() + LONG_CELL_ULPS * U * t * max_abs_c,
             rtol: RTOL,
+        }
+    }
+
+    /// `base` (the f32 rule of the case, against the reference run on the engine's rounded
+    /// weights) widened for products whose data operand (the input row, `h`) is rounded with
+    /// unit roundoff `operand_u` (bf16: 2⁻⁸; 0 when only the weights are rounded), over
+    /// `seq_len` steps of `layers` layers whose cells reach `max_abs_c`.
+    ///
+    /// Derivation (docs/numerics.md, "bf16"): rounding `x_j` to `x_j(1 + δ_j)`, `|δ_j| ≤ u`,
+    /// moves a gate pre-activation by `Σ_j w_j x_j δ_j`, a sum of independent terms of standard
+    /// deviation at most `u/√3·|w_j x_j|`, so at most `OPERAND_SIGMAS · u/√3 · gate_rss`.
+    /// Through the gates (σ' ≤ ¼, tanh' ≤ 1) a step moves `c` by at most
+    /// `(¼ + 1 + ¼·max|c|)` times that and `h` by `¼` more; the cell carries each step's error
+    /// on with gain `f ≤ 1`, and the steps' independent errors add like a random walk:
+    /// `√(T·L)` over the steps of every layer. The feedback through `W_hh` (and `W_ih` of the
+    /// next layer) is the problem's sensitivity, measured separately
+    /// ([`bf16_sensitivity`]).
+    pub fn bf16_operands(
+        base: Tolerance,
+        cond: &Conditioning,
+        operand_u: f64,
+        (seq_len, layers): (usize, usize),
+        max_abs_c: f64,
+    ) -> Self {
+        let gate = OPERAND_SIGMAS * operand_u / 3f64.sqrt() * cond.gate_rss;
+        let step = gate * (1.75 + 0.25 * max_abs_c);
+        let walk = ((seq_len.max(1) * layers.max(1)) as f64).sqrt();
+        Tolerance {
+            atol: base.atol + step * walk,
+            rtol: base.rtol,
         }
     }
 

@@ -52,8 +52,8 @@
 pub use lstm_core::io::{LoadedModel, TensorInfo};
 pub use lstm_core::{
     io, pad_to_total_length, CellWeights, GradOutputs, LstmBackward, LstmConfig, LstmEngine,
-    LstmError, LstmGradients, LstmOutput, LstmState, LstmWeights, Operand, ParamKind, Result,
-    Subject, Tensor, TrainingTape,
+    LstmError, LstmGradients, LstmOutput, LstmState, LstmWeights, Operand, ParamKind, Precision,
+    Result, Subject, Tensor, TrainingTape,
 };
 pub use lstm_naive::NaiveEngine;
 /// ONNX models: [`Model::load_onnx`], and the loader itself ([`onnx::parse_onnx`] lists the
@@ -133,15 +133,20 @@ impl FromStr for EngineKind {
     }
 }
 
-/// How to build an engine: threads for the parallel runner, and the SIMD instruction set.
+/// How to build an engine: threads for the parallel runner, the SIMD instruction set, and the
+/// precision of the weights.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EngineOptions {
     /// Threads of the parallel runner (`None`: [`default_threads`], one per core); ignored by
     /// the others.
     pub threads: Option<usize>,
-    /// The SIMD backend (`None`: the best this CPU has); refused for the naive engine.
+    /// The SIMD backend (`None`: the best this CPU has for the precision); refused for the
+    /// naive engine.
     pub backend: Option<Backend>,
+    /// The precision of the weights and products (default f32; see
+    /// [`SimdEngine::with_options`]); the naive engine runs f32 only.
+    pub precision: Precision,
 }
 
 impl EngineOptions {
@@ -159,6 +164,24 @@ impl EngineOptions {
     /// With the SIMD backend pinned.
     pub fn with_backend(mut self, backend: Backend) -> Self {
         self.backend = Some(backend);
+        self
+    }
+
+    /// With the weights packed in `precision` (bf16: half the bytes, bf16 products with f32
+    /// accumulation; the state and the nonlinearities stay f32).
+    ///
+    /// ```
+    /// use lstm::{EngineKind, EngineOptions, LstmConfig, LstmWeights, Model, Precision, Tensor};
+    ///
+    /// let model = Model::from_weights(LstmWeights::random(LstmConfig::new(3, 16), 1)?);
+    /// let options = EngineOptions::default().with_precision(Precision::Bf16);
+    /// let engine = model.engine_with(EngineKind::Simd, options)?;
+    /// let out = engine.forward(&Tensor::new([5, 2, 3], vec![0.5; 30])?, None, None)?;
+    /// assert_eq!(out.output.shape(), &[5, 2, 16]);
+    /// # Ok::<(), lstm::LstmError>(())
+    /// ```
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
         self
     }
 }
@@ -362,8 +385,19 @@ impl Model {
 
     /// The one place an engine is built from a kind and options.
     fn build(&self, kind: EngineKind, options: EngineOptions) -> Result<BuiltEngine> {
-        let backend = options.backend.unwrap_or_else(Backend::detect);
+        let precision = options.precision;
+        let backend = options
+            .backend
+            .unwrap_or_else(|| Backend::detect_for(precision));
         Ok(match kind {
+            EngineKind::Naive if precision != Precision::F32 => {
+                return Err(LstmError::InvalidArgument {
+                    what: "precision",
+                    reason: format!(
+                        "the naive engine runs f32 only (asked for `{precision}`); use the simd or parallel engine"
+                    ),
+                })
+            }
             EngineKind::Naive => {
                 if let Some(b) = options.backend {
                     return Err(LstmError::InvalidArgument {
@@ -376,11 +410,12 @@ impl Model {
                 BuiltEngine::Naive(NaiveEngine::new(self.weights.clone())?)
             }
             EngineKind::Simd => {
-                BuiltEngine::Simd(SimdEngine::with_backend(&self.weights, backend)?)
+                BuiltEngine::Simd(SimdEngine::with_options(&self.weights, backend, precision)?)
             }
-            EngineKind::Parallel => BuiltEngine::Parallel(ParallelEngine::with_backend(
+            EngineKind::Parallel => BuiltEngine::Parallel(ParallelEngine::with_options(
                 &self.weights,
                 backend,
+                precision,
                 options.threads_or_default(),
             )?),
         })

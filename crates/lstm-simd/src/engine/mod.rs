@@ -26,8 +26,8 @@ use std::sync::Mutex;
 
 use lstm_core::tensor::try_filled_vec;
 use lstm_core::{
-    check_step, BatchOutput, LstmConfig, LstmEngine, LstmError, LstmState, LstmWeights, Result,
-    SequenceBatch,
+    check_step, BatchOutput, LstmConfig, LstmEngine, LstmError, LstmState, LstmWeights, Precision,
+    Result, SequenceBatch,
 };
 
 use self::batch_order::{chunk_steps, gather_rows, unsort, BatchOrder};
@@ -91,6 +91,7 @@ struct Dims {
 pub struct SimdEngine {
     config: LstmConfig,
     backend: Backend,
+    precision: Precision,
     kernels: Kernels,
     dims: Dims,
     cells: Vec<PackedCell>,
@@ -113,9 +114,46 @@ impl SimdEngine {
     /// ([`forward_train`](Self::forward_train), [`backward`](Self::backward)) is refused with
     /// [`LstmError::Unsupported`] naming the option.
     pub fn with_backend(weights: &LstmWeights<f32>, backend: Backend) -> Result<Self> {
+        Self::with_options(weights, backend, Precision::F32)
+    }
+
+    /// Packs `weights` for the best backend of this CPU for `precision`
+    /// ([`Backend::detect_for`]).
+    pub fn with_precision(weights: &LstmWeights<f32>, precision: Precision) -> Result<Self> {
+        Self::with_options(weights, Backend::detect_for(precision), precision)
+    }
+
+    /// Packs `weights` in `precision` for `backend`; fails when this CPU lacks its
+    /// instructions.
+    ///
+    /// At [`Precision::Bf16`], `W_ih`, `W_hh` and `W_hr` are rounded to bf16 once, here (to
+    /// nearest, ties to even); the state, the gate pre-activations, the biases and the
+    /// nonlinearities stay f32. On [`Backend::Avx512Bf16`] the products round their other
+    /// operand (the input rows, `h`) to bf16 as well and run on `vdpbf16ps`; elsewhere the
+    /// weights are widened to f32 in registers. Training refuses a bf16 engine
+    /// ([`LstmError::Unsupported`]).
+    ///
+    /// ```
+    /// use lstm_core::{LstmConfig, LstmEngine, LstmWeights, Precision, Tensor};
+    /// use lstm_simd::{Backend, SimdEngine};
+    ///
+    /// let weights = LstmWeights::<f32>::random(LstmConfig::new(3, 20), 1)?;
+    /// let bf16 = SimdEngine::with_options(&weights, Backend::Portable, Precision::Bf16)?;
+    /// let f32 = SimdEngine::with_backend(&weights, Backend::Portable)?;
+    /// let x = Tensor::new([7, 2, 3], vec![0.5; 42])?;
+    /// let (a, b) = (bf16.forward(&x, None, None)?, f32.forward(&x, None, None)?);
+    /// let worst = a.output.data().iter().zip(b.output.data()).map(|(a, b)| (a - b).abs());
+    /// assert!(worst.fold(0.0, f32::max) < 1e-2);
+    /// # Ok::<(), lstm_core::LstmError>(())
+    /// ```
+    pub fn with_options(
+        weights: &LstmWeights<f32>,
+        backend: Backend,
+        precision: Precision,
+    ) -> Result<Self> {
         let config = weights.config().clone();
         config.validate()?;
-        let kernels = backend.kernels()?;
+        let kernels = backend.kernels(precision)?;
         let lanes = kernels.lanes;
         let (hidden, h_out) = (config.hidden_size, config.h_out());
         let hp = padded_hidden(hidden, lanes);
@@ -129,8 +167,10 @@ impl SimdEngine {
                         name: format!("cell (layer {layer}, direction {dir})"),
                     })?;
                 let in_size = config.layer_input_size(layer);
-                let w_ih = pack_gate_weights("weight_ih", &cell.w_ih, hidden, in_size, lanes)?;
-                let w_hh = pack_gate_weights("weight_hh", &cell.w_hh, hidden, h_out, lanes)?;
+                let w_ih =
+                    pack_gate_weights("weight_ih", &cell.w_ih, hidden, in_size, lanes, precision)?;
+                let w_hh =
+                    pack_gate_weights("weight_hh", &cell.w_hh, hidden, h_out, lanes, precision)?;
                 // b_ih + b_hh, summed once here: one rounding, as PyTorch's fused paths do.
                 let bias_sum: Vec<f32> = match (&cell.b_ih, &cell.b_hh) {
                     (Some(a), Some(b)) => a.iter().zip(b).map(|(x, y)| x + y).collect(),
@@ -139,7 +179,8 @@ impl SimdEngine {
                 let bias = pack_gate_vector(&bias_sum, hidden, lanes)?;
                 let w_hr = match &cell.w_hr {
                     Some(w) => {
-                        let p = pack_plain("weight_hr", w, config.proj_size, hidden, lanes)?;
+                        let p =
+                            pack_plain("weight_hr", w, config.proj_size, hidden, lanes, precision)?;
                         ldh = p.cols();
                         Some(p)
                     }
@@ -178,6 +219,7 @@ impl SimdEngine {
         Ok(SimdEngine {
             config,
             backend,
+            precision,
             kernels,
             dims,
             cells,
@@ -189,6 +231,11 @@ impl SimdEngine {
     /// The instruction-set path this engine runs.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The precision of its weights and products.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     fn take_workspace(&self) -> Workspace {

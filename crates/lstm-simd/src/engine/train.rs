@@ -13,7 +13,9 @@ use std::sync::Mutex;
 
 use lstm_core::grad::LayerTapeMut;
 use lstm_core::tensor::try_filled_vec;
-use lstm_core::{LstmError, LstmOutput, LstmState, Result, SequenceBatch, Tensor, TrainingTape};
+use lstm_core::{
+    LstmError, LstmOutput, LstmState, Precision, Result, SequenceBatch, Tensor, TrainingTape,
+};
 
 use super::batch_order::{gather_rows, unsort, BatchOrder};
 use super::driver::LayerIo;
@@ -119,7 +121,7 @@ impl TrainState {
         for cell in &engine.cells {
             // Packed W_hh: tile t, run j (input h_j), column jj → element (t·H_out + j)·4N + jj,
             // which is W_hh[row of gate-tile column t·4N + jj, j]. Transposed: M[j][t·4N + jj].
-            let packed = cell.w_hh.as_slice();
+            let packed = cell.w_hh.as_f32().ok_or_else(|| missing("f32 weight_hh"))?;
             let mut m = try_filled_vec("weight_hh (backward)", numel(&[g.h_out, g.gp]), 0.0)?;
             for j in 0..g.h_out {
                 for kk in 0..g.gp {
@@ -129,12 +131,12 @@ impl TrainState {
                         .ok_or_else(|| missing("weight_hh"))?;
                 }
             }
-            let w_hh = pack_plain("weight_hh (backward)", &m, g.h_out, g.gp, n)?;
+            let w_hh = pack_plain("weight_hh (backward)", &m, g.h_out, g.gp, n, Precision::F32)?;
             let w_hr = match &cell.w_hr {
                 Some(p) => {
                     // Packed W_hr: tile t, run j, column jj → W_hr[t·4N + jj, j]; M[j][p] =
                     // W_hr[p, j].
-                    let packed = p.as_slice();
+                    let packed = p.as_f32().ok_or_else(|| missing("f32 weight_hr"))?;
                     let mut m =
                         try_filled_vec("weight_hr (backward)", numel(&[g.hidden, g.proj]), 0.0)?;
                     for j in 0..g.hidden {
@@ -144,7 +146,14 @@ impl TrainState {
                                 .ok_or_else(|| missing("weight_hr"))?;
                         }
                     }
-                    Some(pack_plain("weight_hr (backward)", &m, g.hidden, g.proj, n)?)
+                    Some(pack_plain(
+                        "weight_hr (backward)",
+                        &m,
+                        g.hidden,
+                        g.proj,
+                        n,
+                        Precision::F32,
+                    )?)
                 }
                 None => None,
             };
@@ -170,7 +179,7 @@ impl TrainState {
                     .cells
                     .get(layer * g.dirs + dir)
                     .ok_or_else(|| missing("cell"))?;
-                let packed = cell.w_ih.as_slice();
+                let packed = cell.w_ih.as_f32().ok_or_else(|| missing("f32 weight_ih"))?;
                 for c in 0..cols {
                     let Some(j) = feature(c) else { continue };
                     for kk in 0..g.gp {
@@ -181,7 +190,14 @@ impl TrainState {
                     }
                 }
             }
-            layers.push(pack_plain("weight_ih (backward)", &m, cols, k, n)?);
+            layers.push(pack_plain(
+                "weight_ih (backward)",
+                &m,
+                cols,
+                k,
+                n,
+                Precision::F32,
+            )?);
         }
         Ok(TrainState {
             cells,
@@ -212,8 +228,21 @@ pub(super) fn internal(what: &str) -> LstmError {
 }
 
 impl SimdEngine {
+    /// Training runs in f32 only: a reduced-precision engine refuses it with
+    /// [`LstmError::Unsupported`] (its weights are rounded, so its gradients would be those of
+    /// other weights; train in f32 and build a bf16 engine from the trained weights).
+    fn ensure_trainable(&self) -> Result<()> {
+        match self.precision {
+            Precision::F32 => Ok(()),
+            p => Err(LstmError::Unsupported(format!(
+                "training with {p} weights; build the training engine with precision f32"
+            ))),
+        }
+    }
+
     /// The backward's packings, made on first use.
     pub(super) fn train_state(&self) -> Result<&TrainState> {
+        self.ensure_trainable()?;
         refuse_onnx_options(&self.config)?;
         if let Some(state) = self.train.get() {
             return Ok(state);
@@ -259,6 +288,7 @@ impl SimdEngine {
         team: Option<&dyn WorkerTeam>,
         split: Split,
     ) -> Result<LstmOutput<f32>> {
+        self.ensure_trainable()?;
         let config = &self.config;
         refuse_onnx_options(config)?;
         let call = SequenceBatch::new(config, input, state, lengths)?;

@@ -14,7 +14,7 @@
 //! The gate math of a cell variant lives in [`cell_update`] (forward) and in
 //! [`gate_backward`] (its derivative), both selected by [`CellVariant`].
 
-use super::gemm::accumulate;
+use super::gemm::Panel;
 use super::{row_blocks, with_rows};
 use crate::lanes::{sigmoid, tanh, Lanes};
 
@@ -114,8 +114,9 @@ pub(crate) struct StepArgs {
     pub(crate) h: *const f32,
     pub(crate) ldh: usize,
     pub(crate) k: usize,
-    /// Packed `W_hh`: `tiles` gate tiles of `k · 4N` floats.
-    pub(crate) w: *const f32,
+    /// Packed `W_hh`: `tiles` gate tiles of `P::tile_bytes(k)` bytes (the kernel's
+    /// [`Panel`]).
+    pub(crate) w: *const u8,
     pub(crate) tiles: usize,
     /// Input projection of this step (biases included), gate-tile order: row `r` at
     /// `xproj + r·ldx`, `tiles · 4N` floats.
@@ -249,7 +250,7 @@ unsafe fn tape_row(rows: *const usize, r: usize) -> usize {
 /// # Safety
 /// As [`fused_step`], for rows `row..row + MR` and tile `t`.
 #[inline(always)]
-unsafe fn step_block<V: Lanes, const MR: usize, R: StepRecord>(
+unsafe fn step_block<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>>(
     args: &StepArgs,
     variant: CellVariant,
     record: &R,
@@ -267,12 +268,12 @@ unsafe fn step_block<V: Lanes, const MR: usize, R: StepRecord>(
                 *a = V::load(xp.add(v * n));
             }
         }
-        accumulate::<V, MR>(
+        P::accumulate::<MR>(
             &mut acc,
             args.h.add(row * args.ldh),
             args.ldh,
             args.k,
-            args.w.add(t * args.k * 4 * n),
+            args.w.add(t * P::tile_bytes(args.k)),
         );
         let peephole = match variant {
             CellVariant::Onnx(OnnxCell {
@@ -305,7 +306,7 @@ unsafe fn step_block<V: Lanes, const MR: usize, R: StepRecord>(
 /// [`StepArgs`] (`h_out` does not overlap `h`, `xproj` or `c`), and `record` accepts every row
 /// below `args.rows` and tile below `args.tiles`.
 #[inline(always)]
-pub(crate) unsafe fn fused_step<V: Lanes, const MR: usize, R: StepRecord>(
+pub(crate) unsafe fn fused_step<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>>(
     args: &StepArgs,
     record: &R,
 ) {
@@ -314,8 +315,8 @@ pub(crate) unsafe fn fused_step<V: Lanes, const MR: usize, R: StepRecord>(
     // SAFETY: caller contract.
     unsafe {
         match args.variant {
-            CellVariant::Standard => step_tiles::<V, MR, R>(args, CellVariant::Standard, record),
-            onnx @ CellVariant::Onnx(_) => step_tiles::<V, MR, R>(args, onnx, record),
+            CellVariant::Standard => step_tiles::<V, MR, R, P>(args, CellVariant::Standard, record),
+            onnx @ CellVariant::Onnx(_) => step_tiles::<V, MR, R, P>(args, onnx, record),
         }
     }
 }
@@ -325,7 +326,7 @@ pub(crate) unsafe fn fused_step<V: Lanes, const MR: usize, R: StepRecord>(
 /// # Safety
 /// As [`fused_step`].
 #[inline(always)]
-unsafe fn step_tiles<V: Lanes, const MR: usize, R: StepRecord>(
+unsafe fn step_tiles<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>>(
     args: &StepArgs,
     variant: CellVariant,
     record: &R,
@@ -334,7 +335,7 @@ unsafe fn step_tiles<V: Lanes, const MR: usize, R: StepRecord>(
         for (r, rows) in row_blocks::<MR>(0, args.rows) {
             // SAFETY: r + rows <= args.rows and t < tiles, as step_block requires.
             unsafe {
-                with_rows!(rows, |RB| step_block::<V, RB, R>(
+                with_rows!(rows, |RB| step_block::<V, RB, R, P>(
                     args, variant, record, r, t
                 ))
             }

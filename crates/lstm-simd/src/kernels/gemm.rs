@@ -4,16 +4,18 @@
 //!   projection of each step, and the backward's `dh = dG · W_hh`, `dX = dG · W_ih`);
 //! - [`gemm_tn`]: `C += Aᵀ · B` over a long reduction (all `T·B` rows of a call): the weight
 //!   gradients `dWᵀ = Yᵀ · dG`, with `dG` read in place (row-major, any row stride);
-//! - [`accumulate`]: the register block both [`gemm`] and the fused step
-//!   ([`cell`](super::cell)) are made of.
+//! - [`Panel::accumulate`]: the register block both [`gemm`] and the fused step
+//!   ([`cell`](super::cell)) are made of, once per weight precision.
 //!
 //! Both GEMMs walk a [`PackedMatrix`](crate::pack::PackedMatrix) (or, for `gemm_tn`, packed
 //! panels): column tiles of `4·N` floats, each stored `k`-major so the kernel streams it
 //! contiguously. Rows of `A` are register-blocked `MR` at a time, so each weight vector loaded
 //! feeds `MR` fused multiply-adds.
 
+use std::mem::MaybeUninit;
+
 use super::{row_blocks, with_rows};
-use crate::lanes::Lanes;
+use crate::lanes::{DotBf16, Lanes};
 
 /// Arguments of [`gemm`]: `C[r, 0..tiles·4N] = bias + A[r, 0..k] · B` for `r < rows`.
 #[derive(Clone, Copy, Debug)]
@@ -23,8 +25,8 @@ pub(crate) struct GemmArgs {
     pub(crate) a: *const f32,
     pub(crate) lda: usize,
     pub(crate) k: usize,
-    /// Packed `B`: `tiles` tiles of `k · 4N` floats.
-    pub(crate) b: *const f32,
+    /// Packed `B`: `tiles` tiles of `P::tile_bytes(k)` bytes (the kernel's [`Panel`]).
+    pub(crate) b: *const u8,
     pub(crate) tiles: usize,
     /// `tiles · 4N` floats, or null for no bias.
     pub(crate) bias: *const f32,
@@ -33,39 +35,167 @@ pub(crate) struct GemmArgs {
     pub(crate) ldc: usize,
 }
 
-/// `acc[r][v] += Σ_k a[r·lda + k] · b[k·4N + v·N ..]` over one packed tile.
+/// How a kernel reads packed weights: the precision of the packing is this type parameter of
+/// every kernel that multiplies by weights ([`gemm`], the fused step), and this is the only
+/// place a weight is read.
 ///
-/// This is where a weight is read: a packed format other than f32 (bf16, int8 with scales)
-/// widens its four vectors here, after the load, and nowhere else.
-///
-/// # Safety
-/// `V`'s instruction set is available; `a` has `MR` rows of `k` readable floats at stride
-/// `lda`; `b` has `k · 4N` readable floats.
-#[inline(always)]
-pub(crate) unsafe fn accumulate<V: Lanes, const MR: usize>(
-    acc: &mut [[V; 4]; MR],
-    a: *const f32,
-    lda: usize,
-    k: usize,
-    b: *const f32,
-) {
-    let n = V::N;
-    for kk in 0..k {
-        // SAFETY: kk < k, so the four vectors lie in the tile's `k · 4N` floats and the scalars
-        // in the rows' `k` floats (caller contract); the ISA is available (caller contract).
-        unsafe {
-            let wp = b.add(kk * 4 * n);
-            let w0 = V::load(wp);
-            let w1 = V::load(wp.add(n));
-            let w2 = V::load(wp.add(2 * n));
-            let w3 = V::load(wp.add(3 * n));
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let x = V::splat(*a.add(r * lda + kk));
-                acc_r[0] = x.mul_add(w0, acc_r[0]);
-                acc_r[1] = x.mul_add(w1, acc_r[1]);
-                acc_r[2] = x.mul_add(w2, acc_r[2]);
-                acc_r[3] = x.mul_add(w3, acc_r[3]);
+/// - [`F32Panel`]: f32 weights, one run of `4N` floats per `k`;
+/// - [`Bf16Panel`]: bf16 pairs (`k` and `k + 1` in one `u32`), widened to f32 in registers,
+///   multiplied by the f32 rows (the bandwidth of bf16, the arithmetic of f32);
+/// - [`Bf16DotPanel`]: the same pairs into `vdpbf16ps`, with the rows rounded to bf16 too.
+pub(crate) trait Panel<V: Lanes> {
+    /// Bytes of one packed tile of reduction length `k`.
+    fn tile_bytes(k: usize) -> usize;
+
+    /// `acc[r][v] += Σ_kk a[r·lda + kk] · B[kk, v·N ..]` over one packed tile at `b`.
+    ///
+    /// # Safety
+    /// `V`'s instruction set (and the panel's, for [`Bf16DotPanel`]) is available; `a` has
+    /// `MR` rows of `k` readable floats at stride `lda`; `b` has
+    /// [`tile_bytes(k)`](Self::tile_bytes) readable bytes, 4-byte aligned.
+    unsafe fn accumulate<const MR: usize>(
+        acc: &mut [[V; 4]; MR],
+        a: *const f32,
+        lda: usize,
+        k: usize,
+        b: *const u8,
+    );
+}
+
+/// f32 weights (see [`Panel`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct F32Panel;
+
+/// bf16 weights widened to f32 (see [`Panel`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bf16Panel;
+
+/// bf16 weights and rows in `vdpbf16ps` (see [`Panel`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bf16DotPanel;
+
+impl<V: Lanes> Panel<V> for F32Panel {
+    #[inline(always)]
+    fn tile_bytes(k: usize) -> usize {
+        k * 4 * V::N * 4
+    }
+
+    #[inline(always)]
+    unsafe fn accumulate<const MR: usize>(
+        acc: &mut [[V; 4]; MR],
+        a: *const f32,
+        lda: usize,
+        k: usize,
+        b: *const u8,
+    ) {
+        let (n, b) = (V::N, b.cast::<f32>());
+        for kk in 0..k {
+            // SAFETY: kk < k, so the four vectors lie in the tile's `k · 4N` floats and the
+            // scalars in the rows' `k` floats; the ISA is available (caller contract).
+            unsafe {
+                let wp = b.add(kk * 4 * n);
+                let w0 = V::load(wp);
+                let w1 = V::load(wp.add(n));
+                let w2 = V::load(wp.add(2 * n));
+                let w3 = V::load(wp.add(3 * n));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let x = V::splat(*a.add(r * lda + kk));
+                    acc_r[0] = x.mul_add(w0, acc_r[0]);
+                    acc_r[1] = x.mul_add(w1, acc_r[1]);
+                    acc_r[2] = x.mul_add(w2, acc_r[2]);
+                    acc_r[3] = x.mul_add(w3, acc_r[3]);
+                }
             }
+        }
+    }
+}
+
+impl<V: Lanes> Panel<V> for Bf16Panel {
+    #[inline(always)]
+    fn tile_bytes(k: usize) -> usize {
+        k.div_ceil(2) * 4 * V::N * 4
+    }
+
+    #[inline(always)]
+    unsafe fn accumulate<const MR: usize>(
+        acc: &mut [[V; 4]; MR],
+        a: *const f32,
+        lda: usize,
+        k: usize,
+        b: *const u8,
+    ) {
+        let (n, b) = (V::N, b.cast::<u32>());
+        for kk in 0..k {
+            // SAFETY: run kk / 2 < k.div_ceil(2) holds `4N` pairs inside the tile; kk < k
+            // keeps the scalars in the rows; the ISA is available (caller contract).
+            unsafe {
+                let (wp, high) = (b.add(kk / 2 * 4 * n), kk % 2 == 1);
+                let w0 = V::load_bf16(wp, high);
+                let w1 = V::load_bf16(wp.add(n), high);
+                let w2 = V::load_bf16(wp.add(2 * n), high);
+                let w3 = V::load_bf16(wp.add(3 * n), high);
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let x = V::splat(*a.add(r * lda + kk));
+                    acc_r[0] = x.mul_add(w0, acc_r[0]);
+                    acc_r[1] = x.mul_add(w1, acc_r[1]);
+                    acc_r[2] = x.mul_add(w2, acc_r[2]);
+                    acc_r[3] = x.mul_add(w3, acc_r[3]);
+                }
+            }
+        }
+    }
+}
+
+/// Pairs of each row rounded to bf16 at a time by [`Bf16DotPanel`] (a 6-row block: 6 KiB of
+/// stack, in L1 while the tile's runs stream past).
+const DOT_CHUNK_PAIRS: usize = 256;
+
+impl<V: DotBf16> Panel<V> for Bf16DotPanel {
+    #[inline(always)]
+    fn tile_bytes(k: usize) -> usize {
+        k.div_ceil(2) * 4 * V::N * 4
+    }
+
+    #[inline(always)]
+    unsafe fn accumulate<const MR: usize>(
+        acc: &mut [[V; 4]; MR],
+        a: *const f32,
+        lda: usize,
+        k: usize,
+        b: *const u8,
+    ) {
+        let (n, b) = (V::N, b.cast::<u32>());
+        let pairs = k.div_ceil(2);
+        // Uninitialised: `round_pairs` writes the `count` pairs of each row read below (zeroing
+        // 6 KiB per tile and row block would cost a tenth of the products).
+        let mut rows = [[MaybeUninit::<u32>::uninit(); DOT_CHUNK_PAIRS]; MR];
+        let mut p0 = 0;
+        while p0 < pairs {
+            let count = DOT_CHUNK_PAIRS.min(pairs - p0);
+            // SAFETY: floats 2·p0 .. 2·p0 + len < k of each row are read, `count` pairs of its
+            // chunk written (len.div_ceil(2) == count), and only those read back; runs p0 + p < pairs lie inside the tile; the ISA (bf16 dot
+            // product included) is available (caller contract).
+            unsafe {
+                let len = (2 * count).min(k - 2 * p0);
+                for (r, row) in rows.iter_mut().enumerate() {
+                    V::round_pairs(a.add(r * lda + 2 * p0), len, row.as_mut_ptr().cast());
+                }
+                for p in 0..count {
+                    let wp = b.add((p0 + p) * 4 * n);
+                    let w0 = V::load_pairs(wp);
+                    let w1 = V::load_pairs(wp.add(n));
+                    let w2 = V::load_pairs(wp.add(2 * n));
+                    let w3 = V::load_pairs(wp.add(3 * n));
+                    for (row, acc_r) in rows.iter().zip(acc.iter_mut()) {
+                        let x = V::splat_pair(row.as_ptr().add(p).cast());
+                        acc_r[0] = acc_r[0].dot_pairs(x, w0);
+                        acc_r[1] = acc_r[1].dot_pairs(x, w1);
+                        acc_r[2] = acc_r[2].dot_pairs(x, w2);
+                        acc_r[3] = acc_r[3].dot_pairs(x, w3);
+                    }
+                }
+            }
+            p0 += count;
         }
     }
 }
@@ -75,11 +205,11 @@ pub(crate) unsafe fn accumulate<V: Lanes, const MR: usize>(
 /// # Safety
 /// As [`gemm`], for rows `0..MR` starting at `a`/`c` and the tile starting at `b`/`bias`.
 #[inline(always)]
-unsafe fn gemm_block<V: Lanes, const MR: usize>(
+unsafe fn gemm_block<V: Lanes, const MR: usize, P: Panel<V>>(
     a: *const f32,
     lda: usize,
     k: usize,
-    b: *const f32,
+    b: *const u8,
     bias: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -99,7 +229,7 @@ unsafe fn gemm_block<V: Lanes, const MR: usize>(
             ]
         };
         let mut acc = [init; MR];
-        accumulate::<V, MR>(&mut acc, a, lda, k, b);
+        P::accumulate::<MR>(&mut acc, a, lda, k, b);
         for (r, acc_r) in acc.iter().enumerate() {
             let cr = c.add(r * ldc);
             for (v, &x) in acc_r.iter().enumerate() {
@@ -122,9 +252,9 @@ const GEMM_BLOCK_BYTES: usize = 256 * 1024;
 /// `V`'s instruction set is available and `args` describes valid, non-overlapping memory as
 /// documented on [`GemmArgs`].
 #[inline(always)]
-pub(crate) unsafe fn gemm<V: Lanes, const MR: usize>(args: &GemmArgs) {
+pub(crate) unsafe fn gemm<V: Lanes, const MR: usize, P: Panel<V>>(args: &GemmArgs) {
     let n = V::N;
-    let tile_len = args.k * 4 * n;
+    let tile_len = P::tile_bytes(args.k);
     let mc = (GEMM_BLOCK_BYTES / (4 * args.k.max(1))).max(MR) / MR * MR;
     let mut r0 = 0;
     while r0 < args.rows {
@@ -140,7 +270,7 @@ pub(crate) unsafe fn gemm<V: Lanes, const MR: usize>(args: &GemmArgs) {
                     args.bias.add(t * 4 * n)
                 };
                 for (r, rows) in row_blocks::<MR>(r0, r_end) {
-                    with_rows!(rows, |R| gemm_block::<V, R>(
+                    with_rows!(rows, |R| gemm_block::<V, R, P>(
                         args.a.add(r * args.lda),
                         args.lda,
                         args.k,

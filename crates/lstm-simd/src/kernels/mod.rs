@@ -28,6 +28,8 @@ pub(crate) use pass::{
 use cell::{GateBackwardArgs, StepArgs, TapeArgs};
 use gemm::{GemmArgs, GemmTnArgs};
 
+use lstm_core::Precision;
+
 use crate::pack::PackedMatrix;
 
 /// Splits rows `start..end` into `ceil(n / MR)` register blocks of as equal sizes as possible
@@ -89,6 +91,8 @@ const CHUNK_BYTES: usize = 2 << 20;
 /// One backend's kernels and blocking, chosen once when an engine is built.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Kernels {
+    /// The precision of the weights the matrix kernels read (their [`Panel`](gemm::Panel)).
+    pub(crate) precision: Precision,
     /// Lanes per vector (`N`): the packing unit.
     pub(crate) lanes: usize,
     /// Rows of a register block (`MR`): the fewest rows that keep a weight load busy.
@@ -104,31 +108,42 @@ pub(crate) struct Kernels {
     tanh: unsafe fn(&[f32], &mut [f32]),
 }
 
-/// Defines a backend's `#[target_feature]` entry points and its [`Kernels`] table.
-macro_rules! backend_kernels {
-    ($lanes:ty, $mr:expr $(, #[$attr:meta])*) => {
-        use $crate::kernels::cell::{self, GateBackwardArgs, NoRecord, StepArgs, TapeArgs};
-        use $crate::kernels::gemm::{self, GemmArgs, GemmTnArgs};
-        use $crate::kernels::Kernels;
+/// Defines the `#[target_feature]` entry points of the kernels that read weights, for one
+/// backend and one weight [`Panel`](gemm::Panel): `gemm_entry`, `fused_step_entry`,
+/// `fused_step_recorded_entry`.
+macro_rules! weight_kernels {
+    ($lanes:ty, $mr:expr, $panel:ty $(, #[$attr:meta])*) => {
+        use $crate::kernels::cell::{self, NoRecord, StepArgs, TapeArgs};
+        use $crate::kernels::gemm::{self, GemmArgs};
 
         $(#[$attr])*
         unsafe fn gemm_entry(args: &GemmArgs) {
             // SAFETY: this table is only handed out for a host with the features enabled above
             // (Backend::kernels checks); `args` validity is the caller's contract.
-            unsafe { gemm::gemm::<$lanes, { $mr }>(args) }
+            unsafe { gemm::gemm::<$lanes, { $mr }, $panel>(args) }
         }
 
         $(#[$attr])*
         unsafe fn fused_step_entry(args: &StepArgs) {
             // SAFETY: as in gemm_entry.
-            unsafe { cell::fused_step::<$lanes, { $mr }, NoRecord>(args, &NoRecord) }
+            unsafe { cell::fused_step::<$lanes, { $mr }, NoRecord, $panel>(args, &NoRecord) }
         }
 
         $(#[$attr])*
         unsafe fn fused_step_recorded_entry(args: &StepArgs, tape: &TapeArgs) {
             // SAFETY: as in gemm_entry.
-            unsafe { cell::fused_step::<$lanes, { $mr }, TapeArgs>(args, tape) }
+            unsafe { cell::fused_step::<$lanes, { $mr }, TapeArgs, $panel>(args, tape) }
         }
+    };
+}
+
+/// Defines a backend's `#[target_feature]` entry points and its f32 [`Kernels`] table.
+macro_rules! backend_kernels {
+    ($lanes:ty, $mr:expr $(, #[$attr:meta])*) => {
+        weight_kernels!($lanes, $mr, $crate::kernels::gemm::F32Panel $(, #[$attr])*);
+        use $crate::kernels::cell::GateBackwardArgs;
+        use $crate::kernels::gemm::GemmTnArgs;
+        use $crate::kernels::Kernels;
 
         $(#[$attr])*
         unsafe fn gate_backward_entry(args: &GateBackwardArgs) {
@@ -156,6 +171,7 @@ macro_rules! backend_kernels {
 
         /// This backend's kernels. Calling them is only sound on a host with its features.
         pub(crate) const KERNELS: Kernels = Kernels {
+            precision: lstm_core::Precision::F32,
             lanes: <$lanes as $crate::lanes::Lanes>::N,
             row_block: $mr,
             chunk_bytes: $crate::kernels::CHUNK_BYTES,
@@ -170,9 +186,39 @@ macro_rules! backend_kernels {
     };
 }
 
+/// Defines a backend's table for reduced-precision weights: the weight kernels over `$panel`,
+/// everything else (the elementwise and training kernels, which read no packed weights) from
+/// the backend's f32 table `$base`.
+macro_rules! reduced_kernels {
+    ($lanes:ty, $mr:expr, $panel:ty, $precision:expr, $base:expr $(, #[$attr:meta])*) => {
+        weight_kernels!($lanes, $mr, $panel $(, #[$attr])*);
+
+        /// This backend's kernels for `$precision` weights. Calling them is only sound on a
+        /// host with its features.
+        pub(crate) const KERNELS: $crate::kernels::Kernels = $crate::kernels::Kernels {
+            precision: $precision,
+            gemm: gemm_entry,
+            fused_step: fused_step_entry,
+            fused_step_recorded: fused_step_recorded_entry,
+            ..$base
+        };
+    };
+}
+
 /// Portable: 2 rows a register block (8 accumulators).
 mod portable {
     backend_kernels!(crate::portable::Portable, 2);
+}
+
+/// Portable, bf16 weights widened in registers.
+mod portable_bf16 {
+    reduced_kernels!(
+        crate::portable::Portable,
+        2,
+        crate::kernels::gemm::Bf16Panel,
+        lstm_core::Precision::Bf16,
+        super::portable::KERNELS
+    );
 }
 
 /// AVX2+FMA: 3 rows × 4 vectors (12 of the 16 ymm registers hold accumulators).
@@ -181,21 +227,72 @@ mod avx2 {
     backend_kernels!(crate::x86_64::avx2::F32x8, 3, #[target_feature(enable = "avx2,fma")]);
 }
 
+/// AVX2+FMA, bf16 weights widened in registers.
+#[cfg(target_arch = "x86_64")]
+mod avx2_bf16 {
+    reduced_kernels!(
+        crate::x86_64::avx2::F32x8,
+        3,
+        crate::kernels::gemm::Bf16Panel,
+        lstm_core::Precision::Bf16,
+        super::avx2::KERNELS,
+        #[target_feature(enable = "avx2,fma")]
+    );
+}
+
 /// AVX-512F: 6 rows × 4 vectors (24 of the 32 zmm registers hold accumulators).
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     backend_kernels!(crate::x86_64::avx512::F32x16, 6, #[target_feature(enable = "avx512f")]);
 }
 
-/// The kernel table of `backend`, which the caller has checked this CPU supports (see
-/// [`Backend::kernels`](crate::Backend)).
-pub(crate) fn table(backend: crate::Backend) -> Kernels {
+/// AVX-512F, bf16 weights widened in registers.
+#[cfg(target_arch = "x86_64")]
+mod avx512_bf16 {
+    reduced_kernels!(
+        crate::x86_64::avx512::F32x16,
+        6,
+        crate::kernels::gemm::Bf16Panel,
+        lstm_core::Precision::Bf16,
+        super::avx512::KERNELS,
+        #[target_feature(enable = "avx512f")]
+    );
+}
+
+/// AVX-512F with AVX512-BF16: bf16 weights and rows into `vdpbf16ps`, 6 rows × 4 vectors.
+#[cfg(target_arch = "x86_64")]
+mod avx512bf16_dot {
+    reduced_kernels!(
+        crate::x86_64::avx512::F32x16,
+        6,
+        crate::kernels::gemm::Bf16DotPanel,
+        lstm_core::Precision::Bf16,
+        super::avx512::KERNELS,
+        #[target_feature(enable = "avx512f,avx512bf16")]
+    );
+}
+
+/// The kernel table of `backend` for weights of `precision`, which the caller has checked
+/// this CPU supports (see [`Backend::kernels`](crate::Backend)). The `avx512bf16` backend runs
+/// the AVX-512 f32 kernels at f32.
+pub(crate) fn table(backend: crate::Backend, precision: Precision) -> Kernels {
+    use crate::Backend;
+    let bf16 = precision == Precision::Bf16;
     match backend {
-        crate::Backend::Portable => portable::KERNELS,
+        Backend::Portable if bf16 => portable_bf16::KERNELS,
+        Backend::Portable => portable::KERNELS,
         #[cfg(target_arch = "x86_64")]
-        crate::Backend::Avx2 => avx2::KERNELS,
+        Backend::Avx2 if bf16 => avx2_bf16::KERNELS,
         #[cfg(target_arch = "x86_64")]
-        crate::Backend::Avx512 => avx512::KERNELS,
+        Backend::Avx2 => avx2::KERNELS,
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 if bf16 => avx512_bf16::KERNELS,
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512Bf16 if bf16 => avx512bf16_dot::KERNELS,
+        #[cfg(target_arch = "x86_64")]
+        Backend::Avx512 | Backend::Avx512Bf16 => avx512::KERNELS,
+        #[cfg(not(target_arch = "x86_64"))]
+        _ if bf16 => portable_bf16::KERNELS,
         #[cfg(not(target_arch = "x86_64"))]
         _ => portable::KERNELS,
     }
@@ -290,7 +387,11 @@ impl Kernels {
             return;
         }
         assert!(
-            g.b.lanes == self.lanes && g.b.as_slice().len() >= g.b.tiles * g.k * 4 * self.lanes
+            g.b.lanes == self.lanes
+                && g.b.k == g.k
+                && g.b.precision() == self.precision
+                && g.b.len_bytes() >= g.b.tiles * g.b.tile_bytes(),
+            "gemm: B packed for other kernels"
         );
         assert!(span(g.rows, g.lda, g.k) <= g.a.len(), "gemm: A too short");
         assert!(
@@ -306,7 +407,7 @@ impl Kernels {
             a: g.a.as_ptr(),
             lda: g.lda,
             k: g.k,
-            b: g.b.as_slice().as_ptr(),
+            b: g.b.tile_ptr(0),
             tiles: g.b.tiles,
             bias: g.bias.map_or(std::ptr::null(), <[f32]>::as_ptr),
             c: g.c.as_mut_ptr(),

@@ -273,9 +273,10 @@ impl<'a, R: PassRecord> DirectionPass<'a, R> {
         let (n, rows) = (kernels.lanes, d.seq_len * d.batch);
         let tiles = weights.w_hh.tiles;
         assert!(tiles * n == d.hp && d.gp == 4 * d.hp && weights.w_ih.tiles == tiles);
-        assert!(weights.w_ih.lanes == n && weights.w_hh.lanes == n);
-        assert!(weights.w_ih.as_slice().len() >= tiles * d.in_size * 4 * n);
-        assert!(weights.w_hh.as_slice().len() >= tiles * d.h_out * 4 * n);
+        for (w, k) in [(weights.w_ih, d.in_size), (weights.w_hh, d.h_out)] {
+            assert!(w.lanes == n && w.k == k && w.precision() == kernels.precision);
+            assert!(w.len_bytes() >= tiles * w.tile_bytes());
+        }
         assert!(weights.bias.len() >= d.gp && d.h_out <= d.ldh && d.hidden <= d.hp);
         if let CellVariant::Onnx(cell) = weights.variant {
             assert!(
@@ -285,8 +286,9 @@ impl<'a, R: PassRecord> DirectionPass<'a, R> {
         }
         match weights.w_hr {
             Some(p) => {
-                assert!(p.lanes == n && p.tiles * 4 * n <= d.ldh);
-                assert!(p.as_slice().len() >= p.tiles * d.hidden * 4 * n);
+                assert!(p.lanes == n && p.tiles * 4 * n <= d.ldh && p.k == d.hidden);
+                assert!(p.precision() == kernels.precision);
+                assert!(p.len_bytes() >= p.tiles * p.tile_bytes());
                 assert!(bufs.h_cell.len() >= d.batch * d.hp);
             }
             None => assert!(d.ldh == d.hp && d.h_out == d.hidden),
@@ -431,7 +433,7 @@ impl<R: PassRecord> Lane<'_, '_, R> {
             a: p.input[first * d.batch * d.in_size..].as_ptr(),
             lda: d.in_size,
             k: d.in_size,
-            b: w.w_ih.as_slice()[t0 * d.in_size * 4 * n..].as_ptr(),
+            b: w.w_ih.tile_ptr(t0),
             tiles: t1 - t0,
             bias: w.bias[t0 * 4 * n..].as_ptr(),
             c: p.xproj.0.wrapping_add(t0 * 4 * n),
@@ -487,7 +489,7 @@ impl<R: PassRecord> Lane<'_, '_, R> {
                 h: cur,
                 ldh: d.ldh,
                 k: if self.h_is_zero { 0 } else { d.h_out },
-                w: p.weights.w_hh.as_slice()[t0 * d.h_out * 4 * n..].as_ptr(),
+                w: p.weights.w_hh.tile_ptr(t0),
                 tiles: t1 - t0,
                 xproj: p
                     .xproj
@@ -519,7 +521,7 @@ impl<R: PassRecord> Lane<'_, '_, R> {
                     a: p.h_cell.0,
                     lda: d.hp,
                     k: d.hidden,
-                    b: w_hr.as_slice()[p0 * d.hidden * 4 * n..].as_ptr(),
+                    b: w_hr.tile_ptr(p0),
                     tiles: p1 - p0,
                     bias: std::ptr::null(),
                     c: next.wrapping_add(p0 * 4 * n),

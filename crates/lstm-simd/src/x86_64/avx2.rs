@@ -124,4 +124,17 @@ impl Lanes for F32x8 {
             F32x8(_mm256_and_ps(self.0, keep))
         }
     }
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const u32, high: bool) -> Self {
+        // SAFETY: AVX2 available and 8 u32s readable at p (caller contract).
+        unsafe {
+            let w = _mm256_loadu_si256(p.cast());
+            let bits = if high {
+                _mm256_and_si256(w, _mm256_set1_epi32(0xffff_0000_u32 as i32))
+            } else {
+                _mm256_slli_epi32::<16>(w)
+            };
+            F32x8(_mm256_castsi256_ps(bits))
+        }
+    }
 }

@@ -3,7 +3,7 @@
 
 use core::arch::x86_64::*;
 
-use crate::lanes::Lanes;
+use crate::lanes::{DotBf16, Lanes};
 
 /// 16 f32 lanes; a value exists only on a host with AVX-512F (see [`Lanes`]).
 #[derive(Clone, Copy, Debug)]
@@ -118,6 +118,83 @@ impl Lanes for F32x16 {
             let a = _mm512_abs_ps(self.0);
             let keep = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(a, _mm512_set1_ps(f32::MIN_POSITIVE));
             F32x16(_mm512_maskz_mov_ps(keep, self.0))
+        }
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(p: *const u32, high: bool) -> Self {
+        // SAFETY: AVX-512F available and 16 u32s readable at p (caller contract).
+        unsafe {
+            let w = _mm512_loadu_si512(p.cast());
+            let bits = if high {
+                _mm512_and_si512(w, _mm512_set1_epi32(0xffff_0000_u32 as i32))
+            } else {
+                _mm512_slli_epi32::<16>(w)
+            };
+            F32x16(_mm512_castsi512_ps(bits))
+        }
+    }
+}
+
+// SAFETY (for every `unsafe` block in this impl): the methods' callers guarantee AVX512-BF16
+// (the `avx512bf16` backend's table is handed out only where it is detected) besides AVX-512F.
+impl DotBf16 for F32x16 {
+    type Pairs = __m512bh;
+
+    #[inline(always)]
+    unsafe fn load_pairs(p: *const u32) -> __m512bh {
+        // SAFETY: 16 u32s readable at p (caller contract); __m512bh and __m512i are both 64
+        // bytes of plain bits.
+        unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(p.cast())) }
+    }
+    #[inline(always)]
+    unsafe fn splat_pair(p: *const u32) -> __m512bh {
+        // SAFETY: one u32 readable at p (caller contract); as in load_pairs.
+        unsafe {
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
+                p.cast::<i32>().read_unaligned(),
+            ))
+        }
+    }
+    #[inline(always)]
+    unsafe fn dot_pairs(self, a: __m512bh, b: __m512bh) -> Self {
+        // SAFETY: AVX512-BF16 available (caller contract).
+        unsafe { F32x16(_mm512_dpbf16_ps(self.0, a, b)) }
+    }
+    #[inline(always)]
+    unsafe fn round_pairs(src: *const f32, len: usize, dst: *mut u32) {
+        let mut j = 0;
+        // SAFETY: every load reads floats below len (the tail's masked loads touch only the
+        // lanes they keep), every store writes u32s below len.div_ceil(2) (caller contract);
+        // AVX512-BF16 and AVX-512F available (caller contract).
+        unsafe {
+            while j < len {
+                let rest = len - j;
+                let (lo, hi) = if rest >= 32 {
+                    (
+                        _mm512_loadu_ps(src.add(j)),
+                        _mm512_loadu_ps(src.add(j + 16)),
+                    )
+                } else {
+                    // The last partial chunk: missing floats read as 0, so an odd `len` ends
+                    // with a zero high half, and its pairs go out with a masked store.
+                    let keep = |n: usize| -> __mmask16 { ((1u32 << n.min(16)) - 1) as __mmask16 };
+                    (
+                        _mm512_maskz_loadu_ps(keep(rest), src.add(j)),
+                        _mm512_maskz_loadu_ps(keep(rest.saturating_sub(16)), src.add(j + 16)),
+                    )
+                };
+                // Element i < 16 of the result is lo[i], element 16 + i is hi[i]: the bf16s in
+                // order, so u32 q holds floats 2q (low half) and 2q + 1.
+                let pairs = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+                if rest >= 32 {
+                    _mm512_storeu_si512(dst.add(j / 2).cast(), pairs);
+                } else {
+                    let words = rest.div_ceil(2);
+                    let keep = ((1u32 << words) - 1) as __mmask16;
+                    _mm512_mask_storeu_epi32(dst.add(j / 2).cast(), keep, pairs);
+                }
+                j += 32;
+            }
         }
     }
 }

@@ -1,0 +1,126 @@
+//! bf16 weights on every backend this host supports: against the f64 reference run on the
+//! same (bf16-rounded) weights, over the options and the tail sizes of each lane width.
+#![allow(clippy::unwrap_used)]
+
+use lstm_core::{
+    LstmConfig, LstmEngine, LstmError, LstmState, LstmWeights, Precision, SplitMix64, Tensor,
+    TrainingTape,
+};
+use lstm_naive::NaiveEngine;
+use lstm_simd::{Backend, SimdEngine};
+
+fn data(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n)
+        .map(|_| rng.next_signed_unit() as f32 * scale)
+        .collect()
+}
+
+/// Max |engine - f64 reference on the rounded weights| over output, h_n and c_n.
+fn max_err(engine: &SimdEngine, weights: &LstmWeights<f32>, t: usize, b: usize, seed: u64) -> f64 {
+    let config = weights.config();
+    let reference = NaiveEngine::new(weights.rounded_to(Precision::Bf16).cast::<f64>()).unwrap();
+    let i = config.input_size;
+    let x = data(t * b * i, seed, 1.5);
+    let x32 = Tensor::new([t, b, i], x.clone()).unwrap();
+    let x64 = Tensor::new([t, b, i], x.iter().map(|&v| f64::from(v)).collect()).unwrap();
+    let mut state = LstmState::<f32>::zeros(config, Some(b)).unwrap();
+    let h = data(state.h.data().len(), seed ^ 5, 0.8);
+    let c = data(state.c.data().len(), seed ^ 6, 2.0);
+    state.h.data_mut().copy_from_slice(&h);
+    state.c.data_mut().copy_from_slice(&c);
+    let state64 = LstmState {
+        h: state.h.map(|&v| f64::from(v)),
+        c: state.c.map(|&v| f64::from(v)),
+    };
+    let lengths: Vec<usize> = (0..b).map(|r| t - (r * 3) % t).collect();
+    let got = engine.forward(&x32, Some(&state), Some(&lengths)).unwrap();
+    let want = reference
+        .forward(&x64, Some(&state64), Some(&lengths))
+        .unwrap();
+    let pairs = [
+        (got.output.data(), want.output.data()),
+        (got.h_n.data(), want.h_n.data()),
+        (got.c_n.data(), want.c_n.data()),
+    ];
+    pairs
+        .iter()
+        .flat_map(|(g, w)| g.iter().zip(w.iter()))
+        .map(|(&g, &w)| (f64::from(g) - w).abs())
+        .fold(0.0, f64::max)
+}
+
+fn configs() -> Vec<LstmConfig> {
+    let mut out = Vec::new();
+    for hidden in [1, 7, 9, 16, 17, 33] {
+        for input in [1, 4, 9] {
+            out.push(LstmConfig::new(input, hidden));
+        }
+    }
+    out.push(
+        LstmConfig::new(5, 24)
+            .with_num_layers(2)
+            .with_bidirectional(true),
+    );
+    out.push(LstmConfig::new(6, 20).with_proj_size(7).with_num_layers(2));
+    out.push(
+        LstmConfig::new(70, 40)
+            .with_proj_size(13)
+            .with_bidirectional(true),
+    );
+    out
+}
+
+/// Widening bf16 weights changes nothing but the weights: the result is the f32 engine's on
+/// the rounded weights, so within the f32 contract of the reference on those weights. With
+/// `vdpbf16ps` the rows and `h` are rounded too: one more unit roundoff of bf16 (2^-8) on
+/// each product's other operand, which these sizes and bounded data keep below 2e-2.
+#[test]
+fn bf16_weights_match_the_reference_on_rounded_weights() {
+    for backend in Backend::all_for(Precision::Bf16) {
+        let mut worst: f64 = 0.0;
+        for (n, config) in configs().into_iter().enumerate() {
+            let weights = LstmWeights::<f32>::random(config, n as u64 + 1).unwrap();
+            let engine = SimdEngine::with_options(&weights, backend, Precision::Bf16).unwrap();
+            assert_eq!(engine.precision(), Precision::Bf16);
+            let err = max_err(&engine, &weights, 11, 5, n as u64 + 100);
+            let bound = if backend == Backend::Avx512Bf16 {
+                2e-2
+            } else {
+                1e-4
+            };
+            assert!(err <= bound, "{backend} case {n}: {err:e} > {bound:e}");
+            worst = worst.max(err);
+        }
+        println!("{backend}: worst |bf16 - f64 on rounded weights| = {worst:.2e}");
+    }
+}
+
+/// f32 engines are untouched by the option: bit for bit what `with_backend` builds.
+#[test]
+fn f32_precision_is_the_default_engine() {
+    let weights = LstmWeights::<f32>::random(LstmConfig::new(9, 33).with_proj_size(5), 3).unwrap();
+    let x = Tensor::new([6, 4, 9], data(216, 9, 1.0)).unwrap();
+    for backend in Backend::all_for(Precision::Bf16) {
+        let a = SimdEngine::with_options(&weights, backend, Precision::F32).unwrap();
+        let b = SimdEngine::with_backend(&weights, backend).unwrap();
+        let (ya, yb) = (
+            a.forward(&x, None, None).unwrap(),
+            b.forward(&x, None, None).unwrap(),
+        );
+        assert_eq!(ya.output.data(), yb.output.data(), "{backend}");
+    }
+    assert_eq!(Backend::detect_for(Precision::F32), Backend::detect());
+    assert!(!Backend::all().contains(&Backend::Avx512Bf16));
+}
+
+#[test]
+fn training_a_bf16_engine_is_refused() {
+    let config = LstmConfig::new(3, 8);
+    let weights = LstmWeights::<f32>::random(config.clone(), 1).unwrap();
+    let engine = SimdEngine::with_options(&weights, Backend::Portable, Precision::Bf16).unwrap();
+    let x = Tensor::new([2, 1, 3], vec![0.1; 6]).unwrap();
+    let mut tape = TrainingTape::new();
+    let err = engine.forward_train(&x, None, None, &mut tape).unwrap_err();
+    assert!(matches!(err, LstmError::Unsupported(_)), "{err}");
+}
