@@ -61,7 +61,7 @@ def run_expected(model, feeds):
         return ReferenceEvaluator(model).run(None, feeds), "onnx.reference"
 
 
-def save_case(name, model, feeds, inputs, node, engines_fast, note, outputs=("y", "y_h", "y_c"), expected=None):
+def save_case(name, model, feeds, inputs, node, note, outputs=("y", "y_h", "y_c"), expected=None):
     folder = os.path.join(OUT, name)
     os.makedirs(folder, exist_ok=True)
     # (no onnx.checker: outputs are declared without shapes, which onnxruntime accepts)
@@ -77,7 +77,6 @@ def save_case(name, model, feeds, inputs, node, engines_fast, note, outputs=("y"
             "node": node,
             "inputs": sorted(inputs),
             "source": source,
-            "fast_engines": engines_fast,
             "note": note,
         }
     )
@@ -155,7 +154,6 @@ def single_node_case(
     outs = [helper.make_tensor_value_info(n, onnx_dtype, None) for n in ("Y", "Y_h", "Y_c")]
     graph = helper.make_graph([node], name, graph_inputs, outs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    fast = not (peep or clip is not None or input_forget or direction == "reverse")
     expected = None
     if layout:
         # onnxruntime refuses layout=1 and onnx.reference ignores clip, input_forget and
@@ -175,7 +173,7 @@ def single_node_case(
         twin_feeds = {k: (np.ascontiguousarray(v.swapaxes(0, 1)) if k in ("X", "initial_h", "initial_c") else v) for k, v in feeds.items()}
         (y, yh, yc), src = run_expected(twin, twin_feeds)
         expected = ([y.transpose(2, 0, 1, 3), yh.swapaxes(0, 1), yc.swapaxes(0, 1)], src + " (layout-0 twin)")
-    save_case(name, model, feeds, inputs, "lstm", fast, f"single node: {attrs}", expected=expected)
+    save_case(name, model, feeds, inputs, "lstm", f"single node: {attrs}", expected=expected)
 
 
 def chained_weights_case():
@@ -228,7 +226,7 @@ def chained_weights_case():
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    save_case("constant_chains", model, {"X": x}, {"x": x}, "lstm", True, "W, R, B from Constant/shape-op chains, R float16 + Cast")
+    save_case("constant_chains", model, {"X": x}, {"x": x}, "lstm", "W, R, B from Constant/shape-op chains, R float16 + Cast")
 
 
 def lstm_cell_case():
@@ -333,7 +331,6 @@ def lstm_cell_case():
             "node": "decoder/rnn/LSTM_inner",
             "inputs": ["c0", "h0", "x"],
             "source": "onnxruntime",
-            "fast_engines": True,
             "note": "nn.LSTMCell as torch's lstm_cell symbolic writes it, inside If/If, Constant weights; y = LSTMCell h1, y_c = c1 (torch)",
         }
     )
@@ -396,7 +393,7 @@ def subgraph_case(kind):
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    save_case(f"inside_{kind.lower()}", model, {"X": x}, {"x": x}, "inner_lstm", True, f"LSTM inside a {kind} body, weights from the outer graph")
+    save_case(f"inside_{kind.lower()}", model, {"X": x}, {"x": x}, "inner_lstm", f"LSTM inside a {kind} body, weights from the outer graph")
 
 
 def torch_export_case(name, num_layers, bidirectional, batch_first=False, seed=60):
@@ -442,7 +439,6 @@ def torch_export_case(name, num_layers, bidirectional, batch_first=False, seed=6
             "node": first,
             "inputs": ["c0", "h0", "x"],
             "source": "onnxruntime",
-            "fast_engines": True,
             "layers": num_layers,
             "note": f"torch.onnx.export of nn.LSTM(num_layers={num_layers}, bidirectional={bidirectional}, batch_first={batch_first}); the chain loads as one model",
         }

@@ -71,8 +71,8 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "P")]
     prefix: Option<String>,
 
-    /// The engine that runs the model (default: simd; for an ONNX model using ONNX-only cell
-    /// options, which only the naive engine runs so far, naive).
+    /// The engine that runs the model (default: parallel, on every core); each runs ONNX's
+    /// cell options.
     #[arg(long, value_name = "ENGINE", value_parser = engine_parser())]
     engine: Option<EngineKind>,
 

@@ -32,9 +32,32 @@ fn configs() -> Vec<LstmConfig> {
     ]
 }
 
+/// ONNX's cell options (run forward only; training refuses them).
+fn onnx_configs() -> Vec<LstmConfig> {
+    use lstm_core::Direction;
+    vec![
+        LstmConfig::new(5, 40)
+            .with_direction(Direction::Reverse)
+            .with_num_layers(2),
+        LstmConfig::new(7, 33)
+            .with_bidirectional(true)
+            .with_peepholes(true)
+            .with_clip(Some(0.4)),
+        LstmConfig::new(4, 48)
+            .with_input_forget(true)
+            .with_peepholes(true)
+            .with_batch_first(true),
+        LstmConfig::new(6, 17)
+            .with_direction(Direction::Reverse)
+            .with_peepholes(true)
+            .with_clip(Some(0.5))
+            .with_input_forget(true),
+    ]
+}
+
 #[test]
 fn every_plan_and_thread_count_is_bit_identical_to_simd() {
-    for (n, config) in configs().into_iter().enumerate() {
+    for (n, config) in configs().into_iter().chain(onnx_configs()).enumerate() {
         let weights = LstmWeights::<f32>::random(config.clone(), n as u64).unwrap();
         for backend in Backend::all() {
             let simd = SimdEngine::with_backend(&weights, backend).unwrap();
@@ -121,6 +144,29 @@ fn streaming_step_matches_forward() {
         assert_eq!(out, full.output.data()[s * b * 40..(s + 1) * b * 40]);
     }
     assert_eq!(state.h, full.h_n);
+}
+
+#[test]
+fn training_refuses_onnx_cell_options_at_every_plan() {
+    for config in onnx_configs() {
+        let weights = LstmWeights::<f32>::random(config.clone(), 3).unwrap();
+        let par = ParallelEngine::new(&weights, 2).unwrap();
+        let b = 3;
+        let shape = if config.batch_first {
+            [b, 4, config.input_size]
+        } else {
+            [4, b, config.input_size]
+        };
+        let x = Tensor::new(shape, data(4 * b * config.input_size, 1, 1.0)).unwrap();
+        for plan in [Plan::Serial, Plan::Hidden(2), Plan::Directions] {
+            let mut tape = TrainingTape::new();
+            let got = par.forward_train_planned(&x, (None, None), &mut tape, plan);
+            assert!(
+                matches!(got, Err(lstm_core::LstmError::Unsupported(_))),
+                "{config:?} {plan:?}: {got:?}"
+            );
+        }
+    }
 }
 
 #[test]

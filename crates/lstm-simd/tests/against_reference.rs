@@ -283,3 +283,109 @@ fn activations_match_f64() {
         assert!(activations::tanh(backend, &[0.0; 2], &mut out).is_err());
     }
 }
+
+/// ONNX's cell options, alone and together: one config of each, with `f` for the rest.
+fn onnx_options(f: impl Fn(LstmConfig) -> LstmConfig) -> Vec<LstmConfig> {
+    use lstm_core::Direction;
+    let base = f(LstmConfig::new(5, 17));
+    vec![
+        base.clone().with_direction(Direction::Reverse),
+        base.clone().with_peepholes(true),
+        base.clone().with_clip(Some(0.3)),
+        base.clone().with_input_forget(true),
+        base.with_direction(Direction::Reverse)
+            .with_peepholes(true)
+            .with_clip(Some(0.5))
+            .with_input_forget(true),
+    ]
+}
+
+#[test]
+fn onnx_cell_options_every_tail() {
+    for h in [1, 7, 8, 9, 16, 17, 33] {
+        for b in [1, 3, 7] {
+            let configs = onnx_options(|c| LstmConfig {
+                hidden_size: h,
+                ..c
+            });
+            for (n, config) in configs.into_iter().enumerate() {
+                check(&case(config, 5, b), (h * 31 + b * 7 + n) as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn onnx_cell_options_layers_directions_lengths_states() {
+    use lstm_core::Direction;
+    let shapes: [fn(LstmConfig) -> LstmConfig; 4] = [
+        |c| c.with_num_layers(2),
+        |c| {
+            c.with_direction(Direction::Bidirectional)
+                .with_num_layers(2)
+        },
+        |c| c.with_batch_first(true),
+        |c| c.with_proj_size(6).with_num_layers(2),
+    ];
+    for (s, shape) in shapes.into_iter().enumerate() {
+        // (With the bidirectional shape, the reverse-only configs are reverse-only: the
+        // direction set last wins.)
+        for (n, config) in onnx_options(shape).into_iter().enumerate() {
+            for lengths in [None, Some(vec![3, 9, 1, 9, 5])] {
+                for state in [false, true] {
+                    let mut c = case(config.clone(), 9, 5);
+                    c.lengths = lengths.clone();
+                    c.state = state;
+                    check(&c, (s * 10 + n) as u64);
+                }
+            }
+        }
+    }
+}
+
+/// Each option changes the result (so the checks above cannot pass on an engine that ignored
+/// it), and `step` runs the ONNX cell bit for bit as `forward` does.
+#[test]
+fn onnx_cell_options_take_effect_and_step_equals_forward() {
+    let (t, b) = (6, 3);
+    let x = Tensor::new([t, b, 5], data(t * b * 5, 1, 1.5)).unwrap();
+    let plain = LstmConfig::new(5, 17).with_num_layers(2);
+    let plain_weights = LstmWeights::<f32>::random(plain.clone(), 8).unwrap();
+    for config in onnx_options(|c| c.with_num_layers(2)) {
+        // The same cells; peepholes drawn on top.
+        let weights = if config.peepholes {
+            let drawn = LstmWeights::<f32>::random(config.clone(), 9).unwrap();
+            LstmWeights::with_peepholes(
+                config.clone(),
+                plain_weights.cells().to_vec(),
+                drawn.peepholes().to_vec(),
+            )
+            .unwrap()
+        } else {
+            LstmWeights::new(config.clone(), plain_weights.cells().to_vec()).unwrap()
+        };
+        for backend in Backend::all() {
+            let base = SimdEngine::with_backend(&plain_weights, backend).unwrap();
+            let engine = SimdEngine::with_backend(&weights, backend).unwrap();
+            let full = engine.forward(&x, None, None).unwrap();
+            assert_ne!(
+                full.output,
+                base.forward(&x, None, None).unwrap().output,
+                "{backend} {config:?}"
+            );
+            if config.reverse_only {
+                continue; // step() refuses a reverse-only LSTM (it reads from the end)
+            }
+            let mut state = LstmState::zeros(&config, Some(b)).unwrap();
+            let mut out = vec![f32::NAN; b * 17];
+            for s in 0..t {
+                engine
+                    .step(&x.data()[s * b * 5..(s + 1) * b * 5], &mut state, &mut out)
+                    .unwrap();
+                assert_eq!(out, full.output.data()[s * b * 17..(s + 1) * b * 17]);
+            }
+            assert_eq!(state.h, full.h_n, "{backend}");
+            assert_eq!(state.c, full.c_n, "{backend}");
+        }
+    }
+}

@@ -278,3 +278,22 @@ fn a_tape_is_reused_across_calls_and_shapes() {
         .backward(&TrainingTape::new(), &GradOutputs::new(&gy))
         .is_err());
 }
+
+/// The forward runs ONNX's cell options; training them is refused, naming the option, before
+/// any tape is written.
+#[test]
+fn training_refuses_onnx_cell_options() {
+    use lstm_core::LstmError;
+    let config = LstmConfig::new(3, 8).with_clip(Some(0.5));
+    let weights = LstmWeights::<f32>::random(config.clone(), 1).unwrap();
+    let x = Tensor::new([4, 2, 3], data(24, 2, 1.0)).unwrap();
+    for backend in Backend::all() {
+        let engine = SimdEngine::with_backend(&weights, backend).unwrap();
+        assert!(engine.forward(&x, None, None).is_ok());
+        let mut tape = TrainingTape::new();
+        match engine.forward_train(&x, None, None, &mut tape) {
+            Err(LstmError::Unsupported(why)) => assert!(why.contains("clip=0.5"), "{why}"),
+            other => panic!("{backend}: expected Unsupported, got {other:?}"),
+        }
+    }
+}

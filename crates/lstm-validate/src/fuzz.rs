@@ -10,7 +10,7 @@
 //!   round-trip bit for bit.
 //! - [`onnx_loader`]: bytes as an ONNX model; every LSTM node found loads or gives an error,
 //!   and what loads runs a short ONNX call (a zero `sequence_lens` included) on every engine
-//!   that accepts it (the fast engines must refuse exactly the ONNX-only cell options).
+//!   (each runs ONNX's cell options forward).
 //! - [`differential`]: bytes as a small `nn.LSTM` call ([`DiffCase::decode`]): every engine
 //!   of [`crate::engines_under_test`] matches the f64 reference under the harness's tolerance,
 //!   and deliberately invalid calls give `Err` from every engine, never a panic.
@@ -114,8 +114,7 @@ pub fn safetensors_loader(data: &[u8]) -> Outcome {
 /// or a hang (lying lengths, truncated messages, huge dims, cycles in constant chains). Every
 /// LSTM node listed either loads or carries its reason; each loaded model has a valid config
 /// and its parameters, and (when small) runs a 2-step, 2-sequence ONNX call with one sequence
-/// of length 0 on every engine that accepts it, with ONNX's output shapes and zeros for the
-/// empty sequence. The fast engines refuse a model exactly when it uses ONNX-only options.
+/// of length 0 on every engine, with ONNX's output shapes and zeros for the empty sequence.
 pub fn onnx_loader(data: &[u8]) -> Outcome {
     let Ok(file) = lstm_onnx::parse_onnx(data) else {
         return Ok(());
@@ -177,23 +176,9 @@ pub fn onnx_loader(data: &[u8]) -> Outcome {
         let h0 = Tensor::new(s_shape, vec![0.1; cells * b * hidden]).map_err(|e| e.to_string())?;
         for engine in engines() {
             let built = engine.build(weights.clone());
-            let e = match (
-                built,
-                config.onnx_only_options(),
-                engine.name.starts_with("naive"),
-            ) {
-                (Ok(e), None, _) | (Ok(e), Some(_), true) => e,
-                (Err(lstm_core::LstmError::Unsupported(_)), Some(_), false) => continue,
-                (Ok(_), Some(o), false) => {
-                    return Err(format!("engine `{}` accepts ONNX-only {o}", engine.name))
-                }
-                (Err(err), ..) => {
-                    return Err(format!(
-                        "engine `{}` refuses loaded weights: {err}",
-                        engine.name
-                    ))
-                }
-            };
+            // Every engine runs ONNX's cell options forward.
+            let e = built
+                .map_err(|err| format!("engine `{}` refuses loaded weights: {err}", engine.name))?;
             let out = lstm
                 .run(e.as_ref(), &x, Some((&h0, &h0)), Some(&[2, 0]))
                 .map_err(|err| {

@@ -452,7 +452,16 @@ fn perturbed_run(
             *v = nudge(*v);
         }
     }
-    let oracle = NaiveEngine::new(LstmWeights::new(wide.config().clone(), cells)?)?;
+    let peepholes: Vec<Vec<f64>> = wide
+        .peepholes()
+        .iter()
+        .map(|p| p.iter().map(|&v| nudge(v)).collect())
+        .collect();
+    let oracle = NaiveEngine::new(LstmWeights::with_peepholes(
+        wide.config().clone(),
+        cells,
+        peepholes,
+    )?)?;
     let x = x.map(|&v| nudge(f64::from(v)));
     let state = state.map(|s| LstmState {
         h: s.h.map(|&v| nudge(f64::from(v))),

@@ -11,7 +11,7 @@
 //! option toward PyTorch's default (unidirectional, bias on, no projection, sequence-first,
 //! batched, no state, no lengths), scales toward PyTorch's default initialisation.
 
-use lstm_core::{LstmConfig, LstmState, LstmWeights, Result, SplitMix64, Tensor};
+use lstm_core::{Direction, LstmConfig, LstmState, LstmWeights, Result, SplitMix64, Tensor};
 use proptest::prelude::*;
 use proptest::sample::select;
 
@@ -143,7 +143,7 @@ impl Case {
                 }
             }
         }
-        LstmWeights::new(self.config.clone(), cells)
+        LstmWeights::with_peepholes(self.config.clone(), cells, w.peepholes().to_vec())
     }
 
     /// The input in the canonical layout, `[T, B, I]`.
@@ -249,6 +249,10 @@ pub struct CaseSpace {
     pub always_lengths: bool,
     /// Forget-gate biases added (shrinks toward the first; 0 = none).
     pub forget_biases: Vec<f32>,
+    /// ONNX's cell options may be drawn: a reverse-only direction (unidirectional configs),
+    /// peepholes, `clip`, `input_forget`. Off by default: several properties are about
+    /// PyTorch's cell (zero weights halve the cell, saturated gates count, `bias=False`).
+    pub allow_onnx_options: bool,
 }
 
 impl Default for CaseSpace {
@@ -274,6 +278,7 @@ impl Default for CaseSpace {
             always_lengths: false,
             allow_saturating_weights: true,
             forget_biases: vec![0.0, 3.0],
+            allow_onnx_options: false,
         }
     }
 }
@@ -284,6 +289,17 @@ impl CaseSpace {
         self.allow_bidirectional = false;
         self.allow_lengths = false;
         self
+    }
+
+    /// Every option of [`Default`](CaseSpace::default) and ONNX's cell options, over weights
+    /// that do not saturate (the tolerance model's conditioning does not bound the peephole
+    /// term `P ⊙ c`; short sequences keep `c` small).
+    pub fn onnx_options() -> Self {
+        CaseSpace {
+            allow_onnx_options: true,
+            allow_saturating_weights: false,
+            ..CaseSpace::default()
+        }
     }
 
     /// Long sequences (`min..=max` steps) over small models, with open forget gates so that
@@ -320,7 +336,18 @@ fn pick<T: Clone + std::fmt::Debug + 'static>(values: &[T], fallback: T) -> Boxe
     }
 }
 
-/// The config of `nn.LSTM` over `space`: sizes, layers and every option.
+/// ONNX's cell options, `(reverse_only, peepholes, clip, input_forget)`, when `allowed`;
+/// shrinks toward none.
+fn onnx_options(allowed: bool) -> BoxedStrategy<(bool, bool, Option<f32>, bool)> {
+    if !allowed {
+        return Just((false, false, None, false)).boxed();
+    }
+    let clip = prop_oneof![2 => Just(None), 1 => select(vec![0.25f32, 1.0, 3.0]).prop_map(Some)];
+    (flag(true), flag(true), clip, flag(true)).boxed()
+}
+
+/// The config of `nn.LSTM` over `space`: sizes, layers and every option (and ONNX's cell
+/// options when [`CaseSpace::allow_onnx_options`]).
 pub fn configs(space: &CaseSpace) -> impl Strategy<Value = LstmConfig> {
     (
         (
@@ -336,19 +363,34 @@ pub fn configs(space: &CaseSpace) -> impl Strategy<Value = LstmConfig> {
         // The projection: 0, or a fraction of H mapped into 1..H (none when H = 1).
         prop_oneof![3 => Just(None), 1 => (0..u16::MAX).prop_map(Some)],
         Just(space.allow_proj),
+        onnx_options(space.allow_onnx_options),
     )
         .prop_map(
-            |((input, hidden, layers), (bidir, no_bias, batch_first), proj, allow_proj)| {
+            |(
+                (input, hidden, layers),
+                (bidir, no_bias, batch_first),
+                proj,
+                allow_proj,
+                (reverse_only, peepholes, clip, input_forget),
+            )| {
                 let proj_size = match proj {
                     Some(p) if allow_proj && hidden > 1 => 1 + usize::from(p) % (hidden - 1),
                     _ => 0,
                 };
+                let direction = match (bidir, reverse_only) {
+                    (true, _) => Direction::Bidirectional,
+                    (false, true) => Direction::Reverse,
+                    (false, false) => Direction::Forward,
+                };
                 LstmConfig::new(input, hidden)
                     .with_num_layers(layers)
-                    .with_bidirectional(bidir)
+                    .with_direction(direction)
                     .with_bias(!no_bias)
                     .with_batch_first(batch_first)
                     .with_proj_size(proj_size)
+                    .with_peepholes(peepholes)
+                    .with_clip(clip)
+                    .with_input_forget(input_forget)
             },
         )
 }

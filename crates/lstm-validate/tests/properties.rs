@@ -46,40 +46,57 @@ fn required_backends_are_available() {
     }
 }
 
+/// Every engine on `case` against the f64 reference, under the harness's tolerance.
+fn matches_the_f64_reference(
+    engines: &[EngineUnderTest],
+    case: &Case,
+) -> Result<(), TestCaseError> {
+    let weights = case.weights().unwrap();
+    let want = run_reference(case, &weights).unwrap();
+    let nudged = run_perturbed_reference(case, &weights).unwrap();
+    let rounded = run_state_rounded(
+        &weights,
+        &case.input().unwrap(),
+        case.state().unwrap().as_ref(),
+        case.lengths(),
+    )
+    .unwrap();
+    let tol = tolerance_for(case, &weights, &want).unwrap();
+    let probes = run_chaos_probes(case, &weights).unwrap();
+    for engine in engines {
+        let e = engine.build(weights.clone()).unwrap();
+        let got = e
+            .forward(
+                &case.input().unwrap(),
+                case.state().unwrap().as_ref(),
+                case.lengths(),
+            )
+            .map_err(|err| fail(engine, err))?;
+        let samples = sensitivity_samples(&engine.name, &nudged, &rounded);
+        compare_sensitive(&got, &want, &samples, &probes, case.layout(), tol)
+            .map_err(|m| fail(engine, m))?;
+    }
+    Ok(())
+}
+
 #[test]
 fn engines_match_the_f64_reference() {
     let engines = engines();
     check_property(
         "engines match the f64 reference",
         cases(CaseSpace::default()),
-        |case| {
-            let weights = case.weights().unwrap();
-            let want = run_reference(&case, &weights).unwrap();
-            let nudged = run_perturbed_reference(&case, &weights).unwrap();
-            let rounded = run_state_rounded(
-                &weights,
-                &case.input().unwrap(),
-                case.state().unwrap().as_ref(),
-                case.lengths(),
-            )
-            .unwrap();
-            let tol = tolerance_for(&case, &weights, &want).unwrap();
-            let probes = run_chaos_probes(&case, &weights).unwrap();
-            for engine in &engines {
-                let e = engine.build(weights.clone()).unwrap();
-                let got = e
-                    .forward(
-                        &case.input().unwrap(),
-                        case.state().unwrap().as_ref(),
-                        case.lengths(),
-                    )
-                    .map_err(|err| fail(engine, err))?;
-                let samples = sensitivity_samples(&engine.name, &nudged, &rounded);
-                compare_sensitive(&got, &want, &samples, &probes, case.layout(), tol)
-                    .map_err(|m| fail(engine, m))?;
-            }
-            Ok(())
-        },
+        |case| matches_the_f64_reference(&engines, &case),
+    );
+}
+
+/// ONNX's cell options (reverse-only, peepholes, clip, input_forget) on every engine.
+#[test]
+fn onnx_cell_options_match_the_f64_reference() {
+    let engines = engines();
+    check_property(
+        "ONNX cell options match the f64 reference",
+        cases(CaseSpace::onnx_options()),
+        |case| matches_the_f64_reference(&engines, &case),
     );
 }
 
@@ -89,34 +106,7 @@ fn long_sequences_match_the_f64_reference() {
     check_property(
         "long sequences match the f64 reference",
         cases(CaseSpace::long(tolerance::SHORT_SEQUENCE + 1, 96)),
-        |case| {
-            let weights = case.weights().unwrap();
-            let want = run_reference(&case, &weights).unwrap();
-            let nudged = run_perturbed_reference(&case, &weights).unwrap();
-            let rounded = run_state_rounded(
-                &weights,
-                &case.input().unwrap(),
-                case.state().unwrap().as_ref(),
-                case.lengths(),
-            )
-            .unwrap();
-            let tol = tolerance_for(&case, &weights, &want).unwrap();
-            let probes = run_chaos_probes(&case, &weights).unwrap();
-            for engine in &engines {
-                let e = engine.build(weights.clone()).unwrap();
-                let got = e
-                    .forward(
-                        &case.input().unwrap(),
-                        case.state().unwrap().as_ref(),
-                        case.lengths(),
-                    )
-                    .map_err(|err| fail(engine, err))?;
-                let samples = sensitivity_samples(&engine.name, &nudged, &rounded);
-                compare_sensitive(&got, &want, &samples, &probes, case.layout(), tol)
-                    .map_err(|m| fail(engine, m))?;
-            }
-            Ok(())
-        },
+        |case| matches_the_f64_reference(&engines, &case),
     );
 }
 

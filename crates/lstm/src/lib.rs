@@ -28,8 +28,10 @@
 //! content, and [`Model::load_onnx`] picks one `LSTM` node by name. Every ONNX LSTM option
 //! loads (layouts, the three directions, peepholes, `clip`, `input_forget`, nodes inside
 //! `If`/`Loop`/`Scan`, weights built by constant chains, the multi-layer chains of
-//! `torch.onnx.export`); the reference engine runs them all, the fast engines refuse the
-//! ONNX-only cell options for now. An `nn.LSTMCell` state_dict loads as a one-layer LSTM.
+//! `torch.onnx.export`), and every engine runs them forward (inference and `step`); training
+//! refuses ONNX's cell options ([`LstmConfig::onnx_only_options`]) with
+//! [`LstmError::Unsupported`] naming them. An `nn.LSTMCell` state_dict loads as a one-layer
+//! LSTM.
 //!
 //! Engines ([`EngineKind`]) share one contract, [`LstmEngine`]: the default
 //! [`ParallelEngine`] (the SIMD engine on a pool of [`default_threads`] threads, bit-identical
@@ -351,7 +353,10 @@ impl Model {
     /// Builds a training engine of `kind`: [`LstmBackward::forward_train`] records what
     /// [`LstmBackward::backward`] needs for the gradients of the input, the initial state and
     /// every parameter. Every engine kind trains; the options mean what they mean for
-    /// [`engine_with`](Self::engine_with).
+    /// [`engine_with`](Self::engine_with). A model with ONNX's cell options
+    /// ([`LstmConfig::onnx_only_options`]: reverse-only, peepholes, `clip`, `input_forget`),
+    /// which every engine runs forward, is refused here with [`LstmError::Unsupported`] naming
+    /// them: no backward implements them.
     ///
     /// ```
     /// use lstm::{EngineKind, EngineOptions, GradOutputs, LstmConfig, LstmWeights, Model, Tensor, TrainingTape};
@@ -366,6 +371,11 @@ impl Model {
     /// # Ok::<(), lstm::LstmError>(())
     /// ```
     pub fn trainer(&self, kind: EngineKind, options: EngineOptions) -> Result<DynTrainer> {
+        if let Some(used) = self.weights.config().onnx_only_options() {
+            return Err(LstmError::Unsupported(format!(
+                "training with {used}: every engine runs ONNX's cell options forward only"
+            )));
+        }
         Ok(match self.build(kind, options)? {
             BuiltEngine::Naive(e) => Box::new(e),
             BuiltEngine::Simd(e) => Box::new(e),
@@ -473,11 +483,20 @@ mod tests {
             .to_string();
         assert!(err.contains("nodes, not module prefixes"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
-        // ONNX-only options: the reference runs them, the fast engines refuse clearly.
+        // ONNX-only options: every engine runs them; training refuses them clearly.
         let peep = Model::load(fixtures.join("peepholes/model.onnx")).unwrap();
-        assert!(peep.engine(EngineKind::Naive).is_ok());
-        let err = peep.engine(EngineKind::Simd).err().unwrap().to_string();
-        assert!(err.contains("peepholes") && err.contains("naive"), "{err}");
+        for &kind in EngineKind::ALL {
+            assert!(peep.engine(kind).is_ok(), "{kind:?}");
+            let err = peep
+                .trainer(kind, EngineOptions::default())
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                err.contains("peepholes") && err.contains("training"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use lstm::{io, EngineKind, EngineOptions, Model};
+use lstm::{io, EngineOptions, Model};
 
 use super::RunArgs;
 use crate::cli_common::read_f32;
@@ -93,13 +93,7 @@ fn run_onnx(args: &RunArgs, bytes: &[u8]) -> CliResult {
         ),
         None => None,
     };
-    let kind = args
-        .engine
-        .unwrap_or(if model.config().onnx_only_options().is_some() {
-            EngineKind::Naive
-        } else {
-            EngineKind::default()
-        });
+    let kind = args.engine.unwrap_or_default();
     let mut options = EngineOptions::default();
     if let Some(n) = args.threads {
         options = options.with_threads(n.get());

@@ -90,6 +90,7 @@ impl SimdEngine {
         team: Option<&dyn WorkerTeam>,
     ) -> Result<LstmGradients<f32>> {
         let config = &self.config;
+        super::train::refuse_onnx_options(config)?;
         tape.ensure_filled_for(config)?;
         let upstream = tape.canonical_grads(grads)?;
         let (seq_len, batch) = (tape.seq_len(), tape.batch());

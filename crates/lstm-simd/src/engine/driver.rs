@@ -19,6 +19,7 @@ use super::{PackedCell, SimdEngine};
 use crate::kernels::{
     split_columns, DirectionPass, PassBuffers, PassDims, PassRecord, PassWeights,
 };
+use crate::pack::AlignedBuf;
 use crate::team::{Split, WorkerTeam};
 
 /// The loop over the time steps of one pass, run by every worker of its team: chunks of
@@ -171,7 +172,9 @@ impl SimdEngine {
             _ => {
                 let workers = team.map_or(1, |t| t.size());
                 for (io_dir, record) in ios.zip(records) {
-                    let reverse = io_dir.dir == 1;
+                    // The second direction of a bidirectional layer, or the one direction of
+                    // a reverse-only one, reads the sequence from its end.
+                    let reverse = self.config.reads_backwards(io_dir.dir);
                     let cell = &self.cells[layer * d.dirs + io_dir.dir];
                     let pass = self.direction_pass(cell, &common, io_dir, ws, record, workers);
                     match team {
@@ -227,6 +230,7 @@ impl SimdEngine {
             bias: cell.bias.as_slice(),
             w_hr: cell.w_hr.as_ref(),
             variant: cell.variant,
+            peephole: cell.peephole.as_ref().map(AlignedBuf::as_slice),
         };
         let dims = PassDims {
             seq_len: common.seq_len,

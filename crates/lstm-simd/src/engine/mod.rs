@@ -34,7 +34,7 @@ use self::batch_order::{chunk_steps, gather_rows, unsort, BatchOrder};
 use self::driver::LayerIo;
 use self::workspace::{grow, numel, Workspace};
 use crate::backend::Backend;
-use crate::kernels::{CellVariant, Kernels, NoTape};
+use crate::kernels::{CellVariant, Kernels, NoTape, OnnxCell};
 use crate::pack::{
     pack_gate_vector, pack_gate_weights, pack_plain, padded_hidden, AlignedBuf, PackedMatrix,
 };
@@ -53,6 +53,9 @@ struct PackedCell {
     w_hr: Option<PackedMatrix>,
     /// The cell's gate math.
     variant: CellVariant,
+    /// ONNX peephole weights `P_i | P_f | 0 | P_o` in gate-tile order (as `bias`), when the
+    /// config has them.
+    peephole: Option<AlignedBuf>,
 }
 
 /// Sizes shared by every cell.
@@ -103,8 +106,13 @@ impl SimdEngine {
         Self::with_backend(weights, Backend::detect())
     }
 
-    /// Packs `weights` for `backend`; fails when this CPU lacks its instructions, and for a
-    /// config with ONNX-only cell options the fused recurrence does not run yet.
+    /// Packs `weights` for `backend`; fails when this CPU lacks its instructions.
+    ///
+    /// ONNX's cell options ([`LstmConfig::onnx_only_options`]: a reverse-only direction,
+    /// peepholes, `clip`, `input_forget`) run in the forward ([`LstmEngine::forward`],
+    /// [`step`](LstmEngine::step), the parallel runner); training them
+    /// ([`forward_train`](Self::forward_train), [`backward`](Self::backward)) is refused with
+    /// [`LstmError::Unsupported`] naming the option.
     pub fn with_backend(weights: &LstmWeights<f32>, backend: Backend) -> Result<Self> {
         Self::with_options(weights, backend, Precision::F32)
     }
@@ -145,11 +153,6 @@ impl SimdEngine {
     ) -> Result<Self> {
         let config = weights.config().clone();
         config.validate()?;
-        if let Some(options) = config.onnx_only_options() {
-            return Err(LstmError::Unsupported(format!(
-                "the simd and parallel engines do not run {options} yet; use the naive engine"
-            )));
-        }
         let kernels = backend.kernels(precision)?;
         let lanes = kernels.lanes;
         let (hidden, h_out) = (config.hidden_size, config.h_out());
@@ -183,12 +186,24 @@ impl SimdEngine {
                     }
                     None => None,
                 };
+                let peephole = if config.peepholes {
+                    let p =
+                        weights
+                            .peephole(layer, dir)
+                            .ok_or_else(|| LstmError::MissingTensor {
+                                name: format!("peepholes (layer {layer}, direction {dir})"),
+                            })?;
+                    Some(pack_peephole(p, hidden, lanes, (layer, dir))?)
+                } else {
+                    None
+                };
                 cells.push(PackedCell {
                     w_ih,
                     w_hh,
                     bias,
                     w_hr,
-                    variant: CellVariant::Standard,
+                    variant: cell_variant(&config),
+                    peephole,
                 });
             }
         }
@@ -242,6 +257,41 @@ impl SimdEngine {
     fn chunk_steps(&self, batch: usize, seq_len: usize) -> usize {
         chunk_steps(self.kernels.chunk_bytes, self.dims.gp, batch, seq_len)
     }
+}
+
+/// The gate math of `config`'s cells: PyTorch's, or ONNX's when it sets peepholes, `clip` or
+/// `input_forget` (a reverse-only direction is the driver's, not the cell's).
+fn cell_variant(config: &LstmConfig) -> CellVariant {
+    if config.peepholes || config.clip.is_some() || config.input_forget {
+        CellVariant::Onnx(OnnxCell {
+            clip: config.clip,
+            input_forget: config.input_forget,
+            peepholes: config.peepholes,
+        })
+    } else {
+        CellVariant::Standard
+    }
+}
+
+/// One cell's `[3H]` peepholes (rows i, f, o) in the bias's gate-tile order, `P_i | P_f | 0 |
+/// P_o`, so the fused step finds them at its bias offsets.
+fn pack_peephole(
+    p: &[f32],
+    hidden: usize,
+    lanes: usize,
+    (layer, dir): (usize, usize),
+) -> Result<AlignedBuf> {
+    if p.len() != 3 * hidden {
+        return Err(LstmError::ShapeMismatch {
+            what: format!("peepholes (layer {layer}, direction {dir})").into(),
+            expected: vec![3 * hidden],
+            found: vec![p.len()],
+        });
+    }
+    let mut gates = vec![0.0; 4 * hidden];
+    gates[..2 * hidden].copy_from_slice(&p[..2 * hidden]);
+    gates[3 * hidden..].copy_from_slice(&p[2 * hidden..]);
+    pack_gate_vector(&gates, hidden, lanes)
 }
 
 impl LstmEngine<f32> for SimdEngine {

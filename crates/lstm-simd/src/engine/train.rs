@@ -243,6 +243,7 @@ impl SimdEngine {
     /// The backward's packings, made on first use.
     pub(super) fn train_state(&self) -> Result<&TrainState> {
         self.ensure_trainable()?;
+        refuse_onnx_options(&self.config)?;
         if let Some(state) = self.train.get() {
             return Ok(state);
         }
@@ -289,6 +290,7 @@ impl SimdEngine {
     ) -> Result<LstmOutput<f32>> {
         self.ensure_trainable()?;
         let config = &self.config;
+        refuse_onnx_options(config)?;
         let call = SequenceBatch::new(config, input, state, lengths)?;
         call.ensure_config(config)?;
         tape.begin(&call)?;
@@ -398,5 +400,17 @@ impl SimdEngine {
         ws.h0_sorted = h0_sorted;
         ws.c0_sorted = c0_sorted;
         result
+    }
+}
+
+/// The backward is PyTorch's cell's only: training a config with ONNX's cell options (which
+/// the forward runs) is refused, naming them, before any tape is written or read.
+pub(super) fn refuse_onnx_options(config: &lstm_core::LstmConfig) -> Result<()> {
+    match config.onnx_only_options() {
+        Some(options) => Err(lstm_core::LstmError::Unsupported(format!(
+            "training with {options}: the simd and parallel engines run ONNX's cell options \
+             forward only (inference and step); the backward is PyTorch's cell's"
+        ))),
+        None => Ok(()),
     }
 }

@@ -18,14 +18,29 @@ use super::gemm::Panel;
 use super::{row_blocks, with_rows};
 use crate::lanes::{sigmoid, tanh, Lanes};
 
-/// The cell's gate math. Only PyTorch's cell exists today; ONNX's variants (peepholes, a clip
-/// of the pre-activations, coupled input and forget gates `f = 1 - i`) become variants here,
-/// matched in [`cell_update`] and in [`gate_backward`], and nowhere else in the kernels.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// The cell's gate math: PyTorch's cell, or ONNX's with its options (peepholes, a clip of the
+/// pre-activations, coupled input and forget gates `f = 1 - i`). Matched in [`cell_update`]
+/// and in [`gate_backward`], and nowhere else in the kernels.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) enum CellVariant {
     /// `i, f, o = σ(z)`, `g = tanh(z)`, `c' = f ⊙ c + i ⊙ g`, `h = o ⊙ tanh(c')`.
     #[default]
     Standard,
+    /// ONNX's `LSTM` operator: `i = σ(clip(z_i + P_i ⊙ c))`, `f = σ(clip(z_f + P_f ⊙ c))` (or
+    /// `1 − i`), `g = tanh(clip(z_g))`, `c' = f ⊙ c + i ⊙ g`, `o = σ(clip(z_o + P_o ⊙ c'))`,
+    /// `h = o ⊙ tanh(c')`. The forward runs it; the backward refuses it before any kernel.
+    Onnx(OnnxCell),
+}
+
+/// The options of [`CellVariant::Onnx`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct OnnxCell {
+    /// Pre-activations (peephole term included) are clamped to `[-clip, clip]`.
+    pub(crate) clip: Option<f32>,
+    /// `f = 1 − i`: the forget rows of the weights are not read.
+    pub(crate) input_forget: bool,
+    /// The step reads peephole weights ([`StepArgs::peephole`]).
+    pub(crate) peepholes: bool,
 }
 
 /// What one row of one tile of a step computes.
@@ -39,9 +54,15 @@ pub(crate) struct CellValues<V> {
 }
 
 /// The gate nonlinearities and the cell update of one row of `N` units, from the four gate
-/// pre-activations `z` and the previous cell state.
+/// pre-activations `z`, the previous cell state and, for [`CellVariant::Onnx`] with
+/// peepholes, the peephole weights `P_i, P_f, P_o` of these units (ignored otherwise).
 #[inline(always)]
-pub(crate) fn cell_update<V: Lanes>(variant: CellVariant, z: [V; 4], c_prev: V) -> CellValues<V> {
+pub(crate) fn cell_update<V: Lanes>(
+    variant: CellVariant,
+    z: [V; 4],
+    c_prev: V,
+    peephole: [V; 3],
+) -> CellValues<V> {
     match variant {
         CellVariant::Standard => {
             let i = sigmoid(z[0]);
@@ -50,6 +71,28 @@ pub(crate) fn cell_update<V: Lanes>(variant: CellVariant, z: [V; 4], c_prev: V) 
             let o = sigmoid(z[3]);
             // c' = f ⊙ c + i ⊙ g; a decaying cell is flushed to zero before it turns subnormal.
             let c = f.mul_add(c_prev, i.mul(g)).flush_subnormal();
+            let tanh_c = tanh(c);
+            let h = o.mul(tanh_c).flush_subnormal();
+            CellValues {
+                gates: [i, f, g, o],
+                c,
+                tanh_c,
+                h,
+            }
+        }
+        CellVariant::Onnx(cell) => {
+            let clip = |x: V| cell.clip.map_or(x, |l| x.clamp(-l, l));
+            // z + P ⊙ c (one rounding with FMA), or z without peepholes.
+            let peep = |z: V, p: V, c: V| if cell.peepholes { p.mul_add(c, z) } else { z };
+            let i = sigmoid(clip(peep(z[0], peephole[0], c_prev)));
+            let f = if cell.input_forget {
+                i.constant(1.0).sub(i)
+            } else {
+                sigmoid(clip(peep(z[1], peephole[1], c_prev)))
+            };
+            let g = tanh(clip(z[2]));
+            let c = f.mul_add(c_prev, i.mul(g)).flush_subnormal();
+            let o = sigmoid(clip(peep(z[3], peephole[2], c)));
             let tanh_c = tanh(c);
             let h = o.mul(tanh_c).flush_subnormal();
             CellValues {
@@ -85,6 +128,9 @@ pub(crate) struct StepArgs {
     /// New `o ⊙ tanh(c')`: row `r` at `h_out + r·ldo`, `tiles · N` floats. Must not overlap `h`.
     pub(crate) h_out: *mut f32,
     pub(crate) ldo: usize,
+    /// Peephole weights in gate-tile order (`P_i | P_f | 0 | P_o`, `tiles · 4N` floats, as
+    /// the bias), read only by a [`CellVariant::Onnx`] with peepholes; may be null otherwise.
+    pub(crate) peephole: *const f32,
 }
 
 /// What a step records of each row and tile it computes.
@@ -206,6 +252,7 @@ unsafe fn tape_row(rows: *const usize, r: usize) -> usize {
 #[inline(always)]
 unsafe fn step_block<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>>(
     args: &StepArgs,
+    variant: CellVariant,
     record: &R,
     row: usize,
     t: usize,
@@ -228,9 +275,18 @@ unsafe fn step_block<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>>(
             args.k,
             args.w.add(t * P::tile_bytes(args.k)),
         );
+        let peephole = match variant {
+            CellVariant::Onnx(OnnxCell {
+                peepholes: true, ..
+            }) => {
+                let p = args.peephole.add(t * 4 * n);
+                [V::load(p), V::load(p.add(n)), V::load(p.add(3 * n))]
+            }
+            _ => [V::splat(0.0); 3],
+        };
         for (r, &z) in acc.iter().enumerate() {
             let cp = args.c.add((row + r) * args.ldc + t * n);
-            let values = cell_update(args.variant, z, V::load(cp));
+            let values = cell_update(variant, z, V::load(cp), peephole);
             values.c.store(cp);
             values.h.store(args.h_out.add((row + r) * args.ldo + t * n));
             record.record(row + r, t, &values);
@@ -254,10 +310,35 @@ pub(crate) unsafe fn fused_step<V: Lanes, const MR: usize, R: StepRecord, P: Pan
     args: &StepArgs,
     record: &R,
 ) {
+    // The variant is matched once per step, not per row: each arm hands the tile loop a
+    // variant the compiler sees, so PyTorch's cell compiles to the code it had before ONNX's.
+    // SAFETY: caller contract.
+    unsafe {
+        match args.variant {
+            CellVariant::Standard => step_tiles::<V, MR, R, P>(args, CellVariant::Standard, record),
+            onnx @ CellVariant::Onnx(_) => step_tiles::<V, MR, R, P>(args, onnx, record),
+        }
+    }
+}
+
+/// The tiles and register blocks of [`fused_step`] for `variant` (`args.variant`).
+///
+/// # Safety
+/// As [`fused_step`].
+#[inline(always)]
+unsafe fn step_tiles<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>>(
+    args: &StepArgs,
+    variant: CellVariant,
+    record: &R,
+) {
     for t in 0..args.tiles {
         for (r, rows) in row_blocks::<MR>(0, args.rows) {
             // SAFETY: r + rows <= args.rows and t < tiles, as step_block requires.
-            unsafe { with_rows!(rows, |RB| step_block::<V, RB, R, P>(args, record, r, t)) }
+            unsafe {
+                with_rows!(rows, |RB| step_block::<V, RB, R, P>(
+                    args, variant, record, r, t
+                ))
+            }
         }
     }
 }
@@ -316,7 +397,13 @@ pub(crate) struct GateBackwardArgs {
 pub(crate) unsafe fn gate_backward<V: Lanes>(args: &GateBackwardArgs) {
     let n = V::N;
     let hidden = args.hidden;
-    let CellVariant::Standard = args.variant;
+    // ONNX's cell has no backward here: the engine refuses to train it (`train.rs`) before
+    // any kernel runs, so only PyTorch's derivative is written.
+    debug_assert_eq!(
+        args.variant,
+        CellVariant::Standard,
+        "backward of ONNX's cell"
+    );
     for r in 0..args.rows {
         // SAFETY: r < rows and t < tiles keep every offset inside the buffers `args` describes;
         // tape reads stop at `hidden` (load_part); the ISA is available (caller contract).

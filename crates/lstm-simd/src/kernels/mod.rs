@@ -18,7 +18,7 @@ mod cell;
 mod gemm;
 mod pass;
 
-pub(crate) use cell::CellVariant;
+pub(crate) use cell::{CellVariant, OnnxCell};
 pub(crate) use gemm::gemm_tn_scratch;
 pub(crate) use pass::{
     split_columns, ColumnBand, DirectionPass, NoTape, PassBuffers, PassDims, PassRecord,

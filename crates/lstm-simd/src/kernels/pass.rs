@@ -80,6 +80,9 @@ pub(crate) struct PassWeights<'a> {
     pub(crate) bias: &'a [f32],
     pub(crate) w_hr: Option<&'a PackedMatrix>,
     pub(crate) variant: CellVariant,
+    /// ONNX peephole weights in gate-tile order (`gp` floats, as the bias), when the variant
+    /// reads them.
+    pub(crate) peephole: Option<&'a [f32]>,
 }
 
 /// The sizes of one pass.
@@ -275,6 +278,12 @@ impl<'a, R: PassRecord> DirectionPass<'a, R> {
             assert!(w.len_bytes() >= tiles * w.tile_bytes());
         }
         assert!(weights.bias.len() >= d.gp && d.h_out <= d.ldh && d.hidden <= d.hp);
+        if let CellVariant::Onnx(cell) = weights.variant {
+            assert!(
+                !cell.peepholes || weights.peephole.is_some_and(|p| p.len() >= d.gp),
+                "peepholes missing"
+            );
+        }
         match weights.w_hr {
             Some(p) => {
                 assert!(p.lanes == n && p.tiles * 4 * n <= d.ldh && p.k == d.hidden);
@@ -491,6 +500,10 @@ impl<R: PassRecord> Lane<'_, '_, R> {
                 ldc: d.hp,
                 h_out: h_dst.wrapping_add(t0 * n),
                 ldo: d.hp,
+                peephole: p
+                    .weights
+                    .peephole
+                    .map_or(std::ptr::null(), |w| w.as_ptr().wrapping_add(t0 * 4 * n)),
             };
             // SAFETY: kernels match this CPU; `cur` and the destination are distinct buffers
             // of B rows (strides ldh >= h_out and hp); the tiles t0..t1 of W_hh (k = h_out),
