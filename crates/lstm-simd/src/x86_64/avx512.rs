@@ -339,7 +339,10 @@ mod tests {
                 let want = lstm_core::precision::quantize_i8(x, scale);
                 // The kernel multiplies by 1/scale where lstm-core divides: one step apart at
                 // most, at a tie.
-                assert!((i32::from(byte) - 128 - i32::from(want)).abs() <= 1, "{x} {scale}");
+                assert!(
+                    (i32::from(byte) - 128 - i32::from(want)).abs() <= 1,
+                    "{x} {scale}"
+                );
             }
             for pad in len..len.div_ceil(4) * 4 {
                 assert_eq!(quads[pad / 4].to_le_bytes()[pad % 4], 128, "len {len}");
