@@ -8,9 +8,10 @@ differ from f32 (a precision silently ignored fails), and its option to be typed
 passed on by the Ray predictor.
 
 The model is a bound, loose by design (6σ, |h| ≤ 1, worst-case gate slopes: here several
-hundred times the errors measured); what holds the bf16 arithmetic tight is the comparison with torch's own bf16
-path on the same weights and input (ours keeps c, h and the output in f32: its error may not
-exceed torch's by more than half) and with the f32 engine (bf16 must differ from it)."""
+hundred times the errors measured); what holds the bf16 arithmetic tight is the comparison
+with torch's own bf16 path on the same weights and input (ours keeps c, h and the output in
+f32: its error may not exceed torch's by more than half) and with the f32 engine (bf16 must
+differ from it)."""
 
 import math
 import pickle
