@@ -4,8 +4,17 @@
 //! (8 significant bits, f32's exponent range), rounded once at construction with
 //! [`round_bf16`]; the products use bf16 operands (the input rows and `h` are rounded to bf16
 //! for the product only) and accumulate in f32. The state `c`, the gate pre-activations, the
-//! biases and the nonlinearities stay f32. [`LstmWeights::rounded_to`](crate::LstmWeights::rounded_to) gives the weights such
-//! an engine actually multiplies by, for a reference run in exact arithmetic.
+//! biases and the nonlinearities stay f32.
+//!
+//! An engine built with [`Precision::Int8`] quantizes each row of those weights (one gate
+//! unit's weights) to signed 8-bit integers with its own scale, `max |row| / 127`
+//! ([`i8_scale`], [`quantize_i8`]), once at construction, as fbgemm and onnxruntime's
+//! `DynamicQuantizeLSTM` do. Where the CPU has VNNI, each input row and `h` is quantized the
+//! same way per call (per step), the products are exact integer dot products, and one f32
+//! multiply by both scales brings them back; elsewhere the int8 weights are widened to f32.
+//!
+//! [`LstmWeights::rounded_to`](crate::LstmWeights::rounded_to) gives the weights such an
+//! engine actually multiplies by, for a reference run in exact arithmetic.
 
 use std::fmt;
 use std::str::FromStr;
@@ -21,33 +30,48 @@ pub enum Precision {
     F32,
     /// bfloat16 weights and product operands, f32 accumulation, f32 state and activations.
     Bf16,
+    /// int8 weights (a scale per row), 8-bit product operands where the CPU has VNNI (a scale
+    /// per input row and per `h` row, per step), exact integer accumulation, f32 state and
+    /// activations.
+    Int8,
 }
 
 impl Precision {
     /// Every precision this build knows.
-    pub const ALL: &'static [Precision] = &[Precision::F32, Precision::Bf16];
+    pub const ALL: &'static [Precision] = &[Precision::F32, Precision::Bf16, Precision::Int8];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
         }
     }
 
-    /// The unit roundoff of a product operand: `2^-24` for f32, `2^-8` for bf16.
+    /// The unit roundoff of a product operand: `2^-24` for f32, `2^-8` for bf16, relative to
+    /// the operand; for int8 `1/254`, relative to the largest magnitude of the operand's row
+    /// (half a step of a scale of `max |row| / 127`).
     pub fn operand_roundoff(self) -> f64 {
         match self {
             Precision::F32 => f64::from(f32::EPSILON) / 2.0,
             Precision::Bf16 => 1.0 / 256.0,
+            Precision::Int8 => 1.0 / 254.0,
         }
     }
 
-    /// `x` as an operand of this precision's products (identity for f32).
-    pub fn round(self, x: f32) -> f32 {
+    /// One row of weights (one output unit's) as this precision's products see it, in place:
+    /// unchanged for f32, each element rounded to bf16, or the row quantized to int8 with its
+    /// own scale and brought back (`q · scale`).
+    pub fn round_row(self, row: &mut [f32]) {
         match self {
-            Precision::F32 => x,
-            Precision::Bf16 => round_bf16(x),
+            Precision::F32 => {}
+            Precision::Bf16 => row.iter_mut().for_each(|x| *x = round_bf16(*x)),
+            Precision::Int8 => {
+                let scale = i8_scale(row);
+                row.iter_mut()
+                    .for_each(|x| *x = f32::from(quantize_i8(*x, scale)) * scale);
+            }
         }
     }
 }
@@ -74,6 +98,30 @@ impl FromStr for Precision {
                 ),
             })
     }
+}
+
+/// The int8 scale of a row: `max |x| / 127`, so the largest magnitude maps to ±127 (the
+/// symmetric range: -128 is never used). 0 for a row of zeros; NaN when the row holds a NaN
+/// or an infinity, which makes every product with the row NaN.
+pub fn i8_scale(row: &[f32]) -> f32 {
+    let mut max = 0.0f32;
+    for &x in row {
+        if !x.is_finite() {
+            return f32::NAN;
+        }
+        max = max.max(x.abs());
+    }
+    max / 127.0
+}
+
+/// `x` quantized with `scale`: `x / scale` rounded to nearest (ties to even) and clamped to
+/// `[-127, 127]`; 0 when the scale is 0 or NaN.
+pub fn quantize_i8(x: f32, scale: f32) -> i8 {
+    if scale == 0.0 || scale.is_nan() {
+        return 0;
+    }
+    // The clamp keeps the cast exact; a NaN `x` (only with a NaN scale) is excluded above.
+    (x / scale).round_ties_even().clamp(-127.0, 127.0) as i8
 }
 
 /// The bf16 bits of `x`, as x86's `vcvtne2ps2bf16` converts: round to nearest, ties to even;
@@ -131,6 +179,28 @@ mod tests {
         for &p in Precision::ALL {
             assert_eq!(p.name().parse::<Precision>().ok(), Some(p));
         }
-        assert!("int8".parse::<Precision>().is_err());
+        assert!("int4".parse::<Precision>().is_err());
+    }
+
+    #[test]
+    fn int8_rows_round_to_their_own_scale() {
+        let mut row = [0.5f32, -1.27, 0.004, 0.006, 1.0];
+        assert_eq!(i8_scale(&row), 0.01);
+        Precision::Int8.round_row(&mut row);
+        let want = [0.5f32, -1.27, 0.0, 0.01, 1.0];
+        for (got, want) in row.iter().zip(want) {
+            assert!((got - want).abs() <= 1e-6, "{row:?}");
+        }
+        // Ties go to even: 0.005 / 0.01 = 0.5 rounds to 0, 0.015 / 0.01 = 1.5 to 2.
+        assert_eq!(quantize_i8(0.5, 1.0), 0);
+        assert_eq!(quantize_i8(1.5, 1.0), 2);
+        assert_eq!(quantize_i8(1000.0, 1.0), 127);
+        assert_eq!(quantize_i8(-1000.0, 1.0), -127);
+        let mut zeros = [0.0f32; 3];
+        Precision::Int8.round_row(&mut zeros);
+        assert_eq!(zeros, [0.0; 3]);
+        assert!(i8_scale(&[1.0, f32::INFINITY]).is_nan());
+        assert!(i8_scale(&[f32::NAN]).is_nan());
+        assert_eq!(quantize_i8(1.0, f32::NAN), 0);
     }
 }

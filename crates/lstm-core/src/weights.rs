@@ -433,20 +433,23 @@ impl SplitMix64 {
 }
 
 impl LstmWeights<f32> {
-    /// The weights an engine of `precision` multiplies by: `W_ih`, `W_hh` and `W_hr` rounded to
-    /// the precision, biases unchanged (they are added in f32).
+    /// The weights an engine of `precision` multiplies by: each row of `W_ih`, `W_hh` and
+    /// `W_hr` rounded to the precision ([`Precision::round_row`](crate::Precision::round_row)),
+    /// biases unchanged (they are added in f32).
     pub fn rounded_to(&self, precision: crate::Precision) -> LstmWeights<f32> {
         let mut out = self.clone();
+        let (gates, proj) = (4 * self.config.hidden_size, self.config.proj_size);
         for cell in &mut out.cells {
-            for w in [
-                Some(&mut cell.w_ih),
-                Some(&mut cell.w_hh),
-                cell.w_hr.as_mut(),
+            for (w, rows) in [
+                (Some(&mut cell.w_ih), gates),
+                (Some(&mut cell.w_hh), gates),
+                (cell.w_hr.as_mut(), proj),
             ]
             .into_iter()
-            .flatten()
+            .filter_map(|(w, rows)| Some((w?, rows)))
             {
-                w.iter_mut().for_each(|x| *x = precision.round(*x));
+                let k = w.len().checked_div(rows).unwrap_or(0).max(1);
+                w.chunks_mut(k).for_each(|row| precision.round_row(row));
             }
         }
         out

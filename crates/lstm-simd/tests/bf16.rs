@@ -124,3 +124,45 @@ fn training_a_bf16_engine_is_refused() {
     let err = engine.forward_train(&x, None, None, &mut tape).unwrap_err();
     assert!(matches!(err, LstmError::Unsupported(_)), "{err}");
 }
+
+/// Each row of a batch comes out as it would alone, bit for bit, however the kernels stage
+/// their rows for `vdpbf16ps`: rounded once into groups (a hidden size of 1100 makes groups of
+/// 24 rows, so 30 rows take two) or, for an input 6000 wide (too long for a 6-row stage),
+/// rounded chunk by chunk for each tile. The first also stays within this file's bound (the
+/// second's 6000-term sums saturate every gate: its error is the tolerance model's business,
+/// in lstm-validate).
+#[test]
+fn rows_come_out_the_same_however_they_are_staged() {
+    for (config, t, b, bound) in [
+        (LstmConfig::new(5, 1100), 2, 30, 2e-2),
+        (LstmConfig::new(6000, 8), 3, 7, f64::INFINITY),
+    ] {
+        let weights = LstmWeights::<f32>::random(config.clone(), 11).unwrap();
+        let i = config.input_size;
+        let x = data(t * b * i, 12, 1.0);
+        for backend in Backend::all_for(Precision::Bf16) {
+            let engine = SimdEngine::with_options(&weights, backend, Precision::Bf16).unwrap();
+            let batch = engine
+                .forward(&Tensor::new([t, b, i], x.clone()).unwrap(), None, None)
+                .unwrap();
+            let h = config.hidden_size;
+            for r in 0..b {
+                let row: Vec<f32> = (0..t)
+                    .flat_map(|s| x[(s * b + r) * i..][..i].iter().copied())
+                    .collect();
+                let alone = engine
+                    .forward(&Tensor::new([t, 1, i], row).unwrap(), None, None)
+                    .unwrap();
+                for s in 0..t {
+                    assert_eq!(
+                        &batch.output.data()[(s * b + r) * h..][..h],
+                        &alone.output.data()[s * h..][..h],
+                        "{backend} {config:?}: row {r}, step {s}"
+                    );
+                }
+            }
+            let err = max_err(&engine, &weights, t, b, 13);
+            assert!(err <= bound, "{backend} {config:?}: {err:e}");
+        }
+    }
+}

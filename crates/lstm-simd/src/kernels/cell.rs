@@ -14,7 +14,7 @@
 //! The gate math of a cell variant lives in [`cell_update`] (forward) and in
 //! [`gate_backward`] (its derivative), both selected by [`CellVariant`].
 
-use super::gemm::Panel;
+use super::gemm::{Panel, StagedRows};
 use super::{row_blocks, with_rows};
 use crate::lanes::{sigmoid, tanh, Lanes};
 
@@ -248,12 +248,14 @@ unsafe fn tape_row(rows: *const usize, r: usize) -> usize {
 /// `MR` rows of one gate tile of [`fused_step`].
 ///
 /// # Safety
-/// As [`fused_step`], for rows `row..row + MR` and tile `t`.
+/// As [`fused_step`], for rows `row..row + MR` and tile `t`; `h` is `args.h` from row `row`
+/// on, staged.
 #[inline(always)]
 unsafe fn step_block<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>>(
     args: &StepArgs,
     variant: CellVariant,
     record: &R,
+    h: P::Rows,
     row: usize,
     t: usize,
 ) {
@@ -268,13 +270,7 @@ unsafe fn step_block<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>>(
                 *a = V::load(xp.add(v * n));
             }
         }
-        P::accumulate::<MR>(
-            &mut acc,
-            args.h.add(row * args.ldh),
-            args.ldh,
-            args.k,
-            args.w.add(t * P::tile_bytes(args.k)),
-        );
+        P::accumulate::<MR>(&mut acc, h, args.k, args.w.add(t * P::tile_bytes(args.k)));
         let peephole = match variant {
             CellVariant::Onnx(OnnxCell {
                 peepholes: true, ..
@@ -331,15 +327,44 @@ unsafe fn step_tiles<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>>(
     variant: CellVariant,
     record: &R,
 ) {
-    for t in 0..args.tiles {
-        for (r, rows) in row_blocks::<MR>(0, args.rows) {
-            // SAFETY: r + rows <= args.rows and t < tiles, as step_block requires.
-            unsafe {
-                with_rows!(rows, |RB| step_block::<V, RB, R, P>(
-                    args, variant, record, r, t
-                ))
+    // Rows are staged (rounded to bf16 once per step, for the bf16 dot product) a group at a
+    // time; each group's weight tiles stream once.
+    let group = match P::stage_rows(args.k) {
+        fit if fit >= MR => fit / MR * MR,
+        _ => args.rows,
+    };
+    let mut stage = P::new_stage();
+    let mut g0 = 0;
+    while g0 < args.rows {
+        let g1 = args.rows.min(g0.saturating_add(group));
+        // SAFETY: rows g0..g1 of `h` hold k floats and nobody writes them during the step
+        // (caller contract).
+        let h = unsafe {
+            P::stage::<MR>(
+                &mut stage,
+                args.h.add(g0 * args.ldh),
+                args.ldh,
+                g1 - g0,
+                args.k,
+            )
+        };
+        for t in 0..args.tiles {
+            for (r, rows) in row_blocks::<MR>(g0, g1) {
+                // SAFETY: r + rows <= g1 <= args.rows and t < tiles, as step_block requires;
+                // r - g0 is below the rows staged.
+                unsafe {
+                    with_rows!(rows, |RB| step_block::<V, RB, R, P>(
+                        args,
+                        variant,
+                        record,
+                        h.skip(r - g0),
+                        r,
+                        t
+                    ))
+                }
             }
         }
+        g0 = g1;
     }
 }
 

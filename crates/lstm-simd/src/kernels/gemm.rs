@@ -43,23 +43,118 @@ pub(crate) struct GemmArgs {
 /// - [`Bf16Panel`]: bf16 pairs (`k` and `k + 1` in one `u32`), widened to f32 in registers,
 ///   multiplied by the f32 rows (the bandwidth of bf16, the arithmetic of f32);
 /// - [`Bf16DotPanel`]: the same pairs into `vdpbf16ps`, with the rows rounded to bf16 too.
+///
+/// A kernel first hands the rows it multiplies to [`stage`](Self::stage), once per call (or
+/// per group of [`stage_rows`](Self::stage_rows) rows), and then every weight tile reads the
+/// staged [`Rows`](Self::Rows): a panel that needs its rows in another form (bf16 pairs)
+/// converts each row once there, not once per tile (a layer of `4H = 2048` columns has 32
+/// tiles).
 pub(crate) trait Panel<V: Lanes> {
+    /// Where [`stage`](Self::stage) keeps converted rows: a stack buffer, or nothing for the
+    /// panels that read the f32 rows in place.
+    type Stage;
+    /// A view of staged rows, moved to a later row by [`StagedRows::skip`].
+    type Rows: StagedRows;
+
+    /// An empty stage.
+    fn new_stage() -> Self::Stage;
+
+    /// Rows of reduction length `k` one stage holds (`usize::MAX` when rows are read in
+    /// place). A caller stages at most this many rows at a time when it is at least its
+    /// register block; below that the panel converts rows tile by tile instead.
+    fn stage_rows(k: usize) -> usize;
+
+    /// `rows` rows of `k` floats at `a` (stride `lda`) as [`accumulate`](Self::accumulate)
+    /// reads them, converted into `stage` when they fit. The caller then reads them in the
+    /// register blocks of `row_blocks::<MR>(0, rows)` (the stage may lay each block out for
+    /// its `accumulate::<MR>`).
+    ///
+    /// # Safety
+    /// `V`'s instruction set (and the panel's) is available; `a` has `rows` rows of `k`
+    /// readable floats at stride `lda`, unchanged while the returned view is used.
+    unsafe fn stage<const MR: usize>(
+        stage: &mut Self::Stage,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        k: usize,
+    ) -> Self::Rows;
+
     /// Bytes of one packed tile of reduction length `k`.
     fn tile_bytes(k: usize) -> usize;
 
-    /// `acc[r][v] += Σ_kk a[r·lda + kk] · B[kk, v·N ..]` over one packed tile at `b`.
+    /// `acc[r][v] += Σ_kk a[r, kk] · B[kk, v·N ..]` over one packed tile at `b`, for the
+    /// first `MR` rows of `a`.
     ///
     /// # Safety
-    /// `V`'s instruction set (and the panel's, for [`Bf16DotPanel`]) is available; `a` has
-    /// `MR` rows of `k` readable floats at stride `lda`; `b` has
-    /// [`tile_bytes(k)`](Self::tile_bytes) readable bytes, 4-byte aligned.
+    /// `V`'s instruction set (and the panel's, for [`Bf16DotPanel`]) is available; `a` is the
+    /// start of one register block of `MR` rows of this `k`, as staged (its stage alive and
+    /// unchanged); `b`
+    /// has [`tile_bytes(k)`](Self::tile_bytes) readable bytes, 4-byte aligned.
     unsafe fn accumulate<const MR: usize>(
         acc: &mut [[V; 4]; MR],
-        a: *const f32,
-        lda: usize,
+        a: Self::Rows,
         k: usize,
         b: *const u8,
     );
+}
+
+/// A view of staged rows.
+pub(crate) trait StagedRows: Copy {
+    /// The view from row `r` on.
+    ///
+    /// # Safety
+    /// `r` is below the rows staged.
+    unsafe fn skip(self, r: usize) -> Self;
+}
+
+/// f32 rows read in place: row `r` at `ptr + r·ld`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct F32Rows {
+    ptr: *const f32,
+    ld: usize,
+}
+
+impl StagedRows for F32Rows {
+    #[inline(always)]
+    unsafe fn skip(self, r: usize) -> Self {
+        // SAFETY: r is below the staged rows (caller contract).
+        let ptr = unsafe { self.ptr.add(r * self.ld) };
+        F32Rows { ptr, ld: self.ld }
+    }
+}
+
+/// Rows for [`Bf16DotPanel`]: rounded to bf16 pairs once, or, when they did not fit the stage
+/// (`pairs` null), the f32 rows, rounded tile by tile.
+///
+/// The pairs are laid out as GEMMs pack `A`: the register block of `n` rows that starts at
+/// row `first` occupies `n · ld_pairs` pairs from `pairs + first · ld_pairs`, interleaved
+/// (pair `p` of its row `r` at `p · n + r`), so the kernel reads every row's pair through one
+/// pointer (a row pointer each would take six registers the loop needs).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bf16Rows {
+    f32: F32Rows,
+    pairs: *const u32,
+    ld_pairs: usize,
+}
+
+impl StagedRows for Bf16Rows {
+    #[inline(always)]
+    unsafe fn skip(self, r: usize) -> Self {
+        // SAFETY: r is below the staged rows (caller contract); the pair rows are only
+        // offset when they exist.
+        unsafe {
+            Bf16Rows {
+                f32: self.f32.skip(r),
+                pairs: if self.pairs.is_null() {
+                    self.pairs
+                } else {
+                    self.pairs.add(r * self.ld_pairs)
+                },
+                ld_pairs: self.ld_pairs,
+            }
+        }
+    }
 }
 
 /// f32 weights (see [`Panel`]).
@@ -74,7 +169,111 @@ pub(crate) struct Bf16Panel;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Bf16DotPanel;
 
+/// The staging of the panels that read f32 rows in place.
+macro_rules! f32_rows_in_place {
+    () => {
+        type Stage = ();
+        type Rows = F32Rows;
+
+        #[inline(always)]
+        fn new_stage() {}
+
+        #[inline(always)]
+        fn stage_rows(_k: usize) -> usize {
+            usize::MAX
+        }
+
+        #[inline(always)]
+        unsafe fn stage<const MR: usize>(
+            _: &mut (),
+            a: *const f32,
+            lda: usize,
+            _rows: usize,
+            _k: usize,
+        ) -> F32Rows {
+            F32Rows { ptr: a, ld: lda }
+        }
+    };
+}
+
+/// How a panel that multiplies f32 rows reads run `kk` of a tile: four vectors of f32
+/// weights (a trait rather than a closure so that it inlines into each backend's
+/// `#[target_feature]` entry point).
+trait F32Run<V: Lanes> {
+    /// The four weight vectors of run `kk` of the tile at `b`, as f32.
+    ///
+    /// # Safety
+    /// `V`'s instruction set is available; run `kk` lies inside the tile.
+    unsafe fn run(b: *const u8, kk: usize) -> [V; 4];
+}
+
+impl<V: Lanes> F32Run<V> for F32Panel {
+    #[inline(always)]
+    unsafe fn run(b: *const u8, kk: usize) -> [V; 4] {
+        let n = V::N;
+        // SAFETY: run kk holds 4N floats inside the tile (caller contract).
+        unsafe {
+            let wp = b.cast::<f32>().add(kk * 4 * n);
+            [
+                V::load(wp),
+                V::load(wp.add(n)),
+                V::load(wp.add(2 * n)),
+                V::load(wp.add(3 * n)),
+            ]
+        }
+    }
+}
+
+impl<V: Lanes> F32Run<V> for Bf16Panel {
+    #[inline(always)]
+    unsafe fn run(b: *const u8, kk: usize) -> [V; 4] {
+        let n = V::N;
+        // SAFETY: pair run kk / 2 < k.div_ceil(2) holds 4N pairs inside the tile (caller
+        // contract).
+        unsafe {
+            let (wp, high) = (b.cast::<u32>().add(kk / 2 * 4 * n), kk % 2 == 1);
+            [
+                V::load_bf16(wp, high),
+                V::load_bf16(wp.add(n), high),
+                V::load_bf16(wp.add(2 * n), high),
+                V::load_bf16(wp.add(3 * n), high),
+            ]
+        }
+    }
+}
+
+/// `acc[r] += Σ_kk a[r, kk] · W[kk]` over one tile at `b` for the first `MR` rows of `a`,
+/// the weights read by `W`: the loop of every panel that multiplies f32 rows, written once.
+///
+/// # Safety
+/// `V`'s instruction set is available; `a` has `MR` rows of `k` readable floats; the tile at
+/// `b` has `k` runs.
+#[inline(always)]
+unsafe fn fma_rows<V: Lanes, const MR: usize, W: F32Run<V>>(
+    acc: &mut [[V; 4]; MR],
+    a: F32Rows,
+    k: usize,
+    b: *const u8,
+) {
+    for kk in 0..k {
+        // SAFETY: kk < k: run kk is in the tile and float kk in each of the MR rows (caller
+        // contract).
+        unsafe {
+            let [w0, w1, w2, w3] = W::run(b, kk);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let x = V::splat(*a.ptr.add(r * a.ld + kk));
+                acc_r[0] = x.mul_add(w0, acc_r[0]);
+                acc_r[1] = x.mul_add(w1, acc_r[1]);
+                acc_r[2] = x.mul_add(w2, acc_r[2]);
+                acc_r[3] = x.mul_add(w3, acc_r[3]);
+            }
+        }
+    }
+}
+
 impl<V: Lanes> Panel<V> for F32Panel {
+    f32_rows_in_place!();
+
     #[inline(always)]
     fn tile_bytes(k: usize) -> usize {
         k * 4 * V::N * 4
@@ -83,34 +282,18 @@ impl<V: Lanes> Panel<V> for F32Panel {
     #[inline(always)]
     unsafe fn accumulate<const MR: usize>(
         acc: &mut [[V; 4]; MR],
-        a: *const f32,
-        lda: usize,
+        a: F32Rows,
         k: usize,
         b: *const u8,
     ) {
-        let (n, b) = (V::N, b.cast::<f32>());
-        for kk in 0..k {
-            // SAFETY: kk < k, so the four vectors lie in the tile's `k · 4N` floats and the
-            // scalars in the rows' `k` floats; the ISA is available (caller contract).
-            unsafe {
-                let wp = b.add(kk * 4 * n);
-                let w0 = V::load(wp);
-                let w1 = V::load(wp.add(n));
-                let w2 = V::load(wp.add(2 * n));
-                let w3 = V::load(wp.add(3 * n));
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let x = V::splat(*a.add(r * lda + kk));
-                    acc_r[0] = x.mul_add(w0, acc_r[0]);
-                    acc_r[1] = x.mul_add(w1, acc_r[1]);
-                    acc_r[2] = x.mul_add(w2, acc_r[2]);
-                    acc_r[3] = x.mul_add(w3, acc_r[3]);
-                }
-            }
-        }
+        // SAFETY: the caller's contract is fma_rows'.
+        unsafe { fma_rows::<V, MR, Self>(acc, a, k, b) }
     }
 }
 
 impl<V: Lanes> Panel<V> for Bf16Panel {
+    f32_rows_in_place!();
+
     #[inline(always)]
     fn tile_bytes(k: usize) -> usize {
         k.div_ceil(2) * 4 * V::N * 4
@@ -119,38 +302,140 @@ impl<V: Lanes> Panel<V> for Bf16Panel {
     #[inline(always)]
     unsafe fn accumulate<const MR: usize>(
         acc: &mut [[V; 4]; MR],
-        a: *const f32,
-        lda: usize,
+        a: F32Rows,
         k: usize,
         b: *const u8,
     ) {
-        let (n, b) = (V::N, b.cast::<u32>());
-        for kk in 0..k {
-            // SAFETY: run kk / 2 < k.div_ceil(2) holds `4N` pairs inside the tile; kk < k
-            // keeps the scalars in the rows; the ISA is available (caller contract).
-            unsafe {
-                let (wp, high) = (b.add(kk / 2 * 4 * n), kk % 2 == 1);
-                let w0 = V::load_bf16(wp, high);
-                let w1 = V::load_bf16(wp.add(n), high);
-                let w2 = V::load_bf16(wp.add(2 * n), high);
-                let w3 = V::load_bf16(wp.add(3 * n), high);
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let x = V::splat(*a.add(r * lda + kk));
-                    acc_r[0] = x.mul_add(w0, acc_r[0]);
-                    acc_r[1] = x.mul_add(w1, acc_r[1]);
-                    acc_r[2] = x.mul_add(w2, acc_r[2]);
-                    acc_r[3] = x.mul_add(w3, acc_r[3]);
-                }
-            }
-        }
+        // SAFETY: the caller's contract is fma_rows'.
+        unsafe { fma_rows::<V, MR, Self>(acc, a, k, b) }
     }
 }
 
-/// Pairs of each row rounded to bf16 at a time by [`Bf16DotPanel`] (a 6-row block: 6 KiB of
-/// stack, in L1 while the tile's runs stream past).
+/// Pairs one [`Bf16DotPanel`] stage holds: 64 KiB of stack (a 6-row block of `k = 5461`,
+/// 32 rows of `k = 1024`), small next to any thread's stack and inside L2.
+const STAGE_PAIRS: usize = 16 * 1024;
+
+/// Pairs of each row rounded at a time when rows do not fit the stage (a 6-row block: 6 KiB
+/// of stack, in L1 while the tile's runs stream past).
 const DOT_CHUNK_PAIRS: usize = 256;
 
+/// Rounds `len` floats at `src` to bf16 pairs into one row of an interleaved block: pair `p`
+/// at `dst + p·n`.
+///
+/// # Safety
+/// As [`DotBf16::round_pairs`]; `dst + p·n` writable for `p < len.div_ceil(2)`.
+#[inline(always)]
+unsafe fn round_row_interleaved<V: DotBf16>(src: *const f32, len: usize, dst: *mut u32, n: usize) {
+    let mut chunk = [MaybeUninit::<u32>::uninit(); DOT_CHUNK_PAIRS];
+    let mut j = 0;
+    while j < len {
+        let part = (2 * DOT_CHUNK_PAIRS).min(len - j);
+        // SAFETY: floats j..j + part < len are read, part.div_ceil(2) pairs of the chunk
+        // written and read back, each to pair (j / 2 + p) of the row (caller contract).
+        unsafe {
+            V::round_pairs(src.add(j), part, chunk.as_mut_ptr().cast());
+            for (p, pair) in chunk[..part.div_ceil(2)].iter().enumerate() {
+                *dst.add((j / 2 + p) * n) = pair.assume_init();
+            }
+        }
+        j += part;
+    }
+}
+
+/// `acc[r] += Σ_p rows[p·MR + r] · B[p]` for `count` pairs of `MR` interleaved rows against
+/// the runs of `4N` pairs at `b`: the inner loop of [`Bf16DotPanel`].
+///
+/// # Safety
+/// The CPU has `V`'s instruction set and its bf16 dot product; `count · MR` pairs are readable
+/// at `rows`, and `count` runs of `4N` pairs at `b`.
+#[inline(always)]
+unsafe fn dot_rows<V: DotBf16, const MR: usize>(
+    acc: &mut [[V; 4]; MR],
+    rows: *const u32,
+    count: usize,
+    b: *const u32,
+) {
+    let n = V::N;
+    // A copy whose address never escapes: `rows` may point into the caller's stack, and
+    // without the copy LLVM cannot tell it apart from `acc` and stores every accumulator back
+    // after each product.
+    let mut sums = *acc;
+    for p in 0..count {
+        // SAFETY: p < count keeps the run inside `b` and the pairs inside `rows` (caller
+        // contract).
+        unsafe {
+            let wp = b.add(p * 4 * n);
+            let w0 = V::load_pairs(wp);
+            let w1 = V::load_pairs(wp.add(n));
+            let w2 = V::load_pairs(wp.add(2 * n));
+            let w3 = V::load_pairs(wp.add(3 * n));
+            let xp = rows.add(p * MR);
+            for (r, acc_r) in sums.iter_mut().enumerate() {
+                let x = V::splat_pair(xp.add(r));
+                acc_r[0] = acc_r[0].dot_pairs(x, w0);
+                acc_r[1] = acc_r[1].dot_pairs(x, w1);
+                acc_r[2] = acc_r[2].dot_pairs(x, w2);
+                acc_r[3] = acc_r[3].dot_pairs(x, w3);
+            }
+        }
+    }
+    *acc = sums;
+}
+
 impl<V: DotBf16> Panel<V> for Bf16DotPanel {
+    type Stage = [MaybeUninit<u32>; STAGE_PAIRS];
+    type Rows = Bf16Rows;
+
+    #[inline(always)]
+    fn new_stage() -> Self::Stage {
+        [MaybeUninit::uninit(); STAGE_PAIRS]
+    }
+
+    #[inline(always)]
+    fn stage_rows(k: usize) -> usize {
+        STAGE_PAIRS / k.div_ceil(2).max(1)
+    }
+
+    #[inline(always)]
+    unsafe fn stage<const MR: usize>(
+        stage: &mut Self::Stage,
+        a: *const f32,
+        lda: usize,
+        rows: usize,
+        k: usize,
+    ) -> Bf16Rows {
+        let f32 = F32Rows { ptr: a, ld: lda };
+        let ld_pairs = k.div_ceil(2);
+        if rows > <Self as Panel<V>>::stage_rows(k) {
+            return Bf16Rows {
+                f32,
+                pairs: std::ptr::null(),
+                ld_pairs,
+            };
+        }
+        let dst = stage.as_mut_ptr().cast::<u32>();
+        for (first, n) in row_blocks::<MR>(0, rows) {
+            for r in 0..n {
+                // SAFETY: the block's n · ld_pairs pairs start at first · ld_pairs and end
+                // within rows · ld_pairs <= STAGE_PAIRS; row first + r holds k floats (caller
+                // contract).
+                unsafe {
+                    round_row_interleaved::<V>(
+                        a.add((first + r) * lda),
+                        k,
+                        dst.add(first * ld_pairs + r),
+                        n,
+                    )
+                };
+            }
+        }
+        Bf16Rows {
+            f32,
+            pairs: dst,
+            ld_pairs,
+        }
+    }
+
     #[inline(always)]
     fn tile_bytes(k: usize) -> usize {
         k.div_ceil(2) * 4 * V::N * 4
@@ -159,43 +444,40 @@ impl<V: DotBf16> Panel<V> for Bf16DotPanel {
     #[inline(always)]
     unsafe fn accumulate<const MR: usize>(
         acc: &mut [[V; 4]; MR],
-        a: *const f32,
-        lda: usize,
+        a: Bf16Rows,
         k: usize,
         b: *const u8,
     ) {
         let (n, b) = (V::N, b.cast::<u32>());
         let pairs = k.div_ceil(2);
-        // Uninitialised: `round_pairs` writes the `count` pairs of each row read below (zeroing
-        // 6 KiB per tile and row block would cost a tenth of the products).
-        let mut rows = [[MaybeUninit::<u32>::uninit(); DOT_CHUNK_PAIRS]; MR];
+        // Rows staged: one run over every pair. Rows too long for the stage: rounded a chunk
+        // at a time, for this tile, into `chunk` (uninitialised: `round_row_interleaved`
+        // writes the `count · MR` pairs read). One call site of `dot_rows`, so the hot loop
+        // exists once and keeps its 24 accumulators in registers.
+        let mut chunk = [[MaybeUninit::<u32>::uninit(); DOT_CHUNK_PAIRS]; MR];
         let mut p0 = 0;
         while p0 < pairs {
-            let count = DOT_CHUNK_PAIRS.min(pairs - p0);
-            // SAFETY: floats 2·p0 .. 2·p0 + len < k of each row are read, `count` pairs of its
-            // chunk written (len.div_ceil(2) == count), and only those read back; runs p0 + p < pairs lie inside the tile; the ISA (bf16 dot
-            // product included) is available (caller contract).
+            // SAFETY: staged, the block holds MR interleaved rows of `pairs` pairs; otherwise
+            // floats 2·p0 .. 2·p0 + len <= k of each row are read and `count` pairs of each
+            // written (len.div_ceil(2) == count, interleaved inside count · MR), then read
+            // back; runs p0 + p < pairs lie inside the tile; the ISA (bf16 dot product
+            // included) is available (caller contract).
             unsafe {
-                let len = (2 * count).min(k - 2 * p0);
-                for (r, row) in rows.iter_mut().enumerate() {
-                    V::round_pairs(a.add(r * lda + 2 * p0), len, row.as_mut_ptr().cast());
-                }
-                for p in 0..count {
-                    let wp = b.add((p0 + p) * 4 * n);
-                    let w0 = V::load_pairs(wp);
-                    let w1 = V::load_pairs(wp.add(n));
-                    let w2 = V::load_pairs(wp.add(2 * n));
-                    let w3 = V::load_pairs(wp.add(3 * n));
-                    for (row, acc_r) in rows.iter().zip(acc.iter_mut()) {
-                        let x = V::splat_pair(row.as_ptr().add(p).cast());
-                        acc_r[0] = acc_r[0].dot_pairs(x, w0);
-                        acc_r[1] = acc_r[1].dot_pairs(x, w1);
-                        acc_r[2] = acc_r[2].dot_pairs(x, w2);
-                        acc_r[3] = acc_r[3].dot_pairs(x, w3);
+                let (rows, count) = if a.pairs.is_null() {
+                    let count = DOT_CHUNK_PAIRS.min(pairs - p0);
+                    let len = (2 * count).min(k - 2 * p0);
+                    let dst = chunk.as_mut_ptr().cast::<u32>();
+                    for r in 0..MR {
+                        let src = a.f32.ptr.add(r * a.f32.ld + 2 * p0);
+                        round_row_interleaved::<V>(src, len, dst.add(r), MR);
                     }
-                }
+                    (dst.cast_const(), count)
+                } else {
+                    (a.pairs, pairs)
+                };
+                dot_rows::<V, MR>(acc, rows, count, b.add(p0 * 4 * n));
+                p0 += count;
             }
-            p0 += count;
         }
     }
 }
@@ -203,11 +485,10 @@ impl<V: DotBf16> Panel<V> for Bf16DotPanel {
 /// `MR` rows of one tile of [`gemm`].
 ///
 /// # Safety
-/// As [`gemm`], for rows `0..MR` starting at `a`/`c` and the tile starting at `b`/`bias`.
+/// As [`gemm`], for the first `MR` rows of `a` (staged) and `c`, and the tile at `b`/`bias`.
 #[inline(always)]
 unsafe fn gemm_block<V: Lanes, const MR: usize, P: Panel<V>>(
-    a: *const f32,
-    lda: usize,
+    a: P::Rows,
     k: usize,
     b: *const u8,
     bias: *const f32,
@@ -229,7 +510,7 @@ unsafe fn gemm_block<V: Lanes, const MR: usize, P: Panel<V>>(
             ]
         };
         let mut acc = [init; MR];
-        P::accumulate::<MR>(&mut acc, a, lda, k, b);
+        P::accumulate::<MR>(&mut acc, a, k, b);
         for (r, acc_r) in acc.iter().enumerate() {
             let cr = c.add(r * ldc);
             for (v, &x) in acc_r.iter().enumerate() {
@@ -245,8 +526,9 @@ const GEMM_BLOCK_BYTES: usize = 256 * 1024;
 
 /// `C = bias + A · B` over a packed `B` (see [`GemmArgs`]).
 ///
-/// Loop order: blocks of `MC` rows of `A` (L2-resident), then tiles of `B` (each `k · 4N` floats,
-/// streamed once per row block), then `MR` rows in registers.
+/// Loop order: blocks of `MC` rows of `A` (L2-resident, and staged for the panel once: at
+/// most [`Panel::stage_rows`] rows), then tiles of `B` (each `k · 4N` floats, streamed once per
+/// row block), then `MR` rows in registers.
 ///
 /// # Safety
 /// `V`'s instruction set is available and `args` describes valid, non-overlapping memory as
@@ -255,13 +537,28 @@ const GEMM_BLOCK_BYTES: usize = 256 * 1024;
 pub(crate) unsafe fn gemm<V: Lanes, const MR: usize, P: Panel<V>>(args: &GemmArgs) {
     let n = V::N;
     let tile_len = P::tile_bytes(args.k);
-    let mc = (GEMM_BLOCK_BYTES / (4 * args.k.max(1))).max(MR) / MR * MR;
+    let mut mc = (GEMM_BLOCK_BYTES / (4 * args.k.max(1))).max(MR) / MR * MR;
+    if P::stage_rows(args.k) >= MR {
+        mc = mc.min(P::stage_rows(args.k) / MR * MR);
+    }
+    let mut stage = P::new_stage();
     let mut r0 = 0;
     while r0 < args.rows {
         let r_end = (r0 + mc).min(args.rows);
+        // SAFETY: rows r0..r_end of A hold k floats each (caller contract) and are not written
+        // while the view is used.
+        let block = unsafe {
+            P::stage::<MR>(
+                &mut stage,
+                args.a.add(r0 * args.lda),
+                args.lda,
+                r_end - r0,
+                args.k,
+            )
+        };
         for t in 0..args.tiles {
             // SAFETY: t < tiles and r < rows keep every offset inside the buffers described by
-            // `args` (caller contract).
+            // `args` (caller contract); r - r0 is below the rows staged.
             unsafe {
                 let b = args.b.add(t * tile_len);
                 let bias = if args.bias.is_null() {
@@ -271,8 +568,7 @@ pub(crate) unsafe fn gemm<V: Lanes, const MR: usize, P: Panel<V>>(args: &GemmArg
                 };
                 for (r, rows) in row_blocks::<MR>(r0, r_end) {
                     with_rows!(rows, |R| gemm_block::<V, R, P>(
-                        args.a.add(r * args.lda),
-                        args.lda,
+                        block.skip(r - r0),
                         args.k,
                         b,
                         bias,
