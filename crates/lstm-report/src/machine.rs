@@ -346,12 +346,14 @@ impl Limits {
     }
 }
 
-/// Bytes of one stored weight at `precision`: 4 for f32, 2 for bf16. A precision this
-/// function does not know yet is bounded as f32 (a bound that is too low, never one the
-/// measurement can beat).
+/// Bytes of one stored weight at `precision`: 4 for f32, 2 for bf16, 1 for int8 (its scale
+/// per row is negligible). A precision this function does not know yet is bounded as f32 (a
+/// bound that is too low, never one the measurement can beat).
 pub fn weight_bytes(precision: Precision) -> f64 {
     match precision {
+        Precision::F32 => 4.0,
         Precision::Bf16 => 2.0,
+        Precision::Int8 => 1.0,
         _ => 4.0,
     }
 }

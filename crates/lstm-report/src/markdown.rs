@@ -606,7 +606,7 @@ fn dot_peaks(s: &mut String, r: &Report) {
         let Some(first) = peaks.first() else {
             let _ = writeln!(
                 s,
-                "| {precision}: none on this CPU (weights widened to f32 for the FMAs) | {} |",
+                "| {precision}: not measured (no probe, or this CPU lacks the instruction: its bound uses the FMA peak) | {} |",
                 vec!["—"; threads.len()].join(" | ")
             );
             continue;
@@ -658,19 +658,29 @@ fn method_section(s: &mut String, r: &Report) {
          train mode. `torch.set_num_threads` = the thread count."
     );
     for precision in r.precisions.iter().filter(|p| *p != F32) {
+        let known = lstm::Precision::ALL
+            .iter()
+            .copied()
+            .find(|p| p.name() == precision);
+        let peer = match known {
+            Some(lstm::Precision::Bf16) => {
+                "PyTorch's bf16 path, `model.bfloat16()` on `x.bfloat16()` under \
+                 `torch.inference_mode()`, at the same thread counts"
+            }
+            _ => "no peer path measured",
+        };
         let _ = writeln!(
             s,
             "- **{precision}** (forward only): ours with `EngineOptions::with_precision` \
              (`--precision {precision}`): the SIMD engine on its best {precision} backend at 1 \
-             thread and the parallel engine at {} threads; PyTorch's {precision} path, \
-             `model.bfloat16()` on `x.bfloat16()` under `torch.inference_mode()`, at the same \
-             thread counts, in the same rounds as the f32 columns. Its bound counts 2 bytes per \
-             weight and the peak of its dot-product instruction (the FMA peak without one). \
-             **Errors**: on each shape's weights and input (the same for every column: \
-             `lstm report` hands torch its weights), the max abs error of the forward output \
-             against float64: ours against the naive engine in f64, torch against itself in \
-             float64.",
-            r.thread_counts.last().copied().unwrap_or(1)
+             thread and the parallel engine at {} threads; {peer}; in the same rounds as the \
+             f32 columns. Its bound counts {} byte(s) per weight and the peak of its \
+             dot-product instruction (the FMA peak without one). **Errors**: on each shape's \
+             weights and input (the same for every column: `lstm report` hands torch its \
+             weights), the max abs error of the forward output against float64: ours against \
+             the naive engine in f64, torch against itself in float64.",
+            r.thread_counts.last().copied().unwrap_or(1),
+            known.map_or(4.0, crate::machine::weight_bytes)
         );
     }
     let _ = writeln!(
@@ -840,15 +850,7 @@ fn reduced_table(s: &mut String, r: &Report, t: &Table<'_>, precision: &str, thr
                 .iter()
                 .find(|b| b.threads == threads && b.precision == precision)
                 .map_or("—".to_string(), |b| {
-                    format!(
-                        "{} ({})",
-                        sig3(b.ms),
-                        if b.limited_by == "compute" {
-                            "dot"
-                        } else {
-                            "mem"
-                        }
-                    )
+                    format!("{} ({})", sig3(b.ms), limit_name(r, b))
                 }),
         );
         let best = t.best_ours(name, "forward", threads, precision);
@@ -871,6 +873,22 @@ fn reduced_table(s: &mut String, r: &Report, t: &Table<'_>, precision: &str, thr
         let _ = writeln!(s, "| {} |", row.join(" | "));
     }
     let _ = writeln!(s);
+}
+
+/// What limits a bound: `mem`, `FMA`, or `dot` (a reduced precision's dot-product peak).
+fn limit_name(r: &Report, b: &crate::machine::Bound) -> &'static str {
+    if b.limited_by != "compute" {
+        "mem"
+    } else if r
+        .limits
+        .dot
+        .iter()
+        .any(|p| p.precision == b.precision && p.threads == b.threads)
+    {
+        "dot"
+    } else {
+        "FMA"
+    }
 }
 
 /// The max abs error against float64 of every column that has one, per shape.
@@ -1000,13 +1018,9 @@ fn grid_section(s: &mut String, r: &Report) {
         ];
         for b in &info.bounds {
             row.push(format!(
-                "{} ({} {} GB/s)",
+                "{} ({}, {} GB/s)",
                 sig3(b.ms),
-                match (b.limited_by, b.precision.as_str()) {
-                    ("compute", F32) => "FMA,",
-                    ("compute", _) => "dot,",
-                    _ => "mem,",
-                },
+                limit_name(r, b),
                 sig3(b.bandwidth_gbs)
             ));
         }
