@@ -404,8 +404,11 @@ pub fn render(report: &Report) -> String {
     machine_section(&mut s, report);
     method_section(&mut s, report);
 
-    for &threads in &report.thread_counts {
-        forward_tables(&mut s, report, &t, threads);
+    // f32's tables (absent when the report measured reduced precisions alone).
+    if report.precisions.iter().any(|p| p == F32) {
+        for &threads in &report.thread_counts {
+            forward_tables(&mut s, report, &t, threads);
+        }
     }
     for precision in report.precisions.iter().filter(|p| *p != F32) {
         for &threads in &report.thread_counts {
