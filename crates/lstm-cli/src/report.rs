@@ -61,10 +61,11 @@ pub(crate) struct ReportArgs {
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     max_threads: Option<NonZeroUsize>,
 
-    /// The precisions of the weights and products to measure, comma-separated: f32, bf16.
-    /// bf16 adds forward columns (ours, and PyTorch's `model.bfloat16()` path) and each
-    /// column's max abs error against float64 (default: f32, plus bf16 when the CPU has
-    /// AVX512-BF16).
+    /// The precisions of the weights and products to measure, comma-separated: f32, bf16,
+    /// int8. A reduced precision adds forward columns (ours; for bf16 also PyTorch's
+    /// `model.bfloat16()` path) and each column's max abs error against float64 (default:
+    /// f32, plus each reduced precision this CPU has a backend of its own for: bf16 with
+    /// AVX512-BF16, int8 with AVX512-VNNI).
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = precision_parser())]
     precision: Vec<Precision>,
 }

@@ -151,9 +151,9 @@ pub fn report_variants(max_threads: usize, precisions: &[Precision]) -> Vec<Vari
 }
 
 /// The precisions a report measures by default: f32, and each reduced precision this CPU
-/// has a backend of its own for (bf16 with AVX512-BF16's `vdpbf16ps`); elsewhere a reduced
-/// precision only widens its weights to f32 (and PyTorch's bf16 path is emulated), which
-/// `--precision` can still ask for.
+/// has a backend of its own for (bf16 with AVX512-BF16's `vdpbf16ps`, int8 with
+/// AVX512-VNNI); elsewhere a reduced precision only widens its weights to f32 (and PyTorch's
+/// bf16 path is emulated), which `--precision` can still ask for.
 pub fn default_precisions() -> Vec<Precision> {
     Precision::ALL
         .iter()
