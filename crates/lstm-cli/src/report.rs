@@ -62,8 +62,9 @@ pub(crate) struct ReportArgs {
     max_threads: Option<NonZeroUsize>,
 
     /// The precisions of the weights and products to measure, comma-separated: f32, bf16,
-    /// int8. A reduced precision adds forward columns (ours; for bf16 also PyTorch's
-    /// `model.bfloat16()` path) and each column's max abs error against float64 (default:
+    /// int8. A reduced precision adds forward columns (ours, and PyTorch's path: for bf16
+    /// `model.bfloat16()`, for int8 its dynamic int8 LSTM) and each column's max abs error
+    /// against float64 (default:
     /// f32, plus each reduced precision this CPU has a backend of its own for: bf16 with
     /// AVX512-BF16, int8 with AVX512-VNNI).
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = precision_parser())]

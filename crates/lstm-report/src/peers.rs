@@ -90,7 +90,8 @@ struct AccuracyRequest<'a> {
 /// torch's max abs error against its own float64 run, on weights and an input of ours.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PeerErrors {
-    /// By precision name (`f32`: `model(x)`; `bf16`: `model.bfloat16()(x.bfloat16())`).
+    /// By precision name (`f32`: `model(x)`; `bf16`: `model.bfloat16()(x.bfloat16())`;
+    /// `int8`: the dynamic int8 LSTM of `model` on `x`).
     pub max_abs_err: BTreeMap<String, f64>,
     /// The largest |output| of the float64 run.
     pub max_abs_ref: f64,
@@ -225,7 +226,9 @@ impl PeerServer {
 
     /// The peers that run `mode` on `shape` at `precision` here, in [`PEERS`] order: at f32
     /// torch (forward and training step) and onnxruntime (forward, no projection); at bf16
-    /// torch's forward (`model.bfloat16()` on bf16 input).
+    /// torch's forward (`model.bfloat16()` on bf16 input); at int8 torch's dynamic int8
+    /// forward (`quantize_dynamic(..., dtype=torch.qint8)` on f32 input; it has no
+    /// projection).
     pub fn peers_for(&self, mode: &str, shape: &Shape, precision: Precision) -> Vec<&'static str> {
         match precision {
             Precision::F32 => {
@@ -236,6 +239,7 @@ impl PeerServer {
                 out
             }
             Precision::Bf16 if mode == "forward" => vec!["torch"],
+            Precision::Int8 if mode == "forward" && shape.proj_size == 0 => vec!["torch"],
             _ => Vec::new(),
         }
     }

@@ -1,8 +1,11 @@
 """Times the peers a user would run instead of lstm-kernels, on the shapes of a report:
 PyTorch (`nn.LSTM(...).eval()` under `torch.inference_mode()`, its default oneDNN path; and
 a training step `y = m(x); y.backward(g)` in train mode) and onnxruntime
-(CPUExecutionProvider, one ONNX LSTM node per layer; no projection), at a thread count; and
-PyTorch's bf16 path (`model.bfloat16()` on bf16 input, forward) at precision "bf16".
+(CPUExecutionProvider, one ONNX LSTM node per layer; no projection), at a thread count;
+PyTorch's bf16 path (`model.bfloat16()` on bf16 input, forward) at precision "bf16"; and
+PyTorch's dynamic int8 LSTM (`torch.ao.quantization.quantize_dynamic(..., dtype=torch.qint8)`:
+int8 weights, the input and h quantized per step; f32 input; forward; no projection) at
+precision "int8".
 
 `lstm report` runs this script (from the lstm-report crate, `python3 -c SCRIPT --serve`) and
 asks it for one measurement at a time, interleaved with its own, so that a busy neighbour
@@ -35,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 
 
 def emit(obj):
@@ -84,6 +88,26 @@ def time_calls(fn, min_time, min_samples, max_time):
         if enough or elapsed + elapsed / len(samples) > max_time or len(samples) >= 10_000:
             break
     return sorted(samples), calls
+
+
+def quantized_int8(m):
+    """PyTorch's dynamic int8 LSTM of `m` (a copy; `m` is left in f32), which takes f32 input.
+
+    `quantize_dynamic` swaps submodules only: given the LSTM itself it returns it unchanged,
+    in f32, without a word. So the LSTM goes in a container, and the swap is checked."""
+    import torch
+
+    with warnings.catch_warnings():
+        # torch.ao.quantization and quantized tensors are deprecated (torchao replaces them);
+        # the path still runs, and the warnings would drown the JSON lines' stderr.
+        warnings.simplefilter("ignore")
+        q = torch.ao.quantization.quantize_dynamic(
+            torch.nn.Sequential(copy.deepcopy(m).eval()), {torch.nn.LSTM}, dtype=torch.qint8)
+    lstm = q[0]
+    if not type(lstm).__module__.startswith("torch.ao.nn.quantized.dynamic"):
+        raise RuntimeError(f"quantize_dynamic left the LSTM as {type(lstm).__module__}."
+                           f"{type(lstm).__name__}, not a dynamic int8 LSTM")
+    return lstm
 
 
 def ort_session(m, s, threads):
@@ -155,7 +179,7 @@ class Peers:
             self.x = torch.rand(T, B, I) * 2 - 1
             self.xg = self.x.clone().requires_grad_(True)
             self.gy = torch.rand(T, B, (P or H) * (2 if bi else 1)) * 2 - 1
-            self.key, self.s, self.sessions, self.mb = key, s, {}, None
+            self.key, self.s, self.sessions, self.mb, self.mq = key, s, {}, None, None
         return self.s
 
     def bf16(self):
@@ -164,6 +188,12 @@ class Peers:
             self.mb = copy.deepcopy(self.m).eval().bfloat16()
             self.xb = self.x.bfloat16()
         return self.mb, self.xb
+
+    def int8(self):
+        """PyTorch's dynamic int8 LSTM of the model (see `quantized_int8`)."""
+        if self.mq is None:
+            self.mq = quantized_int8(self.m)
+        return self.mq
 
     def work(self, peer, mode, s, threads, precision="f32"):
         """The call to time."""
@@ -176,6 +206,15 @@ class Peers:
             def fn():
                 with torch.inference_mode():
                     mb(xb)
+            return fn
+        if precision == "int8" and peer == "torch" and mode == "forward":
+            if s["proj_size"]:
+                raise RuntimeError("PyTorch's dynamic int8 LSTM has no projection")
+            mq = self.int8()
+
+            def fn():
+                with torch.inference_mode():
+                    mq(x)
             return fn
         if precision != "f32":
             raise ValueError(f"no {precision} {mode} for peer {peer}")
@@ -243,6 +282,8 @@ class Peers:
                         y = m(x)[0]
                     elif precision == "bf16":
                         y = copy.deepcopy(m).bfloat16()(x.bfloat16())[0]
+                    elif precision == "int8":
+                        y = quantized_int8(m)(x)[0]
                     else:
                         raise ValueError(f"no precision {precision!r} here")
                     errors[precision] = (y.double() - ref).abs().max().item()
@@ -285,7 +326,8 @@ def main():
     ap.add_argument("--max-time", type=float, default=3.0)
     ap.add_argument("--no-train", action="store_true", help="skip the training step")
     ap.add_argument("--precision", default="f32",
-                    help="comma list of precisions (f32, bf16: torch's bf16 forward)")
+                    help="comma list of precisions (f32; bf16: torch's bf16 forward; int8: "
+                         "torch's dynamic int8 forward)")
     args = ap.parse_args()
 
     info = versions()
@@ -312,6 +354,8 @@ def main():
                     runs.append(("torch", "train", "f32"))
             if "bf16" in precisions:
                 runs.append(("torch", "forward", "bf16"))
+            if "int8" in precisions and not s.get("proj_size"):
+                runs.append(("torch", "forward", "int8"))
             for peer, mode, precision in runs:
                 r = peers.measure({"peer": peer, "mode": mode, "precision": precision,
                                    "shape": s, "threads": threads, **plan})
