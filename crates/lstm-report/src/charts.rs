@@ -24,6 +24,9 @@ fn colour(label: &str, k: usize) -> RGBColor {
         "torch bf16" => RGBColor(255, 152, 150),
         l if l.starts_with("parallel") && l.ends_with(" bf16") => RGBColor(140, 86, 75),
         l if l.ends_with(" bf16") => RGBColor(255, 127, 14),
+        "torch int8" => RGBColor(219, 219, 141),
+        l if l.starts_with("parallel") && l.ends_with(" int8") => RGBColor(227, 119, 194),
+        l if l.ends_with(" int8") => RGBColor(188, 189, 34),
         "torch" => RGBColor(214, 39, 40),
         "onnxruntime" => RGBColor(148, 103, 189),
         "naive" => RGBColor(127, 127, 127),
@@ -124,7 +127,7 @@ pub fn speedup_svg(report: &Report) -> Result<String> {
         }
     }
     let title = if with_peers {
-        "Speed-up over the faster peer (torch, onnxruntime; torch bf16) at the same precision and thread count — above 1: faster"
+        "Speed-up over the faster peer (torch, onnxruntime; torch bf16, torch int8) at the same precision and thread count — above 1: faster"
     } else {
         "Speed-up over the naive engine (peers skipped) — above 1: faster"
     };
@@ -237,7 +240,7 @@ fn draw_roofline(
     report: &Report,
 ) -> Result<(), Box<dyn std::error::Error>> {
     // x: FLOPs per weight byte; y: GFLOP/s.
-    // At a column's bytes per weight: bf16 reads half of f32's bytes.
+    // At a column's bytes per weight: bf16 reads half of f32's bytes, int8 a quarter.
     let ai = |name: &str, precision: &str| {
         let bytes = lstm::Precision::ALL
             .iter()
@@ -336,15 +339,15 @@ fn draw_roofline(
         )))?;
         // The reduced precisions' dot-product peaks: dashed-looking thin lines in their colour.
         for dot in report.limits.dot.iter().filter(|p| p.threads == threads) {
-            let c = colour(" bf16", 0).mix(if ti == 0 { 0.9 } else { 0.45 });
+            let c = colour(&format!(" {}", dot.precision), 0).mix(if ti == 0 { 0.9 } else { 0.45 });
             chart.draw_series(LineSeries::new(
                 [(xlo, dot.gflops), (xhi, dot.gflops)],
                 c.stroke_width(1),
             ))?;
             chart.draw_series(std::iter::once(Text::new(
                 format!(
-                    "{} peak ({}) {threads}T {:.0} GFLOP/s",
-                    dot.instruction, dot.precision, dot.gflops
+                    "{} peak ({}) {threads}T {:.0} {}",
+                    dot.instruction, dot.precision, dot.gflops, dot.unit
                 ),
                 (xhi / 8.0, dot.gflops * 1.08),
                 ("sans-serif", 11).into_font().color(&c),

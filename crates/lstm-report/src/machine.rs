@@ -132,12 +132,16 @@ pub struct FmaPeak {
 /// The peak of a reduced precision's dot-product instruction on some threads.
 #[derive(Clone, Debug, Serialize)]
 pub struct DotPeak {
-    /// `bf16`.
+    /// `bf16`, `int8`.
     pub precision: String,
-    /// `vdpbf16ps`.
+    /// `vdpbf16ps`, `vpdpbusd`.
     pub instruction: String,
     pub threads: usize,
+    /// Billions of operations per second, in `unit`.
     pub gflops: f64,
+    /// `GFLOP/s`, or `GOP/s` for int8 (integer products and additions): see
+    /// [`roofline::dot_unit`].
+    pub unit: &'static str,
 }
 
 /// The read bandwidth of some threads, each over its own buffer.
@@ -216,6 +220,7 @@ pub fn measure_limits(
                     instruction: instruction.to_string(),
                     threads,
                     gflops,
+                    unit: roofline::dot_unit(precision),
                 });
             }
         }
@@ -398,12 +403,22 @@ mod tests {
                     gflops: 50.0,
                 },
             ],
-            dot: vec![DotPeak {
-                precision: "bf16".into(),
-                instruction: "vdpbf16ps".into(),
-                threads: 1,
-                gflops: 200.0,
-            }],
+            dot: vec![
+                DotPeak {
+                    precision: "bf16".into(),
+                    instruction: "vdpbf16ps".into(),
+                    threads: 1,
+                    gflops: 200.0,
+                    unit: "GFLOP/s",
+                },
+                DotPeak {
+                    precision: "int8".into(),
+                    instruction: "vpdpbusd".into(),
+                    threads: 1,
+                    gflops: 400.0,
+                    unit: "GOP/s",
+                },
+            ],
             bandwidth_backend: "a".into(),
             bandwidth: vec![
                 Bandwidth {
@@ -443,6 +458,13 @@ mod tests {
         assert!((h.memory_ms - shape.weight_traffic_bytes() / 2.0 / (bw * 1e9) * 1e3).abs() < 1e-9);
         assert!((h.compute_ms - b.compute_ms / 2.0).abs() < 1e-9);
         assert_eq!((h.precision.as_str(), h.peak_gflops), ("bf16", 200.0));
+        // int8: a quarter of the bytes, at the bandwidth of a quarter of the working set;
+        // `vpdpbusd`'s peak (4× the FMA's here).
+        let q = l.bound_for(shape, 1, Precision::Int8);
+        let bw = l.bandwidth(1, shape.recurrent_bytes() as f64 / 4.0);
+        assert!((q.memory_ms - shape.weight_traffic_bytes() / 4.0 / (bw * 1e9) * 1e3).abs() < 1e-9);
+        assert!((q.compute_ms - b.compute_ms / 4.0).abs() < 1e-9);
+        assert_eq!((q.precision.as_str(), q.peak_gflops), ("int8", 400.0));
     }
 
     #[test]

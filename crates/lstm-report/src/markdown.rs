@@ -585,9 +585,10 @@ fn dot_peaks(s: &mut String, r: &Report) {
     }
     let _ = writeln!(
         s,
-        "\nReduced-precision dot-product peak, GFLOP/s (independent chains of the instruction on \
-         every thread; `vdpbf16ps` adds 2 bf16 products per f32 lane: 4 FLOPs), and its ratio \
-         to the best fp32 FMA peak:\n"
+        "\nReduced-precision dot-product peak (independent chains of the instruction on every \
+         thread; `vdpbf16ps` adds 2 bf16 products per f32 lane: 4 FLOPs; `vpdpbusd` adds 4 \
+         u8×s8 products per i32 lane: 8 integer operations, in GOP/s), and its ratio to the \
+         best fp32 FMA peak in GFLOP/s:\n"
     );
     let _ = writeln!(
         s,
@@ -631,8 +632,9 @@ fn dot_peaks(s: &mut String, r: &Report) {
             .collect();
         let _ = writeln!(
             s,
-            "| {precision}: `{}` | {} |",
+            "| {precision}: `{}`, {} | {} |",
             first.instruction,
+            first.unit,
             cells.join(" | ")
         );
     }
@@ -668,6 +670,12 @@ fn method_section(s: &mut String, r: &Report) {
         let peer = match known {
             Some(lstm::Precision::Bf16) => {
                 "PyTorch's bf16 path, `model.bfloat16()` on `x.bfloat16()` under \
+                 `torch.inference_mode()`, at the same thread counts"
+            }
+            Some(lstm::Precision::Int8) => {
+                "PyTorch's dynamic int8 LSTM, `torch.ao.quantization.quantize_dynamic(\
+                 nn.Sequential(model), {nn.LSTM}, dtype=torch.qint8)` (int8 weights per tensor, \
+                 the input and h quantized to uint8 per step, f32 input; no projection) under \
                  `torch.inference_mode()`, at the same thread counts"
             }
             _ => "no peer path measured",

@@ -1,12 +1,13 @@
 //! The machine's own limits, measured on the spot: fp32 FMA throughput, the throughput of the
-//! reduced-precision dot-product instructions (`vdpbf16ps`), and read bandwidth by
+//! reduced-precision dot-product instructions (`vdpbf16ps`, `vpdpbusd`), and read bandwidth by
 //! working-set size, per [`Backend`] and thread count. `lstm report` bounds every measured
 //! time by these (the roofline), so that the bound describes the machine the report ran on.
 //!
 //! - [`fma_peak_gflops`]: independent chains of vector FMAs (enough of them to cover the FMA
 //!   latency on every port), counted as 2 FLOPs per lane.
 //! - [`dot_peak_gflops`]: the same with the dot-product instruction of a reduced precision
-//!   (`vdpbf16ps` for bf16: 2 products per lane, 4 FLOPs), when the CPU has it.
+//!   (`vdpbf16ps` for bf16: 2 products per lane, 4 FLOPs; `vpdpbusd` for int8: 4 byte
+//!   products per i32 lane, 8 integer operations, counted in GOP/s), when the CPU has it.
 //! - [`read_bandwidth_gbs`]: repeated passes of vector loads over a buffer of a given size,
 //!   summed into several accumulators so that the loads, not the adds, limit the loop.
 //!
@@ -71,9 +72,10 @@ pub fn fma_peak_gflops(backend: Backend, threads: usize, duration: Duration) -> 
     })
 }
 
-/// The throughput of `precision`'s dot-product instruction on `threads` cores, in GFLOP/s
-/// (each product and each addition counts as one), measured for about `duration`, with the
-/// instruction's name: `vdpbf16ps` for bf16.
+/// The throughput of `precision`'s dot-product instruction on `threads` cores, in
+/// [`dot_unit`]s (GFLOP/s; GOP/s for int8's integer products: each product and each addition
+/// counts as one), measured for about `duration`, with the instruction's name: `vdpbf16ps`
+/// for bf16, `vpdpbusd` for int8.
 ///
 /// `Ok(None)` when the CPU lacks the instruction (the products then run on the FMA units,
 /// whose peak is [`fma_peak_gflops`]'s), and for f32. Errors when `threads` is 0.
@@ -86,7 +88,7 @@ pub fn dot_peak_gflops(
     let Some(kernel) = dot_kernel(precision) else {
         return Ok(None);
     };
-    let per_call = (kernel.flops_per_iter * FMA_ITERS) as f64;
+    let per_call = (kernel.ops_per_iter * FMA_ITERS) as f64;
     let gflops = per_thread_sum(threads, duration, |_| {
         move |deadline: Instant| {
             let mut times = Vec::new();
@@ -204,12 +206,23 @@ const FMA_CHAINS: usize = 12;
 /// A block of `FMA_CHAINS` chains of `iters` FMAs per lane; returns their sum (kept alive).
 type FmaKernel = fn(usize) -> f32;
 /// A dot-product block: `run(iters)` runs `iters` iterations of independent chains of a
-/// reduced-precision dot-product instruction, `flops_per_iter` FLOPs each (all chains).
+/// reduced-precision dot-product instruction, `ops_per_iter` operations each (all chains:
+/// FLOPs, or integer operations for int8).
 #[derive(Clone, Copy)]
 struct DotKernel {
     run: fn(usize) -> f32,
-    flops_per_iter: usize,
+    ops_per_iter: usize,
     instruction: &'static str,
+}
+
+/// The unit of `precision`'s dot-product peak: `GOP/s` for int8 (integer products and
+/// additions), `GFLOP/s` otherwise. The bound divides the forward's FLOPs by it either way:
+/// an int8 product and its addition stand for the multiply-add of f32.
+pub fn dot_unit(precision: Precision) -> &'static str {
+    match precision {
+        Precision::Int8 => "GOP/s",
+        _ => "GFLOP/s",
+    }
 }
 
 /// `precision`'s dot-product kernel, when this CPU has one (see [`dot_peak_gflops`]).
@@ -275,6 +288,14 @@ mod tests {
             assert!(gflops.is_finite() && gflops > 0.1, "{gflops}");
         }
         assert!(dot_peak_gflops(Precision::Bf16, 0, d).is_err());
+        let int8 = dot_peak_gflops(Precision::Int8, 1, d).unwrap();
+        assert_eq!(int8.is_some(), Backend::Avx512Vnni.is_supported());
+        if let Some((instruction, gops)) = int8 {
+            assert_eq!(instruction, "vpdpbusd");
+            assert!(gops.is_finite() && gops > 0.1, "{gops}");
+        }
+        assert_eq!(dot_unit(Precision::Int8), "GOP/s");
+        assert_eq!(dot_unit(Precision::Bf16), "GFLOP/s");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The x86-64 probes: AVX-512F, AVX2+FMA and AVX512-BF16 through `core::arch`, behind safe
-//! entry points.
+//! The x86-64 probes: AVX-512F, AVX2+FMA, AVX512-BF16 and AVX512-VNNI through `core::arch`,
+//! behind safe entry points.
 //!
 //! The `#[target_feature]` kernels are `unsafe` to call; [`fma_kernel`], [`read_kernel`] and
 //! [`dot_kernel`] hand out safe wrappers only for what the CPU supports, so the drivers in
@@ -96,6 +96,32 @@ unsafe fn dot_bf16(iters: usize) -> f32 {
     _mm512_reduce_add_ps(s)
 }
 
+/// `DOT_CHAINS` chains of `_mm512_dpbusd_epi32` (`vpdpbusd`: 16 i32 lanes, each adding 4
+/// products of an unsigned and a signed byte), `iters` times. Each iteration adds 4 to every
+/// lane: the driver's `FMA_ITERS` stay far inside i32 (where `vpdpbusd` wraps; the result is
+/// only kept alive, so wrapping would be harmless anyway).
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX512-VNNI.
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn dot_int8(iters: usize) -> f32 {
+    let a = _mm512_set1_epi8(black_box(1));
+    let b = _mm512_set1_epi8(black_box(1));
+    let mut c = [_mm512_setzero_si512(); DOT_CHAINS];
+    for (k, ck) in c.iter_mut().enumerate() {
+        *ck = _mm512_set1_epi32(k as i32);
+    }
+    for _ in 0..iters {
+        for ck in c.iter_mut() {
+            *ck = _mm512_dpbusd_epi32(*ck, a, b);
+        }
+    }
+    let s = c
+        .iter()
+        .fold(_mm512_setzero_si512(), |s, &v| _mm512_add_epi32(s, v));
+    _mm512_reduce_add_epi32(s) as f32
+}
+
 /// Sums every line of `buf` with aligned 512-bit loads into 4 accumulators.
 ///
 /// # Safety
@@ -174,22 +200,28 @@ pub(super) fn read_kernel(backend: Backend) -> Option<ReadKernel> {
 }
 
 /// The dot-product kernel of `precision`'s products, when this CPU has its instruction:
-/// `vdpbf16ps` for bf16 (AVX512-BF16); `None` for f32 (its peak is the FMA's) and for a CPU
-/// without the instruction.
+/// `vdpbf16ps` for bf16 (AVX512-BF16), `vpdpbusd` for int8 (AVX512-VNNI); `None` for f32 (its
+/// peak is the FMA's) and for a CPU without the instruction.
 pub(super) fn dot_kernel(precision: Precision) -> Option<DotKernel> {
     match precision {
         Precision::Bf16 if Backend::Avx512Bf16.is_supported() => Some(DotKernel {
             run: dot_bf16_checked,
             // 16 lanes × 2 products × 2 FLOPs, per chain and iteration.
-            flops_per_iter: 64 * DOT_CHAINS,
+            ops_per_iter: 64 * DOT_CHAINS,
             instruction: "vdpbf16ps",
+        }),
+        Precision::Int8 if Backend::Avx512Vnni.is_supported() => Some(DotKernel {
+            run: dot_int8_checked,
+            // 16 lanes × 4 products × 2 integer operations, per chain and iteration.
+            ops_per_iter: 128 * DOT_CHAINS,
+            instruction: "vpdpbusd",
         }),
         _ => None,
     }
 }
 
-// The wrappers below are private: only `fma_kernel` / `read_kernel` hand them out, after
-// `Backend::is_supported` confirmed the CPU has their features.
+// The wrappers below are private: only `fma_kernel` / `read_kernel` / `dot_kernel` hand them
+// out, after `Backend::is_supported` confirmed the CPU has their features.
 
 fn fma_avx512_checked(iters: usize) -> f32 {
     // SAFETY: handed out by `fma_kernel` only when AVX-512F was detected.
@@ -205,6 +237,12 @@ fn dot_bf16_checked(iters: usize) -> f32 {
     // SAFETY: handed out by `dot_kernel` only when `Backend::Avx512Bf16` is supported, which
     // detected AVX-512F and AVX512-BF16.
     unsafe { dot_bf16(iters) }
+}
+
+fn dot_int8_checked(iters: usize) -> f32 {
+    // SAFETY: handed out by `dot_kernel` only when `Backend::Avx512Vnni` is supported, which
+    // detected AVX-512F and AVX512-VNNI.
+    unsafe { dot_int8(iters) }
 }
 
 fn read_avx512_checked(buf: &[Line]) -> f32 {
