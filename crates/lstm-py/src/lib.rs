@@ -164,14 +164,18 @@ impl Lstm {
     /// inferred from the shapes; ``prefix`` picks the LSTM when the mapping holds several
     /// (``"encoder.rnn"``; ``""`` for the top level). ``batch_first`` is not in a state_dict:
     /// pass the module's. ``engine``: ``"simd"`` (default), ``"parallel"`` (``threads``, default
-    /// one per core) or ``"naive"``; ``backend``: ``"avx512"``, ``"avx2"``, ``"portable"`` or
-    /// ``"avx512bf16"`` (default: the best this CPU has for the precision); ``precision``:
-    /// ``"f32"`` (default: PyTorch's results within a few ULPs) or ``"bf16"`` (weights rounded
-    /// to bfloat16 once, products of bf16 operands accumulated in f32, state and activations
-    /// f32: about twice as fast where the CPU has AVX512-BF16, errors of ~1e-3 on outputs of
-    /// order 1, see docs/numerics.md; forward and :meth:`step` only, :meth:`grad` refuses
-    /// it; the simd and parallel engines). A name that is not one of these is a ValueError
-    /// naming it.
+    /// one per core) or ``"naive"``; ``backend``: ``"avx512"``, ``"avx2"``, ``"portable"``,
+    /// ``"avx512bf16"`` or ``"avx512vnni"`` (default: the best this CPU has for the
+    /// precision); ``precision``: ``"f32"`` (default: PyTorch's results within a few ULPs),
+    /// ``"bf16"`` (weights rounded to bfloat16 once, products of bf16 operands accumulated in
+    /// f32, state and activations f32: about twice as fast where the CPU has AVX512-BF16,
+    /// errors of ~1e-3 on outputs of order 1, see docs/numerics.md) or ``"int8"`` (each weight
+    /// row quantized once to int8 with its own scale, ``max|row|/127``; where the CPU has
+    /// AVX512-VNNI the input rows and ``h`` are quantized the same way per step and the
+    /// products summed exactly in integers, elsewhere the int8 weights are widened to f32;
+    /// state and activations f32). Both reduced precisions run forward and :meth:`step` only
+    /// (:meth:`grad` refuses them) on the simd and parallel engines. A name that is not one of
+    /// these is a ValueError naming it.
     #[classmethod]
     #[pyo3(signature = (state_dict, *, prefix=None, batch_first=false, engine="simd", threads=None, backend=None, precision="f32"))]
     // One argument per keyword of the Python signature.
@@ -627,9 +631,11 @@ impl Lstm {
         self.engines.threads
     }
 
-    /// The precision of the weights and products: ``"f32"`` (the default), or ``"bf16"``
+    /// The precision of the weights and products: ``"f32"`` (the default), ``"bf16"``
     /// (weights rounded to bfloat16 once, at construction; products of bf16 operands
-    /// accumulated in f32; state and activations f32; forward and :meth:`step` only).
+    /// accumulated in f32) or ``"int8"`` (weights quantized per row once, at construction;
+    /// on ``"avx512vnni"`` the input rows and ``h`` per step too, integer products); state and
+    /// activations f32; the reduced ones run forward and :meth:`step` only.
     #[getter]
     fn precision(&self) -> &'static str {
         self.engines.precision.name()
@@ -698,10 +704,11 @@ fn model_from_named(
 /// ``prefix`` picks the LSTM when the file holds several (``"encoder.rnn"``; ``""`` for the top
 /// level). ``batch_first`` is not in a state_dict: pass the module's. ``engine``: ``"simd"``
 /// (default), ``"parallel"`` (``threads``, default one per core) or ``"naive"``; ``backend``:
-/// ``"avx512"``, ``"avx2"``, ``"portable"`` or ``"avx512bf16"`` (default: the best this CPU has
-/// for the precision); ``precision``: ``"f32"`` (default) or ``"bf16"`` (bfloat16 weights and
-/// product operands, f32 accumulation, state and activations: see
-/// :meth:`LSTM.from_state_dict`; forward and ``step`` only).
+/// ``"avx512"``, ``"avx2"``, ``"portable"``, ``"avx512bf16"`` or ``"avx512vnni"`` (default: the
+/// best this CPU has for the precision); ``precision``: ``"f32"`` (default), ``"bf16"``
+/// (bfloat16 weights and product operands, f32 accumulation, state and activations) or
+/// ``"int8"`` (int8 weights with a scale per row; int8 operands too on AVX512-VNNI): see
+/// :meth:`LSTM.from_state_dict`; the reduced ones forward and ``step`` only.
 ///
 /// Raises FileNotFoundError / OSError when the file cannot be read, ValueError when it holds
 /// no usable LSTM.
@@ -760,7 +767,8 @@ fn _unpickle(
 /// backends(precision="f32") -> list[str]
 ///
 /// The SIMD backends this CPU supports for weights of ``precision``, best last (``"bf16"``
-/// adds ``"avx512bf16"`` where the CPU has AVX512-BF16).
+/// adds ``"avx512bf16"`` where the CPU has AVX512-BF16, ``"int8"`` adds ``"avx512vnni"``
+/// where it has AVX512-VNNI).
 #[pyfunction]
 #[pyo3(signature = (precision="f32"))]
 fn backends(precision: &str) -> PyResult<Vec<&'static str>> {

@@ -7,6 +7,21 @@ importable, and the naive engine (f64 arithmetic, f32 results) otherwise. bf16 i
 differ from f32 (a precision silently ignored fails), and its option to be typed, pickled and
 passed on by the Ray predictor.
 
+precision="int8" likewise, against float64 on the int8-rounded weights (each row quantized as
+the engines do: scale = max|row|/127, q = round-half-even(w/scale) clamped to ±127, back as
+q·scale). Where only the weights are rounded (the portable, avx2 and avx512 backends widen the
+int8 weights to f32) the engines must match that reference at f32's level. On avx512vnni the
+input rows and h are quantized too, per row and per step, with the same rule: each operand
+moves by at most max|row|/254, so a gate pre-activation j moves by at most
+E = Σ_k |ŵ_jk|·max|operand row|/254 (summed over W_ih's and W_hh's products), a step moves h
+by at most (1.75 + ¼·max|c|)·E as for bf16 (with a projection: times max_p Σ|ŵ_hr,p|, plus
+the projection's own operand term), and the steps' errors add at worst linearly over the T·L
+steps of every layer (a hard bound, not a statistical one; the feedback through W_hh is the
+problem's sensitivity, left out as for bf16). int8 must differ from f32, and its error
+against float64 on the unrounded weights must stay within twice PyTorch's dynamic int8 LSTM's
+(`quantize_dynamic`, which quantizes each weight matrix with one scale, the activations per
+call) on the same weights and input.
+
 The model is a bound, loose by design (6σ, |h| ≤ 1, worst-case gate slopes: here several
 hundred times the errors measured); what holds the bf16 arithmetic tight is the comparison
 with torch's own bf16 path on the same weights and input (ours keeps c, h and the output in
@@ -15,6 +30,7 @@ differ from it)."""
 
 import math
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -73,9 +89,22 @@ def bf16_round(a):
     return bits.astype(np.uint32).view(np.float32)
 
 
-def rounded(sd):
-    """The weights a bf16 engine multiplies by: W_ih, W_hh, W_hr rounded; biases f32."""
-    return {k: bf16_round(v) if k.startswith("weight") else v for k, v in sd.items()}
+def int8_round(a):
+    """Each row (the last axis) quantized to int8 as the engines do, and brought back as
+    float32: scale = max|row|/127, q = round-half-even(w/scale) clamped to ±127, q·scale
+    (in float32 throughout, as lstm_core::precision; a row of zeros stays zero)."""
+    a = np.asarray(a, np.float32)
+    scale = np.abs(a).max(axis=-1, keepdims=True) / np.float32(127)
+    safe = np.where(scale > 0, scale, np.float32(1))
+    q = np.clip(np.rint(a / safe), -127, 127).astype(np.float32)  # rint: ties to even
+    return np.where(scale > 0, q * scale, np.float32(0)).astype(np.float32)
+
+
+def rounded(sd, precision="bf16"):
+    """The weights an engine at `precision` multiplies by: W_ih, W_hh, W_hr rounded to bf16,
+    or quantized per row to int8 and brought back; biases f32."""
+    rnd = bf16_round if precision == "bf16" else int8_round
+    return {k: rnd(v) if k.startswith("weight") else v for k, v in sd.items()}
 
 
 def allowance(sd, cfg, x, steps):
@@ -101,6 +130,42 @@ def allowance(sd, cfg, x, steps):
             gate_rss = max(gate_rss, float(rss))
     per_step = OPERAND_SIGMAS * BF16_U / math.sqrt(3) * gate_rss * (1.75 + 0.25 * steps)
     return per_step * math.sqrt(steps * cfg["num_layers"]) + F32_ATOL
+
+
+INT8_U = 1.0 / 254.0  # half a step of a scale of max|row|/127, relative to max|row|
+
+
+def int8_allowance(sd_int8, cfg, x, steps, quantized_operands):
+    """How far an int8 engine may be from float64 on the int8-rounded weights `sd_int8`
+    (see the module docstring): F32_ATOL where only the weights are rounded; on avx512vnni
+    the hard per-pre-activation bound of the operands' quantization, through a step and
+    summed over the steps of every layer. max|c| is bounded by the number of steps."""
+    if not quantized_operands:
+        return F32_ATOL
+    proj = cfg.get("proj_size", 0)
+    dirs = ["_reverse", ""] if cfg.get("bidirectional", False) else [""]
+
+    def hr_l1(layer):  # max_p Σ_k |ŵ_hr,pk|: bounds |h| with a projection (1 without)
+        if not proj:
+            return 1.0
+        return max(np.abs(sd_int8[f"weight_hr_l{layer}{d}"]).astype(np.float64).sum(1).max()
+                   for d in dirs)
+
+    total = 0.0
+    for layer in range(cfg["num_layers"]):
+        x_max = float(np.abs(x).max()) if layer == 0 else hr_l1(layer - 1)
+        h_max = hr_l1(layer)
+        per_step = 0.0
+        for d in dirs:
+            w_ih = np.abs(sd_int8[f"weight_ih_l{layer}{d}"]).astype(np.float64)
+            w_hh = np.abs(sd_int8[f"weight_hh_l{layer}{d}"]).astype(np.float64)
+            gate = (w_ih.sum(1) * x_max + w_hh.sum(1) * h_max).max() * INT8_U
+            step = gate * (1.75 + 0.25 * steps) * hr_l1(layer)
+            if proj:  # the projection's operand, o·tanh(c) with |·| ≤ 1, quantized too
+                step += hr_l1(layer) * INT8_U
+            per_step = max(per_step, step)
+        total += per_step * steps
+    return total + F32_ATOL
 
 
 def call_input(cfg, seed, seq_len=9, batch=3):
@@ -173,14 +238,94 @@ def test_bf16_against_the_f32_model_in_float64(k):
     assert err <= 1.5 * max_abs(yt, ref), (err, max_abs(yt, ref))
 
 
-def test_bf16_streams_step_by_step():
+def int8_engines():
+    """(engine, threads, backend) of every int8 configuration this CPU runs."""
+    out = [("simd", None, b) for b in lstm_kernels.backends("int8")]
+    out.append(("parallel", 2, None))
+    return out
+
+
+@pytest.mark.parametrize("engine,threads,backend", int8_engines())
+@pytest.mark.parametrize("k", range(len(CONFIGS)))
+def test_int8_within_the_tolerance_model(k, engine, threads, backend):
+    cfg = CONFIGS[k]
+    sd, x = state_dict(cfg, 50 + k), call_input(cfg, 60 + k)
+    steps = x.shape[1] if cfg.get("batch_first") else x.shape[0]
+    model = build(sd, cfg, engine=engine, threads=threads, backend=backend, precision="int8")
+    assert model.precision == "int8"
+    y, (h_n, c_n) = model(x)
+    sd8 = rounded(sd, "int8")
+    if torch is not None:
+        want = torch_f64(sd8, cfg, x)
+    else:  # the naive engine: the same arithmetic in f64, each result rounded to f32 once
+        ref_y, (ref_h, ref_c) = build(sd8, cfg, engine="naive")(x)
+        want = ref_y, ref_h, ref_c
+    quantized = model.backend == "avx512vnni"
+    atol = int8_allowance(sd8, cfg, x, steps, quantized)
+    for name, got, ref in zip(("output", "h_n", "c_n"), (y, h_n, c_n), want):
+        err = max_abs(got, ref)
+        assert err <= atol, f"{name}: max abs error {err:.3e} > allowed {atol:.3e}"
+    if quantized:  # the operands really are quantized: far from the rounded weights' f32 run
+        assert max_abs(y, want[0]) > F32_ATOL
+
+    # Not the f32 engine: int8 weights move the output by far more than f32's error.
+    y32, _ = build(sd, cfg, engine=engine, threads=threads)(x)
+    assert max_abs(y, y32) > 1e-4
+
+
+def test_int8_rounding_is_per_row_half_even():
+    """The reference's rounding, on the cases that tell the rules apart: a row's largest
+    magnitude maps to ±127, ties go to even, each row has its own scale, zeros stay zero."""
+    w = np.array([[127.0, 2.5, -3.5, 0.4], [0.0, 0.0, 0.0, 0.0], [1.0, -0.5, 0.25, 0.0]],
+                 np.float32)
+    got = int8_round(w)
+    assert np.array_equal(got[0], np.array([127, 2, -4, 0], np.float32))
+    assert np.array_equal(got[1], np.zeros(4, np.float32))
+    step = np.float32(1.0) / np.float32(127)
+    assert np.array_equal(got[2], np.array([127, -64, 32, 0], np.float32) * step)
+
+
+@needs_torch
+@pytest.mark.parametrize("k", [k for k, cfg in enumerate(CONFIGS) if not cfg.get("proj_size")])
+def test_int8_against_torch_dynamic_int8(k):
+    """Against torch float64 on the unrounded weights (what a user compares with), ours int8
+    on its best backend is within twice the error of PyTorch's dynamic int8 LSTM on the same
+    weights and input (it has no projection: those configs are left out)."""
+    cfg = CONFIGS[k]
+    sd, x = state_dict(cfg, 70 + k), call_input(cfg, 80 + k)
+    y, _ = build(sd, cfg, precision="int8")(x)
+    ref = torch_f64(sd, cfg, x)[0]
+    err = max_abs(y, ref)
+    m = torch.nn.LSTM(**cfg).eval()
+    m.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated, still runs
+        # quantize_dynamic swaps submodules only: the LSTM goes in a container.
+        q = torch.ao.quantization.quantize_dynamic(
+            torch.nn.Sequential(m), {torch.nn.LSTM}, dtype=torch.qint8
+        )[0]
+    assert type(q).__module__.startswith("torch.ao.nn.quantized.dynamic"), type(q)
+    with torch.no_grad():
+        yt = q(torch.from_numpy(x))[0].double().numpy()
+    err_torch = max_abs(yt, ref)
+    assert err > 1e-4 and err_torch > 1e-4, (err, err_torch)  # both really int8
+    assert err <= 2 * err_torch, (err, err_torch)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precisions_stream_step_by_step(precision):
     cfg = CONFIGS[0]
     sd, x = state_dict(cfg, 5), call_input(cfg, 6)
-    model = build(sd, cfg, precision="bf16")
+    model = build(sd, cfg, precision=precision)
     y, _ = model(x)
     state = model.zero_state(x.shape[1])
     steps = np.stack([model.step(x[t], state) for t in range(x.shape[0])])
-    assert max_abs(steps, y) <= allowance(sd, cfg, x, x.shape[0])
+    if precision == "bf16":
+        allowed = allowance(sd, cfg, x, x.shape[0])
+    else:
+        quantized = model.backend == "avx512vnni"
+        allowed = int8_allowance(rounded(sd, "int8"), cfg, x, x.shape[0], quantized)
+    assert max_abs(steps, y) <= allowed
 
 
 def test_precision_is_an_engine_option():
@@ -197,6 +342,14 @@ def test_precision_is_an_engine_option():
     assert np.array_equal(again(x)[0], bf16(x)[0])
     assert lstm_kernels.LSTM.from_bytes(bf16.to_bytes(), precision="bf16").precision == "bf16"
     assert set(lstm_kernels.backends()) <= set(lstm_kernels.backends("bf16"))
+    int8 = build(sd, cfg, engine="parallel", threads=2, precision="int8")
+    assert "precision='int8'" in repr(int8)
+    assert int8.backend == lstm_kernels.backends("int8")[-1]
+    again = pickle.loads(pickle.dumps(int8))
+    assert (again.precision, again.engine, again.threads) == ("int8", "parallel", 2)
+    assert np.array_equal(again(x)[0], int8(x)[0])
+    assert lstm_kernels.LSTM.from_bytes(int8.to_bytes(), precision="int8").precision == "int8"
+    assert set(lstm_kernels.backends()) <= set(lstm_kernels.backends("int8"))
 
 
 @pytest.mark.parametrize(
@@ -205,6 +358,8 @@ def test_precision_is_an_engine_option():
         (dict(precision="f16"), "unknown precision `f16`"),
         (dict(precision="BF16"), "expected one of"),
         (dict(precision="bf16", engine="naive"), "naive engine runs f32 only"),
+        (dict(precision="int8", engine="naive"), "naive engine runs f32 only"),
+        (dict(precision="int4"), "expected one of"),
     ],
 )
 def test_bad_precisions(kwargs, message):
@@ -215,9 +370,10 @@ def test_bad_precisions(kwargs, message):
         lstm_kernels.backends("int3")
 
 
-def test_bf16_refuses_to_train():
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precisions_refuse_to_train(precision):
     cfg = CONFIGS[0]
-    model = build(state_dict(cfg, 1), cfg, precision="bf16")
+    model = build(state_dict(cfg, 1), cfg, precision=precision)
     x = call_input(cfg, 2)
     y, _ = model(x)
     with pytest.raises(ValueError, match="f32"):
@@ -228,6 +384,7 @@ def test_ray_predictor_takes_the_precision():
     cfg = CONFIGS[0]
     f32 = build(state_dict(cfg, 1), cfg)
     assert LSTMPredictor(f32.to_bytes(), precision="bf16").model.precision == "bf16"
+    assert LSTMPredictor(f32.to_bytes(), precision="int8").model.precision == "int8"
     assert LSTMPredictor(f32.to_bytes()).model.precision == "f32"
     assert LSTMPredictor(f32).model is f32
     with pytest.raises(ValueError, match="runs 'f32', asked for 'bf16'"):

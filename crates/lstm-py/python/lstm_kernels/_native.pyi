@@ -13,9 +13,11 @@ ArrayLike = Any
 Lengths = Union[Sequence[int], npt.NDArray[np.integer], Any]
 F32Array = npt.NDArray[np.float32]
 PathLike = Union[str, "os.PathLike[str]"]
-# The precision of the weights and products: "f32", or "bf16" (bfloat16 weights and product
-# operands, f32 accumulation, state and activations; forward and step only).
-Precision = Literal["f32", "bf16"]
+# The precision of the weights and products: "f32"; "bf16" (bfloat16 weights and product
+# operands, f32 accumulation, state and activations); "int8" (int8 weights with a scale per
+# row; with AVX512-VNNI int8 input rows and h per step too, exact integer products; f32 state
+# and activations). The reduced ones run forward and step only.
+Precision = Literal["f32", "bf16", "int8"]
 
 class LSTMState:
     """The ``(h, c)`` of a stream, advanced in place by :meth:`LSTM.step`."""

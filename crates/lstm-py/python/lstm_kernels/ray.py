@@ -49,8 +49,9 @@ class LSTMPredictor:
     - ``prefix``, ``batch_first``: as for :func:`lstm_kernels.load` (a path or bytes).
     - ``threads``: threads per actor (1: the simd engine on the actor's thread; more: the
       parallel engine with that many).
-    - ``precision``: ``"f32"`` (default) or ``"bf16"``, as for :func:`lstm_kernels.load`, for
-      a path or bytes; an :class:`LSTM` keeps its own (``None``, or its precision).
+    - ``precision``: ``"f32"`` (default), ``"bf16"`` or ``"int8"``, as for
+      :func:`lstm_kernels.load`, for a path or bytes; an :class:`LSTM` keeps its own
+      (``None``, or its precision).
     - ``input_column``, ``lengths_column`` (optional: per-row valid lengths, for rows stored
       padded), ``h0_column`` / ``c0_column`` (optional: per-row initial states ``[L·D, H_out]``
       / ``[L·D, H]``), ``id_column`` (names rows in error messages).
