@@ -77,10 +77,11 @@ pub struct EngineUnderTest {
     /// Another entry this one must equal bit for bit on every call (the parallel runner at any
     /// thread count against the SIMD engine it parallelises).
     pub bit_identical_to: Option<String>,
-    /// The unit roundoff of its products' data operands (the input rows, `h`): 0 for f32
-    /// engines and for bf16 weights widened to f32, [`tolerance::BF16_U`] where the products
-    /// take bf16 operands (`vdpbf16ps`); see [`Tolerance::bf16_operands`].
-    pub operand_u: f64,
+    /// How its products' data operands (the input rows, `h`) are rounded: exact for f32
+    /// engines and for reduced-precision weights widened to f32, bf16 where the products take
+    /// bf16 operands (`vdpbf16ps`), int8 with a scale per row where they are quantized (VNNI);
+    /// see [`tolerance::OPERAND_SENSITIVITY`].
+    pub operands: tolerance::OperandRounding,
     /// How exactly the engine must satisfy the layout identities (`step` T times = `forward`,
     /// `batch_first` = transposed, a batch = its sequences one by one, lengths = truncation,
     /// unbatched = batch of one, `bias=False` = zero biases): [`Tolerance::EXACT`] unless the
@@ -100,14 +101,14 @@ impl EngineUnderTest {
             backend: None,
             available: true,
             bit_identical_to: None,
-            operand_u: 0.0,
+            operands: tolerance::OperandRounding::Exact,
             identities: Tolerance::EXACT,
         }
     }
 
-    /// Declares that the engine rounds its products' data operands with unit roundoff `u`.
-    pub fn operands_rounded(mut self, u: f64) -> Self {
-        self.operand_u = u;
+    /// Declares how the engine rounds its products' data operands.
+    pub fn operands_rounded(mut self, rounding: tolerance::OperandRounding) -> Self {
+        self.operands = rounding;
         self
     }
 
@@ -168,44 +169,69 @@ pub fn engines_under_test() -> Vec<EngineUnderTest> {
 }
 
 /// Every engine with bf16 weights, each backend pinned: the SIMD engine (bf16 weights widened
-/// to f32 on `portable`, `avx2`, `avx512`; bf16 operands on both sides on `avx512bf16`) and
-/// the parallel runner, bit-identical to the SIMD engine of the best bf16 backend. Compared
-/// with the reference on the same rounded weights ([`LstmWeights::rounded_to`]) under
-/// [`Tolerance::bf16_operands`].
+/// to f32 on `portable`, `avx2`, `avx512`; bf16 operands on both sides on `avx512bf16`), the
+/// parallel runner, bit-identical to the SIMD engine of the best bf16 backend, and the engines
+/// `lstm run --precision bf16` builds ([`reduced_engines_under_test`]).
 pub fn bf16_engines_under_test() -> Vec<EngineUnderTest> {
-    let best = Backend::detect_for(Precision::Bf16);
-    let operand_u = |b: Backend| {
-        if b == Backend::Avx512Bf16 {
-            tolerance::BF16_U
-        } else {
-            0.0
-        }
-    };
+    reduced_engines_under_test(Precision::Bf16)
+}
+
+/// How the SIMD engine on `backend` rounds the data operands of its products at `precision`.
+pub fn operand_rounding(backend: Backend, precision: Precision) -> tolerance::OperandRounding {
+    use tolerance::OperandRounding;
+    match (precision, backend.name()) {
+        (Precision::Bf16, "avx512bf16") => OperandRounding::Relative(tolerance::BF16_U),
+        (Precision::Int8, "avx512vnni") => OperandRounding::RowScaled(tolerance::INT8_U),
+        _ => OperandRounding::Exact,
+    }
+}
+
+/// Every engine with weights of `precision` (bf16, int8), compared with the reference on the
+/// same rounded weights ([`LstmWeights::rounded_to`]) under the operand model
+/// ([`tolerance::compare_samples`], [`tolerance::OPERAND_SENSITIVITY`]): the SIMD
+/// engine on every backend whose kernels differ at that precision ([`Backend::all_for`]), the
+/// parallel runner at 2 and 3 threads (bit-identical to the SIMD engine of the best backend),
+/// and the engines the facade builds for `lstm run --precision …` (`cli-simd`, `cli-parallel`:
+/// [`lstm::Model::engine_with`] with the precision and nothing else, as the CLI calls it).
+pub fn reduced_engines_under_test(precision: Precision) -> Vec<EngineUnderTest> {
+    let best = Backend::detect_for(precision);
+    let p = precision.name();
     let mut engines: Vec<EngineUnderTest> = Backend::ALL
         .iter()
         .map(|&backend| {
-            EngineUnderTest::new(format!("simd-bf16-{}", backend.name()), move |w| {
-                Ok(Box::new(SimdEngine::with_options(
-                    &w,
-                    backend,
-                    Precision::Bf16,
-                )?))
+            EngineUnderTest::new(format!("simd-{p}-{}", backend.name()), move |w| {
+                Ok(Box::new(SimdEngine::with_options(&w, backend, precision)?))
             })
-            .backend(backend.name(), backend.is_supported())
-            .operands_rounded(operand_u(backend))
+            .backend(
+                backend.name(),
+                Backend::all_for(precision).contains(&backend),
+            )
+            .operands_rounded(operand_rounding(backend, precision))
         })
         .collect();
     for threads in [2, 3] {
         engines.push(
-            EngineUnderTest::new(format!("parallel-bf16-{threads}"), move |w| {
-                let engine = ParallelEngine::with_options(&w, best, Precision::Bf16, threads)?;
+            EngineUnderTest::new(format!("parallel-{p}-{threads}"), move |w| {
+                let engine = ParallelEngine::with_options(&w, best, precision, threads)?;
                 Ok(Box::new(ForcedPlan {
                     engine,
                     plan: Plan::Hidden(threads),
                 }))
             })
-            .bit_identical_to(format!("simd-bf16-{}", best.name()))
-            .operands_rounded(operand_u(best)),
+            .bit_identical_to(format!("simd-{p}-{}", best.name()))
+            .operands_rounded(operand_rounding(best, precision)),
+        );
+    }
+    for kind in [lstm::EngineKind::Simd, lstm::EngineKind::Parallel] {
+        engines.push(
+            EngineUnderTest::new(format!("cli-{p}-{}", kind.name()), move |w| {
+                let options = lstm::EngineOptions::default().with_precision(precision);
+                let engine: BoxedEngine =
+                    lstm::Model::from_weights(w).engine_with(kind, options)?;
+                Ok(engine)
+            })
+            .bit_identical_to(format!("simd-{p}-{}", best.name()))
+            .operands_rounded(operand_rounding(best, precision)),
         );
     }
     engines
@@ -379,6 +405,37 @@ pub fn run_chaos_probes_on(
         .map(|probe| {
             let sample = (tolerance::PERTURBATION_SAMPLES + probe) as u64;
             perturbed_run(weights, x, state, lengths, sample, tolerance::PROBE_ULPS)
+        })
+        .collect()
+}
+
+/// Runs the f64 reference on `case` [`tolerance::PERTURBATION_SAMPLES`] times, each time with
+/// every weight, input and state element moved by `rounding`'s perturbation
+/// ([`tolerance::OperandRounding::perturbation`], relative, signs drawn as in
+/// [`run_perturbed_reference`]): the problem's response to errors of the size an engine with
+/// reduced-precision operands makes, for [`tolerance::Samples::operands`]. Empty for
+/// [`tolerance::OperandRounding::Exact`].
+pub fn run_operand_perturbed_reference(
+    case: &Case,
+    weights: &LstmWeights<f32>,
+    rounding: tolerance::OperandRounding,
+) -> Result<Vec<LstmOutput<f64>>> {
+    let size = rounding.perturbation();
+    if size == 0.0 {
+        return Ok(Vec::new());
+    }
+    let (x, state) = (case.input()?, case.state()?);
+    (0..tolerance::PERTURBATION_SAMPLES)
+        .map(|sample| {
+            let ulps = size / tolerance::U;
+            perturbed_run(
+                weights,
+                &x,
+                state.as_ref(),
+                case.lengths(),
+                sample as u64,
+                ulps,
+            )
         })
         .collect()
 }
