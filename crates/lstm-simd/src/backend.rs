@@ -24,8 +24,11 @@ pub enum Backend {
     /// x86-64 AVX-512F, 16 lanes.
     Avx512,
     /// x86-64 AVX-512F with AVX512-BF16 (`vdpbf16ps`): at [`Precision::Bf16`] the products
-    /// take bf16 operands on both sides; at f32 it runs the `Avx512` kernels.
+    /// take bf16 operands on both sides; at other precisions it runs the `Avx512` kernels.
     Avx512Bf16,
+    /// x86-64 AVX-512F with AVX512-VNNI (`vpdpbusd`): at [`Precision::Int8`] the products
+    /// take 8-bit operands on both sides; at other precisions it runs the `Avx512` kernels.
+    Avx512Vnni,
 }
 
 impl Backend {
@@ -35,6 +38,7 @@ impl Backend {
         Backend::Avx2,
         Backend::Avx512,
         Backend::Avx512Bf16,
+        Backend::Avx512Vnni,
     ];
 
     /// The best backend this CPU supports for f32 ([`detect_for`](Self::detect_for)).
@@ -43,7 +47,7 @@ impl Backend {
     }
 
     /// The best backend this CPU supports for weights of `precision`: `Avx512Bf16` only for
-    /// bf16 (at f32 it adds nothing to `Avx512`).
+    /// bf16, `Avx512Vnni` only for int8 (elsewhere they add nothing to `Avx512`).
     pub fn detect_for(precision: Precision) -> Backend {
         Backend::all_for(precision)
             .last()
@@ -58,12 +62,17 @@ impl Backend {
     }
 
     /// Every backend this CPU supports whose kernels differ at `precision`, the portable one
-    /// first: `Avx512Bf16` only for bf16 (at f32 it runs the `Avx512` kernels).
+    /// first: `Avx512Bf16` only for bf16, `Avx512Vnni` only for int8 (elsewhere they run the
+    /// `Avx512` kernels).
     pub fn all_for(precision: Precision) -> Vec<Backend> {
         Backend::ALL
             .iter()
             .copied()
-            .filter(|&b| b != Backend::Avx512Bf16 || precision == Precision::Bf16)
+            .filter(|&b| match b {
+                Backend::Avx512Bf16 => precision == Precision::Bf16,
+                Backend::Avx512Vnni => precision == Precision::Int8,
+                _ => true,
+            })
             .filter(|b| b.is_supported())
             .collect()
     }
@@ -84,6 +93,11 @@ impl Backend {
                 std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512bf16")
             }
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512Vnni => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+            }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -96,6 +110,7 @@ impl Backend {
             Backend::Avx2 => "avx2",
             Backend::Avx512 => "avx512",
             Backend::Avx512Bf16 => "avx512bf16",
+            Backend::Avx512Vnni => "avx512vnni",
         }
     }
 
@@ -103,7 +118,7 @@ impl Backend {
     pub fn lanes(self) -> usize {
         match self {
             Backend::Portable | Backend::Avx2 => 8,
-            Backend::Avx512 | Backend::Avx512Bf16 => 16,
+            Backend::Avx512 | Backend::Avx512Bf16 | Backend::Avx512Vnni => 16,
         }
     }
 
@@ -122,8 +137,9 @@ impl Backend {
             return Err(LstmError::Unsupported(format!(
                 "the {} backend needs CPU features this machine lacks (supported: {:?})",
                 self.name(),
-                Backend::all_for(Precision::Bf16)
+                Backend::ALL
                     .iter()
+                    .filter(|b| b.is_supported())
                     .map(|b| b.name())
                     .collect::<Vec<_>>()
             )));

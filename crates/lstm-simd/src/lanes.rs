@@ -66,6 +66,13 @@ pub(crate) trait Lanes: Copy {
     /// # Safety
     /// The CPU supports this type's instruction set, and `N` `u32`s are readable at `p`.
     unsafe fn load_bf16(p: *const u32, high: bool) -> Self;
+
+    /// Loads `N` packed quads of int8 (`u32`: four `i8`s, byte 0 lowest) from `p` and widens
+    /// byte `byte` (0..4) of each to f32 (exactly).
+    ///
+    /// # Safety
+    /// The CPU supports this type's instruction set, and `N` `u32`s are readable at `p`.
+    unsafe fn load_i8(p: *const u32, byte: usize) -> Self;
 }
 
 /// Lanes with a bf16 dot product (`vdpbf16ps`): `N` f32 accumulators, each taking the sum of
@@ -100,6 +107,68 @@ pub(crate) trait DotBf16: Lanes {
     /// As [`load_pairs`](Self::load_pairs); `len` floats readable at `src`, `len.div_ceil(2)`
     /// `u32`s writable at `dst`.
     unsafe fn round_pairs(src: *const f32, len: usize, dst: *mut u32);
+}
+
+/// Lanes with an 8-bit dot product (`vpdpbusd`): `N` i32 accumulators, each taking the sum of
+/// the products of one quad of `u8` by one quad of `i8` (exact in i32) per instruction.
+pub(crate) trait DotI8: Lanes {
+    /// `N` quads of bytes.
+    type Quads: Copy;
+    /// `N` i32 accumulators.
+    type Ints: Copy;
+
+    /// Loads `N` quads from `p`.
+    ///
+    /// # Safety
+    /// The CPU supports this type's instruction set and its 8-bit dot product; `N` `u32`s are
+    /// readable at `p`.
+    unsafe fn load_quads(p: *const u32) -> Self::Quads;
+
+    /// The quad at `p` in every lane.
+    ///
+    /// # Safety
+    /// As [`load_quads`](Self::load_quads), one `u32` readable at `p`.
+    unsafe fn splat_quad(p: *const u32) -> Self::Quads;
+
+    /// `N` zero accumulators.
+    ///
+    /// # Safety
+    /// As [`load_quads`](Self::load_quads), nothing read.
+    unsafe fn zero_ints() -> Self::Ints;
+
+    /// Loads `N` i32s from `p`.
+    ///
+    /// # Safety
+    /// As [`load_quads`](Self::load_quads).
+    unsafe fn load_ints(p: *const u32) -> Self::Ints;
+
+    /// `acc + Σ_b u[b]·s[b]` per lane: `u` the unsigned quads, `s` the signed ones (no
+    /// saturation).
+    ///
+    /// # Safety
+    /// The CPU supports the 8-bit dot product.
+    unsafe fn dot_quads(acc: Self::Ints, u: Self::Quads, s: Self::Quads) -> Self::Ints;
+
+    /// `(a - b)` per lane, converted to f32 (rounded to nearest beyond 2^24).
+    ///
+    /// # Safety
+    /// As [`dot_quads`](Self::dot_quads).
+    unsafe fn sub_to_f32(a: Self::Ints, b: Self::Ints) -> Self;
+
+    /// Quantizes `len` floats at `src` to unsigned bytes `clamp(round(x·inv_scale), ±127) +
+    /// 128` (ties to even), four to a `u32` in order (byte 0 first), the last quad padded with
+    /// 128 (a zero): quad `q` goes to `dst + q·stride`.
+    ///
+    /// # Safety
+    /// As [`load_quads`](Self::load_quads); `len` floats readable at `src`, `dst + q·stride`
+    /// writable for `q < len.div_ceil(4)`.
+    unsafe fn quantize_quads(
+        src: *const f32,
+        len: usize,
+        inv_scale: f32,
+        dst: *mut u32,
+        stride: usize,
+    );
 }
 
 /// `ln 2` split into a part exact in f32 and the rest (Cody-Waite), as Cephes' `expf`.

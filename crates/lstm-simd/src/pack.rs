@@ -12,7 +12,7 @@
 
 #![forbid(unsafe_code)]
 
-use lstm_core::precision::bf16_bits;
+use lstm_core::precision::{bf16_bits, i8_scale, quantize_i8};
 use lstm_core::tensor::try_filled_vec;
 use lstm_core::{Precision, Result};
 
@@ -64,7 +64,21 @@ enum PackedData {
     /// `2p + 1` (high half) of one row (zero past `k`): the operand layout of `vdpbf16ps`,
     /// and widened to two f32 vectors by a shift and a mask elsewhere.
     Bf16(AlignedBuf<u32>),
+    /// A tile is a header of `2·4·lanes` words, then its runs. The header holds each column's
+    /// scale (f32 bits: `max |row| / 127`), then `128 · Σ_kk q[kk]` (i32: what the unsigned
+    /// offset of the activations adds to a dot product, subtracted before scaling). Run `q`:
+    /// `4·lanes` quads, each the int8s of columns `4q .. 4q + 4` of one row (byte 0 first,
+    /// zero past `k`): the signed operand of `vpdpbusd`, widened byte by byte elsewhere.
+    Int8(AlignedBuf<u32>),
 }
+
+/// Words of an int8 tile's header per column: its scale and its offset correction.
+pub(crate) const INT8_HEADER_WORDS: usize = 2;
+
+/// The longest reduction int8 products take: `vpdpbusd` sums wrap modulo 2^32, and the
+/// corrected sum `Σ (u - 128)·q` (at most `127²·k` in magnitude) is exact while it fits an
+/// i32, up to `k = 133_143`.
+pub(crate) const INT8_MAX_K: usize = 1 << 17;
 
 /// A weight matrix packed for one backend (see the module docs).
 #[derive(Clone, Debug)]
@@ -107,6 +121,32 @@ impl PackedMatrix {
                 }
                 PackedData::Bf16(buf)
             }
+            Precision::Int8 => {
+                let quads = k.div_ceil(4);
+                let tile = (INT8_HEADER_WORDS + quads) * width;
+                let mut buf = AlignedBuf::<u32>::zeros(what, tiles * tile)?;
+                let out = buf.as_mut_slice();
+                for t in 0..tiles {
+                    let out = &mut out[t * tile..(t + 1) * tile];
+                    for j in 0..width {
+                        let Some(row) = row_of(t, j) else { continue };
+                        let src = &weight[row * k..(row + 1) * k];
+                        let scale = i8_scale(src);
+                        let mut sum = 0i32;
+                        for (kk, &w) in src.iter().enumerate() {
+                            let q = quantize_i8(w, scale);
+                            sum = sum.wrapping_add(i32::from(q));
+                            let word = &mut out[(INT8_HEADER_WORDS + kk / 4) * width + j];
+                            *word |= u32::from(q as u8) << (8 * (kk % 4));
+                        }
+                        out[j] = scale.to_bits();
+                        // Modulo 2^32, as the kernel's i32 sums: their difference is exact
+                        // while |Σ (u - 128)·q| <= 127²·k fits, k <= INT8_MAX_K.
+                        out[width + j] = sum.wrapping_mul(128) as u32;
+                    }
+                }
+                PackedData::Int8(buf)
+            }
             _ => {
                 let mut buf = AlignedBuf::<f32>::zeros(what, tiles * k * width)?;
                 let out = buf.as_mut_slice();
@@ -136,6 +176,7 @@ impl PackedMatrix {
         match self.data {
             PackedData::F32(_) => Precision::F32,
             PackedData::Bf16(_) => Precision::Bf16,
+            PackedData::Int8(_) => Precision::Int8,
         }
     }
 
@@ -143,7 +184,7 @@ impl PackedMatrix {
     pub(crate) fn as_f32(&self) -> Option<&[f32]> {
         match &self.data {
             PackedData::F32(b) => Some(b.as_slice()),
-            PackedData::Bf16(_) => None,
+            PackedData::Bf16(_) | PackedData::Int8(_) => None,
         }
     }
 
@@ -153,6 +194,7 @@ impl PackedMatrix {
         match self.data {
             PackedData::F32(_) => self.k * width * 4,
             PackedData::Bf16(_) => self.k.div_ceil(2) * width * 4,
+            PackedData::Int8(_) => (INT8_HEADER_WORDS + self.k.div_ceil(4)) * width * 4,
         }
     }
 
@@ -160,7 +202,7 @@ impl PackedMatrix {
     pub(crate) fn len_bytes(&self) -> usize {
         match &self.data {
             PackedData::F32(b) => std::mem::size_of_val(b.as_slice()),
-            PackedData::Bf16(b) => std::mem::size_of_val(b.as_slice()),
+            PackedData::Bf16(b) | PackedData::Int8(b) => std::mem::size_of_val(b.as_slice()),
         }
     }
 
@@ -169,7 +211,7 @@ impl PackedMatrix {
     pub(crate) fn tile_ptr(&self, t0: usize) -> *const u8 {
         let base = match &self.data {
             PackedData::F32(b) => b.as_slice().as_ptr().cast::<u8>(),
-            PackedData::Bf16(b) => b.as_slice().as_ptr().cast::<u8>(),
+            PackedData::Bf16(b) | PackedData::Int8(b) => b.as_slice().as_ptr().cast::<u8>(),
         };
         base.wrapping_add(t0.min(self.tiles) * self.tile_bytes())
     }

@@ -98,4 +98,12 @@ impl Lanes for Portable {
             f32::from_bits(if high { w & 0xffff_0000 } else { w << 16 })
         })))
     }
+    #[inline(always)]
+    unsafe fn load_i8(p: *const u32, byte: usize) -> Self {
+        // SAFETY: 8 u32s readable at p (caller contract).
+        let quads = unsafe { p.cast::<[u32; 8]>().read_unaligned() };
+        Portable(f32x8::from(
+            quads.map(|w| f32::from(w.to_le_bytes()[byte] as i8)),
+        ))
+    }
 }

@@ -37,6 +37,7 @@ use crate::backend::Backend;
 use crate::kernels::{CellVariant, Kernels, NoTape, OnnxCell};
 use crate::pack::{
     pack_gate_vector, pack_gate_weights, pack_plain, padded_hidden, AlignedBuf, PackedMatrix,
+    INT8_MAX_K,
 };
 use crate::team::{Split, WorkerTeam};
 
@@ -154,6 +155,16 @@ impl SimdEngine {
         let config = weights.config().clone();
         config.validate()?;
         let kernels = backend.kernels(precision)?;
+        let widest = config
+            .input_size
+            .max(config.hidden_size)
+            .max(config.h_out());
+        if precision == Precision::Int8 && widest > INT8_MAX_K {
+            return Err(LstmError::Unsupported(format!(
+                "int8 products over {widest} terms (input or hidden size); at most {INT8_MAX_K} \
+                 keep their integer sums exact"
+            )));
+        }
         let lanes = kernels.lanes;
         let (hidden, h_out) = (config.hidden_size, config.h_out());
         let hp = padded_hidden(hidden, lanes);

@@ -12,10 +12,14 @@
 //! contiguously. Rows of `A` are register-blocked `MR` at a time, so each weight vector loaded
 //! feeds `MR` fused multiply-adds.
 
+use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 
+use lstm_core::precision::i8_scale;
+
 use super::{row_blocks, with_rows};
-use crate::lanes::{DotBf16, Lanes};
+use crate::lanes::{DotBf16, DotI8, Lanes};
+use crate::pack::INT8_HEADER_WORDS;
 
 /// Arguments of [`gemm`]: `C[r, 0..tiles·4N] = bias + A[r, 0..k] · B` for `r < rows`.
 #[derive(Clone, Copy, Debug)]
@@ -42,7 +46,11 @@ pub(crate) struct GemmArgs {
 /// - [`F32Panel`]: f32 weights, one run of `4N` floats per `k`;
 /// - [`Bf16Panel`]: bf16 pairs (`k` and `k + 1` in one `u32`), widened to f32 in registers,
 ///   multiplied by the f32 rows (the bandwidth of bf16, the arithmetic of f32);
-/// - [`Bf16DotPanel`]: the same pairs into `vdpbf16ps`, with the rows rounded to bf16 too.
+/// - [`Bf16DotPanel`]: the same pairs into `vdpbf16ps`, with the rows rounded to bf16 too;
+/// - [`Int8Panel`]: int8 quads (`k .. k + 4` in one `u32`) with a scale per column, widened
+///   to f32 and scaled in registers, multiplied by the f32 rows;
+/// - [`Int8DotPanel`]: the same quads into `vpdpbusd`, with each row quantized to 8 bits
+///   under its own scale, the exact integer sums scaled back to f32 once per tile.
 ///
 /// A kernel first hands the rows it multiplies to [`stage`](Self::stage), once per call (or
 /// per group of [`stage_rows`](Self::stage_rows) rows), and then every weight tile reads the
@@ -124,34 +132,42 @@ impl StagedRows for F32Rows {
     }
 }
 
-/// Rows for [`Bf16DotPanel`]: rounded to bf16 pairs once, or, when they did not fit the stage
-/// (`pairs` null), the f32 rows, rounded tile by tile.
+/// Rows for a [`DotPanel`]: encoded once (bf16 pairs, or int8 quads with a scale per row),
+/// or, when they did not fit the stage (`words` null), the f32 rows, encoded tile by tile.
 ///
-/// The pairs are laid out as GEMMs pack `A`: the register block of `n` rows that starts at
-/// row `first` occupies `n · ld_pairs` pairs from `pairs + first · ld_pairs`, interleaved
-/// (pair `p` of its row `r` at `p · n + r`), so the kernel reads every row's pair through one
-/// pointer (a row pointer each would take six registers the loop needs).
+/// The words are laid out as GEMMs pack `A`: the register block of `n` rows that starts at
+/// row `first` occupies `n · ld_words` words from `words + first · ld_words`, interleaved
+/// (word `p` of its row `r` at `p · n + r`), so the kernel reads every row's word through one
+/// pointer (a row pointer each would take six registers the loop needs). Row `r`'s scale is
+/// at `scales + r`.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Bf16Rows {
+pub(crate) struct DotRows {
     f32: F32Rows,
-    pairs: *const u32,
-    ld_pairs: usize,
+    words: *const u32,
+    ld_words: usize,
+    scales: *const f32,
 }
 
-impl StagedRows for Bf16Rows {
+impl StagedRows for DotRows {
     #[inline(always)]
     unsafe fn skip(self, r: usize) -> Self {
-        // SAFETY: r is below the staged rows (caller contract); the pair rows are only
+        // SAFETY: r is below the staged rows (caller contract); the encoded rows are only
         // offset when they exist.
         unsafe {
-            Bf16Rows {
+            let staged = !self.words.is_null();
+            DotRows {
                 f32: self.f32.skip(r),
-                pairs: if self.pairs.is_null() {
-                    self.pairs
+                words: if staged {
+                    self.words.add(r * self.ld_words)
                 } else {
-                    self.pairs.add(r * self.ld_pairs)
+                    self.words
                 },
-                ld_pairs: self.ld_pairs,
+                ld_words: self.ld_words,
+                scales: if staged {
+                    self.scales.add(r)
+                } else {
+                    self.scales
+                },
             }
         }
     }
@@ -165,9 +181,20 @@ pub(crate) struct F32Panel;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Bf16Panel;
 
-/// bf16 weights and rows in `vdpbf16ps` (see [`Panel`]).
+/// int8 weights (a scale per column) widened to f32 (see [`Panel`]).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Bf16DotPanel;
+pub(crate) struct Int8Panel;
+
+/// Weights and rows both encoded, multiplied by a dot-product instruction (see [`Panel`] and
+/// [`DotOperand`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DotPanel<E>(PhantomData<E>);
+
+/// bf16 weights and rows in `vdpbf16ps`.
+pub(crate) type Bf16DotPanel = DotPanel<Bf16Pairs>;
+
+/// int8 weights and rows in `vpdpbusd`.
+pub(crate) type Int8DotPanel = DotPanel<U8Quads>;
 
 /// The staging of the panels that read f32 rows in place.
 macro_rules! f32_rows_in_place {
@@ -311,172 +338,404 @@ impl<V: Lanes> Panel<V> for Bf16Panel {
     }
 }
 
-/// Pairs one [`Bf16DotPanel`] stage holds: 64 KiB of stack (a 6-row block of `k = 5461`,
-/// 32 rows of `k = 1024`), small next to any thread's stack and inside L2.
-const STAGE_PAIRS: usize = 16 * 1024;
-
-/// Pairs of each row rounded at a time when rows do not fit the stage (a 6-row block: 6 KiB
-/// of stack, in L1 while the tile's runs stream past).
-const DOT_CHUNK_PAIRS: usize = 256;
-
-/// Rounds `len` floats at `src` to bf16 pairs into one row of an interleaved block: pair `p`
-/// at `dst + p·n`.
-///
-/// # Safety
-/// As [`DotBf16::round_pairs`]; `dst + p·n` writable for `p < len.div_ceil(2)`.
-#[inline(always)]
-unsafe fn round_row_interleaved<V: DotBf16>(src: *const f32, len: usize, dst: *mut u32, n: usize) {
-    let mut chunk = [MaybeUninit::<u32>::uninit(); DOT_CHUNK_PAIRS];
-    let mut j = 0;
-    while j < len {
-        let part = (2 * DOT_CHUNK_PAIRS).min(len - j);
-        // SAFETY: floats j..j + part < len are read, part.div_ceil(2) pairs of the chunk
-        // written and read back, each to pair (j / 2 + p) of the row (caller contract).
+impl<V: Lanes> F32Run<V> for Int8Panel {
+    #[inline(always)]
+    unsafe fn run(b: *const u8, kk: usize) -> [V; 4] {
+        let (n, b) = (V::N, b.cast::<u32>());
+        // SAFETY: the tile starts with the header (the scales are its first 4N words) and
+        // quad run kk / 4 < k.div_ceil(4) holds 4N quads after it (caller contract).
         unsafe {
-            V::round_pairs(src.add(j), part, chunk.as_mut_ptr().cast());
-            for (p, pair) in chunk[..part.div_ceil(2)].iter().enumerate() {
-                *dst.add((j / 2 + p) * n) = pair.assume_init();
-            }
+            let quads = b.add((INT8_HEADER_WORDS + kk / 4) * 4 * n);
+            let scales = b.cast::<f32>();
+            let byte = kk % 4;
+            [
+                V::load_i8(quads, byte).mul(V::load(scales)),
+                V::load_i8(quads.add(n), byte).mul(V::load(scales.add(n))),
+                V::load_i8(quads.add(2 * n), byte).mul(V::load(scales.add(2 * n))),
+                V::load_i8(quads.add(3 * n), byte).mul(V::load(scales.add(3 * n))),
+            ]
         }
-        j += part;
     }
 }
 
-/// `acc[r] += Σ_p rows[p·MR + r] · B[p]` for `count` pairs of `MR` interleaved rows against
-/// the runs of `4N` pairs at `b`: the inner loop of [`Bf16DotPanel`].
+impl<V: Lanes> Panel<V> for Int8Panel {
+    f32_rows_in_place!();
+
+    #[inline(always)]
+    fn tile_bytes(k: usize) -> usize {
+        (INT8_HEADER_WORDS + k.div_ceil(4)) * 4 * V::N * 4
+    }
+
+    #[inline(always)]
+    unsafe fn accumulate<const MR: usize>(
+        acc: &mut [[V; 4]; MR],
+        a: F32Rows,
+        k: usize,
+        b: *const u8,
+    ) {
+        // SAFETY: the caller's contract is fma_rows'.
+        unsafe { fma_rows::<V, MR, Self>(acc, a, k, b) }
+    }
+}
+
+/// The operands of a [`DotPanel`]: how a row is encoded into 32-bit words, which
+/// instruction multiplies a row's word by the weights' words, and how its sums reach the f32
+/// accumulators.
+pub(crate) trait DotOperand<V: Lanes> {
+    /// Row elements per word.
+    const PER_WORD: usize;
+    /// Words of a tile's header per column, before its runs.
+    const HEADER_WORDS: usize;
+    /// Whether a row is encoded under a scale of its own ([`row_scale`](Self::row_scale)).
+    const SCALED: bool;
+    /// `N` words.
+    type Words: Copy;
+    /// `N` sums of products.
+    type Sums: Copy;
+
+    /// The sums a tile starts from, given the accumulator they end in.
+    ///
+    /// # Safety
+    /// The CPU has the operands' instructions.
+    unsafe fn start(acc: V) -> Self::Sums;
+
+    /// `N` words at `p` (a run of the weights).
+    ///
+    /// # Safety
+    /// As [`start`](Self::start); `N` words readable at `p`.
+    unsafe fn load_run(p: *const u32) -> Self::Words;
+
+    /// The word at `p` in every lane.
+    ///
+    /// # Safety
+    /// As [`start`](Self::start); one word readable at `p`.
+    unsafe fn splat_word(p: *const u32) -> Self::Words;
+
+    /// `sums` plus the products of the row's word `x` by the weights' words `w`.
+    ///
+    /// # Safety
+    /// As [`start`](Self::start).
+    unsafe fn dot(sums: Self::Sums, x: Self::Words, w: Self::Words) -> Self::Sums;
+
+    /// The scale a row of `len` floats at `src` is encoded under (only when `SCALED`).
+    ///
+    /// # Safety
+    /// `len` floats readable at `src`.
+    unsafe fn row_scale(src: *const f32, len: usize) -> f32;
+
+    /// Encodes `len` floats at `src` under `scale`: word `p` to `dst + p·stride`.
+    ///
+    /// # Safety
+    /// As [`start`](Self::start); `len` floats readable at `src`, `dst + p·stride` writable
+    /// for `p < len.div_ceil(PER_WORD)`.
+    unsafe fn encode(src: *const f32, len: usize, scale: f32, dst: *mut u32, stride: usize);
+
+    /// The accumulator `acc` of vector `v` of a tile after its `sums`, for a row encoded
+    /// under `scale`; `tile` is the tile's first word (its header).
+    ///
+    /// # Safety
+    /// As [`start`](Self::start); the tile's header is readable.
+    unsafe fn finish(acc: V, sums: Self::Sums, tile: *const u32, v: usize, scale: f32) -> V;
+}
+
+/// bf16 pairs (see [`DotOperand`]): the rows rounded to bf16, `vdpbf16ps` adding straight to
+/// the f32 accumulators.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bf16Pairs;
+
+impl<V: DotBf16> DotOperand<V> for Bf16Pairs {
+    const PER_WORD: usize = 2;
+    const HEADER_WORDS: usize = 0;
+    const SCALED: bool = false;
+    type Words = V::Pairs;
+    type Sums = V;
+
+    #[inline(always)]
+    unsafe fn start(acc: V) -> V {
+        acc
+    }
+    #[inline(always)]
+    unsafe fn load_run(p: *const u32) -> V::Pairs {
+        // SAFETY: caller contract.
+        unsafe { V::load_pairs(p) }
+    }
+    #[inline(always)]
+    unsafe fn splat_word(p: *const u32) -> V::Pairs {
+        // SAFETY: caller contract.
+        unsafe { V::splat_pair(p) }
+    }
+    #[inline(always)]
+    unsafe fn dot(sums: V, x: V::Pairs, w: V::Pairs) -> V {
+        // SAFETY: caller contract.
+        unsafe { sums.dot_pairs(x, w) }
+    }
+    #[inline(always)]
+    unsafe fn row_scale(_src: *const f32, _len: usize) -> f32 {
+        1.0
+    }
+    #[inline(always)]
+    unsafe fn encode(src: *const f32, len: usize, _scale: f32, dst: *mut u32, stride: usize) {
+        let mut chunk = [MaybeUninit::<u32>::uninit(); DOT_CHUNK_WORDS];
+        let mut j = 0;
+        while j < len {
+            let part = (2 * DOT_CHUNK_WORDS).min(len - j);
+            // SAFETY: floats j..j + part < len are read, part.div_ceil(2) pairs of the chunk
+            // written and read back, each to pair (j / 2 + p) of the row (caller contract).
+            unsafe {
+                V::round_pairs(src.add(j), part, chunk.as_mut_ptr().cast());
+                for (p, pair) in chunk[..part.div_ceil(2)].iter().enumerate() {
+                    *dst.add((j / 2 + p) * stride) = pair.assume_init();
+                }
+            }
+            j += part;
+        }
+    }
+    #[inline(always)]
+    unsafe fn finish(_acc: V, sums: V, _tile: *const u32, _v: usize, _scale: f32) -> V {
+        sums
+    }
+}
+
+/// int8 quads (see [`DotOperand`]): each row quantized to `u8` (offset by 128) under a scale
+/// of its own, `vpdpbusd` summing exactly in i32; per tile, the offset's share (in the tile
+/// header) is taken off and the sum scaled by the row's and the column's scales into the f32
+/// accumulator.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct U8Quads;
+
+impl<V: DotI8> DotOperand<V> for U8Quads {
+    const PER_WORD: usize = 4;
+    const HEADER_WORDS: usize = INT8_HEADER_WORDS;
+    const SCALED: bool = true;
+    type Words = V::Quads;
+    type Sums = V::Ints;
+
+    #[inline(always)]
+    unsafe fn start(_acc: V) -> V::Ints {
+        // SAFETY: caller contract.
+        unsafe { V::zero_ints() }
+    }
+    #[inline(always)]
+    unsafe fn load_run(p: *const u32) -> V::Quads {
+        // SAFETY: caller contract.
+        unsafe { V::load_quads(p) }
+    }
+    #[inline(always)]
+    unsafe fn splat_word(p: *const u32) -> V::Quads {
+        // SAFETY: caller contract.
+        unsafe { V::splat_quad(p) }
+    }
+    #[inline(always)]
+    unsafe fn dot(sums: V::Ints, x: V::Quads, w: V::Quads) -> V::Ints {
+        // SAFETY: caller contract.
+        unsafe { V::dot_quads(sums, x, w) }
+    }
+    #[inline(always)]
+    unsafe fn row_scale(src: *const f32, len: usize) -> f32 {
+        // SAFETY: len floats readable at src (caller contract).
+        i8_scale(unsafe { std::slice::from_raw_parts(src, len) })
+    }
+    #[inline(always)]
+    unsafe fn encode(src: *const f32, len: usize, scale: f32, dst: *mut u32, stride: usize) {
+        // A zero or NaN scale quantizes everything to 0 (128): the products are 0, scaled by
+        // the scale (NaN stays NaN).
+        let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        // SAFETY: caller contract.
+        unsafe { V::quantize_quads(src, len, inv, dst, stride) }
+    }
+    #[inline(always)]
+    unsafe fn finish(acc: V, sums: V::Ints, tile: *const u32, v: usize, scale: f32) -> V {
+        let (n, width) = (V::N, 4 * V::N);
+        // SAFETY: the header holds the column scales (4N words) then the offset corrections
+        // (4N words) (caller contract).
+        unsafe {
+            let column_scale = V::load(tile.add(v * n).cast());
+            let offset = V::load_ints(tile.add(width + v * n));
+            V::sub_to_f32(sums, offset).mul_add(column_scale.mul(V::splat(scale)), acc)
+        }
+    }
+}
+
+/// Words one [`DotPanel`] stage holds: 64 KiB of stack (a 6-row block of `k = 5461` bf16,
+/// 32 rows of `k = 1024`), small next to any thread's stack and inside L2.
+const STAGE_WORDS: usize = 16 * 1024;
+
+/// Rows one [`DotPanel`] stage holds at most (their scales: 4 KiB).
+const STAGE_ROWS: usize = 1024;
+
+/// Words of each row encoded at a time when rows do not fit the stage (a 6-row block: 6 KiB
+/// of stack, in L1 while the tile's runs stream past).
+const DOT_CHUNK_WORDS: usize = 256;
+
+/// The scratch of a [`DotPanel`]: encoded rows and their scales.
+pub(crate) struct DotStage {
+    words: [MaybeUninit<u32>; STAGE_WORDS],
+    scales: [MaybeUninit<f32>; STAGE_ROWS],
+}
+
+/// `sums[r] += Σ_p rows[p·MR + r] · B[p]` for `count` words of `MR` interleaved rows against
+/// the runs of `4N` words at `b`: the inner loop of every [`DotPanel`].
 ///
 /// # Safety
-/// The CPU has `V`'s instruction set and its bf16 dot product; `count · MR` pairs are readable
-/// at `rows`, and `count` runs of `4N` pairs at `b`.
+/// The CPU has `E`'s instructions; `count · MR` words are readable at `rows`, and `count`
+/// runs of `4N` words at `b`.
 #[inline(always)]
-unsafe fn dot_rows<V: DotBf16, const MR: usize>(
-    acc: &mut [[V; 4]; MR],
+unsafe fn dot_rows<V: Lanes, E: DotOperand<V>, const MR: usize>(
+    sums: &mut [[E::Sums; 4]; MR],
     rows: *const u32,
     count: usize,
     b: *const u32,
 ) {
     let n = V::N;
     // A copy whose address never escapes: `rows` may point into the caller's stack, and
-    // without the copy LLVM cannot tell it apart from `acc` and stores every accumulator back
-    // after each product.
-    let mut sums = *acc;
+    // without the copy LLVM cannot tell it apart from `sums` and stores every sum back after
+    // each product.
+    let mut local = *sums;
     for p in 0..count {
-        // SAFETY: p < count keeps the run inside `b` and the pairs inside `rows` (caller
+        // SAFETY: p < count keeps the run inside `b` and the words inside `rows` (caller
         // contract).
         unsafe {
             let wp = b.add(p * 4 * n);
-            let w0 = V::load_pairs(wp);
-            let w1 = V::load_pairs(wp.add(n));
-            let w2 = V::load_pairs(wp.add(2 * n));
-            let w3 = V::load_pairs(wp.add(3 * n));
+            let w0 = E::load_run(wp);
+            let w1 = E::load_run(wp.add(n));
+            let w2 = E::load_run(wp.add(2 * n));
+            let w3 = E::load_run(wp.add(3 * n));
             let xp = rows.add(p * MR);
-            for (r, acc_r) in sums.iter_mut().enumerate() {
-                let x = V::splat_pair(xp.add(r));
-                acc_r[0] = acc_r[0].dot_pairs(x, w0);
-                acc_r[1] = acc_r[1].dot_pairs(x, w1);
-                acc_r[2] = acc_r[2].dot_pairs(x, w2);
-                acc_r[3] = acc_r[3].dot_pairs(x, w3);
+            for (r, sums_r) in local.iter_mut().enumerate() {
+                let x = E::splat_word(xp.add(r));
+                sums_r[0] = E::dot(sums_r[0], x, w0);
+                sums_r[1] = E::dot(sums_r[1], x, w1);
+                sums_r[2] = E::dot(sums_r[2], x, w2);
+                sums_r[3] = E::dot(sums_r[3], x, w3);
             }
         }
     }
-    *acc = sums;
+    *sums = local;
 }
 
-impl<V: DotBf16> Panel<V> for Bf16DotPanel {
-    type Stage = [MaybeUninit<u32>; STAGE_PAIRS];
-    type Rows = Bf16Rows;
+impl<V: Lanes, E: DotOperand<V>> Panel<V> for DotPanel<E> {
+    type Stage = DotStage;
+    type Rows = DotRows;
 
     #[inline(always)]
-    fn new_stage() -> Self::Stage {
-        [MaybeUninit::uninit(); STAGE_PAIRS]
+    fn new_stage() -> DotStage {
+        DotStage {
+            words: [MaybeUninit::uninit(); STAGE_WORDS],
+            scales: [MaybeUninit::uninit(); STAGE_ROWS],
+        }
     }
 
     #[inline(always)]
     fn stage_rows(k: usize) -> usize {
-        STAGE_PAIRS / k.div_ceil(2).max(1)
+        (STAGE_WORDS / k.div_ceil(E::PER_WORD).max(1)).min(STAGE_ROWS)
     }
 
     #[inline(always)]
     unsafe fn stage<const MR: usize>(
-        stage: &mut Self::Stage,
+        stage: &mut DotStage,
         a: *const f32,
         lda: usize,
         rows: usize,
         k: usize,
-    ) -> Bf16Rows {
+    ) -> DotRows {
         let f32 = F32Rows { ptr: a, ld: lda };
-        let ld_pairs = k.div_ceil(2);
+        let ld_words = k.div_ceil(E::PER_WORD);
         if rows > <Self as Panel<V>>::stage_rows(k) {
-            return Bf16Rows {
+            return DotRows {
                 f32,
-                pairs: std::ptr::null(),
-                ld_pairs,
+                words: std::ptr::null(),
+                ld_words,
+                scales: std::ptr::null(),
             };
         }
-        let dst = stage.as_mut_ptr().cast::<u32>();
+        let (dst, scales) = (
+            stage.words.as_mut_ptr().cast::<u32>(),
+            stage.scales.as_mut_ptr().cast::<f32>(),
+        );
         for (first, n) in row_blocks::<MR>(0, rows) {
             for r in 0..n {
-                // SAFETY: the block's n · ld_pairs pairs start at first · ld_pairs and end
-                // within rows · ld_pairs <= STAGE_PAIRS; row first + r holds k floats (caller
-                // contract).
+                // SAFETY: the block's n · ld_words words start at first · ld_words and end
+                // within rows · ld_words <= STAGE_WORDS; rows <= STAGE_ROWS scales; row
+                // first + r holds k floats (caller contract).
                 unsafe {
-                    round_row_interleaved::<V>(
-                        a.add((first + r) * lda),
-                        k,
-                        dst.add(first * ld_pairs + r),
-                        n,
-                    )
-                };
+                    let src = a.add((first + r) * lda);
+                    let scale = if E::SCALED { E::row_scale(src, k) } else { 1.0 };
+                    *scales.add(first + r) = scale;
+                    E::encode(src, k, scale, dst.add(first * ld_words + r), n);
+                }
             }
         }
-        Bf16Rows {
+        DotRows {
             f32,
-            pairs: dst,
-            ld_pairs,
+            words: dst,
+            ld_words,
+            scales,
         }
     }
 
     #[inline(always)]
     fn tile_bytes(k: usize) -> usize {
-        k.div_ceil(2) * 4 * V::N * 4
+        (E::HEADER_WORDS + k.div_ceil(E::PER_WORD)) * 4 * V::N * 4
     }
 
     #[inline(always)]
     unsafe fn accumulate<const MR: usize>(
         acc: &mut [[V; 4]; MR],
-        a: Bf16Rows,
+        a: DotRows,
         k: usize,
         b: *const u8,
     ) {
-        let (n, b) = (V::N, b.cast::<u32>());
-        let pairs = k.div_ceil(2);
-        // Rows staged: one run over every pair. Rows too long for the stage: rounded a chunk
-        // at a time, for this tile, into `chunk` (uninitialised: `round_row_interleaved`
-        // writes the `count · MR` pairs read). One call site of `dot_rows`, so the hot loop
-        // exists once and keeps its 24 accumulators in registers.
-        let mut chunk = [[MaybeUninit::<u32>::uninit(); DOT_CHUNK_PAIRS]; MR];
+        if k == 0 {
+            // No products (a first step from a zero state passes k = 0 with tiles packed for
+            // the true k: `b` is not this tile's header then, and must not be read).
+            return;
+        }
+        let (n, tile) = (V::N, b.cast::<u32>());
+        let words = k.div_ceil(E::PER_WORD);
+        let staged = !a.words.is_null();
+        // SAFETY: the ISA is available (caller contract).
+        let mut sums = acc.map(|row| row.map(|x| unsafe { E::start(x) }));
+        let scales: [f32; MR] = std::array::from_fn(|r| match (E::SCALED, staged) {
+            (false, _) => 1.0,
+            // SAFETY: staged, the stage holds the block's MR scales from `a.scales`.
+            (true, true) => unsafe { *a.scales.add(r) },
+            // SAFETY: each of the MR rows holds k floats (caller contract).
+            (true, false) => unsafe { E::row_scale(a.f32.ptr.add(r * a.f32.ld), k) },
+        });
+        // Rows staged: one run over every word. Rows too long for the stage: encoded a chunk
+        // at a time, for this tile, into `chunk` (uninitialised: `encode` writes the
+        // `count · MR` words read). One call site of `dot_rows`, so the hot loop exists once.
+        let mut chunk = [[MaybeUninit::<u32>::uninit(); DOT_CHUNK_WORDS]; MR];
+        // SAFETY: the tile's runs follow its header (caller contract).
+        let runs = unsafe { tile.add(E::HEADER_WORDS * 4 * n) };
         let mut p0 = 0;
-        while p0 < pairs {
-            // SAFETY: staged, the block holds MR interleaved rows of `pairs` pairs; otherwise
-            // floats 2·p0 .. 2·p0 + len <= k of each row are read and `count` pairs of each
-            // written (len.div_ceil(2) == count, interleaved inside count · MR), then read
-            // back; runs p0 + p < pairs lie inside the tile; the ISA (bf16 dot product
-            // included) is available (caller contract).
+        while p0 < words {
+            // SAFETY: staged, the block holds MR interleaved rows of `words` words; otherwise
+            // floats PER_WORD·p0 .. + len <= k of each row are read and `count` words of each
+            // written (len.div_ceil(PER_WORD) == count, interleaved inside count · MR), then
+            // read back; runs p0 + p < words lie inside the tile (caller contract).
             unsafe {
-                let (rows, count) = if a.pairs.is_null() {
-                    let count = DOT_CHUNK_PAIRS.min(pairs - p0);
-                    let len = (2 * count).min(k - 2 * p0);
+                let (rows, count) = if staged {
+                    (a.words, words)
+                } else {
+                    let count = DOT_CHUNK_WORDS.min(words - p0);
+                    let first = E::PER_WORD * p0;
+                    let len = (E::PER_WORD * count).min(k - first);
                     let dst = chunk.as_mut_ptr().cast::<u32>();
-                    for r in 0..MR {
-                        let src = a.f32.ptr.add(r * a.f32.ld + 2 * p0);
-                        round_row_interleaved::<V>(src, len, dst.add(r), MR);
+                    for (r, &scale) in scales.iter().enumerate() {
+                        let src = a.f32.ptr.add(r * a.f32.ld + first);
+                        E::encode(src, len, scale, dst.add(r), MR);
                     }
                     (dst.cast_const(), count)
-                } else {
-                    (a.pairs, pairs)
                 };
-                dot_rows::<V, MR>(acc, rows, count, b.add(p0 * 4 * n));
+                dot_rows::<V, E, MR>(&mut sums, rows, count, runs.add(p0 * 4 * n));
                 p0 += count;
+            }
+        }
+        for ((acc_r, sums_r), &scale) in acc.iter_mut().zip(&sums).zip(&scales) {
+            for (v, (x, &s)) in acc_r.iter_mut().zip(sums_r).enumerate() {
+                // SAFETY: the tile's header (caller contract).
+                *x = unsafe { E::finish(*x, s, tile, v, scale) };
             }
         }
     }

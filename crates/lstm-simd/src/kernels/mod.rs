@@ -272,28 +272,87 @@ mod avx512bf16_dot {
     );
 }
 
+/// Portable, int8 weights widened in registers.
+mod portable_int8 {
+    reduced_kernels!(
+        crate::portable::Portable,
+        2,
+        crate::kernels::gemm::Int8Panel,
+        lstm_core::Precision::Int8,
+        super::portable::KERNELS
+    );
+}
+
+/// AVX2+FMA, int8 weights widened in registers.
+#[cfg(target_arch = "x86_64")]
+mod avx2_int8 {
+    reduced_kernels!(
+        crate::x86_64::avx2::F32x8,
+        3,
+        crate::kernels::gemm::Int8Panel,
+        lstm_core::Precision::Int8,
+        super::avx2::KERNELS,
+        #[target_feature(enable = "avx2,fma")]
+    );
+}
+
+/// AVX-512F, int8 weights widened in registers.
+#[cfg(target_arch = "x86_64")]
+mod avx512_int8 {
+    reduced_kernels!(
+        crate::x86_64::avx512::F32x16,
+        6,
+        crate::kernels::gemm::Int8Panel,
+        lstm_core::Precision::Int8,
+        super::avx512::KERNELS,
+        #[target_feature(enable = "avx512f")]
+    );
+}
+
+/// AVX-512F with AVX512-VNNI: int8 weights and quantized rows into `vpdpbusd`, 6 rows × 4
+/// vectors.
+#[cfg(target_arch = "x86_64")]
+mod avx512vnni_dot {
+    reduced_kernels!(
+        crate::x86_64::avx512::F32x16,
+        6,
+        crate::kernels::gemm::Int8DotPanel,
+        lstm_core::Precision::Int8,
+        super::avx512::KERNELS,
+        #[target_feature(enable = "avx512f,avx512vnni")]
+    );
+}
+
 /// The kernel table of `backend` for weights of `precision`, which the caller has checked
-/// this CPU supports (see [`Backend::kernels`](crate::Backend)). The `avx512bf16` backend runs
-/// the AVX-512 f32 kernels at f32.
+/// this CPU supports (see [`Backend::kernels`](crate::Backend)). A backend whose extension
+/// serves another precision (`avx512bf16` at f32 or int8, `avx512vnni` at f32 or bf16) runs
+/// the AVX-512 kernels of that precision.
 pub(crate) fn table(backend: crate::Backend, precision: Precision) -> Kernels {
     use crate::Backend;
-    let bf16 = precision == Precision::Bf16;
-    match backend {
-        Backend::Portable if bf16 => portable_bf16::KERNELS,
-        Backend::Portable => portable::KERNELS,
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = matches!(
+        backend,
+        Backend::Avx512 | Backend::Avx512Bf16 | Backend::Avx512Vnni
+    );
+    match (backend, precision) {
         #[cfg(target_arch = "x86_64")]
-        Backend::Avx2 if bf16 => avx2_bf16::KERNELS,
+        (Backend::Avx512Bf16, Precision::Bf16) => avx512bf16_dot::KERNELS,
         #[cfg(target_arch = "x86_64")]
-        Backend::Avx2 => avx2::KERNELS,
+        (Backend::Avx512Vnni, Precision::Int8) => avx512vnni_dot::KERNELS,
         #[cfg(target_arch = "x86_64")]
-        Backend::Avx512 if bf16 => avx512_bf16::KERNELS,
+        (_, Precision::Bf16) if avx512 => avx512_bf16::KERNELS,
         #[cfg(target_arch = "x86_64")]
-        Backend::Avx512Bf16 if bf16 => avx512bf16_dot::KERNELS,
+        (_, Precision::Int8) if avx512 => avx512_int8::KERNELS,
         #[cfg(target_arch = "x86_64")]
-        Backend::Avx512 | Backend::Avx512Bf16 => avx512::KERNELS,
-        #[cfg(not(target_arch = "x86_64"))]
-        _ if bf16 => portable_bf16::KERNELS,
-        #[cfg(not(target_arch = "x86_64"))]
+        _ if avx512 => avx512::KERNELS,
+        #[cfg(target_arch = "x86_64")]
+        (Backend::Avx2, Precision::Bf16) => avx2_bf16::KERNELS,
+        #[cfg(target_arch = "x86_64")]
+        (Backend::Avx2, Precision::Int8) => avx2_int8::KERNELS,
+        #[cfg(target_arch = "x86_64")]
+        (Backend::Avx2, _) => avx2::KERNELS,
+        (_, Precision::Bf16) => portable_bf16::KERNELS,
+        (_, Precision::Int8) => portable_int8::KERNELS,
         _ => portable::KERNELS,
     }
 }

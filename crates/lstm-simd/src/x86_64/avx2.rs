@@ -137,4 +137,14 @@ impl Lanes for F32x8 {
             F32x8(_mm256_castsi256_ps(bits))
         }
     }
+    #[inline(always)]
+    unsafe fn load_i8(p: *const u32, byte: usize) -> Self {
+        // SAFETY: AVX2 available and 8 u32s readable at p (caller contract).
+        unsafe {
+            let w = _mm256_loadu_si256(p.cast());
+            // Byte `byte` to the top, then an arithmetic shift sign-extends it.
+            let top = _mm256_sllv_epi32(w, _mm256_set1_epi32((24 - 8 * byte) as i32));
+            F32x8(_mm256_cvtepi32_ps(_mm256_srai_epi32::<24>(top)))
+        }
+    }
 }

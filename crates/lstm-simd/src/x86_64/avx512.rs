@@ -3,7 +3,7 @@
 
 use core::arch::x86_64::*;
 
-use crate::lanes::{DotBf16, Lanes};
+use crate::lanes::{DotBf16, DotI8, Lanes};
 
 /// 16 f32 lanes; a value exists only on a host with AVX-512F (see [`Lanes`]).
 #[derive(Clone, Copy, Debug)]
@@ -133,6 +133,16 @@ impl Lanes for F32x16 {
             F32x16(_mm512_castsi512_ps(bits))
         }
     }
+    #[inline(always)]
+    unsafe fn load_i8(p: *const u32, byte: usize) -> Self {
+        // SAFETY: AVX-512F available and 16 u32s readable at p (caller contract).
+        unsafe {
+            let w = _mm512_loadu_si512(p.cast());
+            // Byte `byte` to the top, then an arithmetic shift sign-extends it.
+            let top = _mm512_sllv_epi32(w, _mm512_set1_epi32((24 - 8 * byte) as i32));
+            F32x16(_mm512_cvtepi32_ps(_mm512_srai_epi32::<24>(top)))
+        }
+    }
 }
 
 // SAFETY (for every `unsafe` block in this impl): the methods' callers guarantee AVX512-BF16
@@ -194,6 +204,82 @@ impl DotBf16 for F32x16 {
                     _mm512_mask_storeu_epi32(dst.add(j / 2).cast(), keep, pairs);
                 }
                 j += 32;
+            }
+        }
+    }
+}
+
+// SAFETY (for every `unsafe` block in this impl): the methods' callers guarantee AVX512-VNNI
+// (the `avx512vnni` backend's table is handed out only where it is detected) besides
+// AVX-512F.
+impl DotI8 for F32x16 {
+    type Quads = __m512i;
+    type Ints = __m512i;
+
+    #[inline(always)]
+    unsafe fn load_quads(p: *const u32) -> __m512i {
+        // SAFETY: 16 u32s readable at p (caller contract).
+        unsafe { _mm512_loadu_si512(p.cast()) }
+    }
+    #[inline(always)]
+    unsafe fn splat_quad(p: *const u32) -> __m512i {
+        // SAFETY: one u32 readable at p (caller contract).
+        unsafe { _mm512_set1_epi32(p.cast::<i32>().read_unaligned()) }
+    }
+    #[inline(always)]
+    unsafe fn zero_ints() -> __m512i {
+        // SAFETY: AVX-512F available (caller contract).
+        unsafe { _mm512_setzero_si512() }
+    }
+    #[inline(always)]
+    unsafe fn load_ints(p: *const u32) -> __m512i {
+        // SAFETY: 16 u32s readable at p (caller contract).
+        unsafe { _mm512_loadu_si512(p.cast()) }
+    }
+    #[inline(always)]
+    unsafe fn dot_quads(acc: __m512i, u: __m512i, s: __m512i) -> __m512i {
+        // SAFETY: AVX512-VNNI available (caller contract).
+        unsafe { _mm512_dpbusd_epi32(acc, u, s) }
+    }
+    #[inline(always)]
+    unsafe fn sub_to_f32(a: __m512i, b: __m512i) -> Self {
+        // SAFETY: AVX-512F available (caller contract).
+        unsafe { F32x16(_mm512_cvtepi32_ps(_mm512_sub_epi32(a, b))) }
+    }
+    #[inline(always)]
+    unsafe fn quantize_quads(
+        src: *const f32,
+        len: usize,
+        inv_scale: f32,
+        dst: *mut u32,
+        stride: usize,
+    ) {
+        // SAFETY: every load reads floats below len (the tail's masked load touches only the
+        // lanes it keeps), every store writes quads below len.div_ceil(4) at the stride
+        // (caller contract); AVX-512F available (caller contract).
+        unsafe {
+            let inv = _mm512_set1_ps(inv_scale);
+            let (lo, hi, zero) = (
+                _mm512_set1_epi32(-127),
+                _mm512_set1_epi32(127),
+                _mm512_set1_epi32(128),
+            );
+            let mut j = 0;
+            while j < len {
+                let rest = len - j;
+                let keep = ((1u32 << rest.min(16)) - 1) as __mmask16;
+                let x = _mm512_maskz_loadu_ps(keep, src.add(j));
+                // Rounded to nearest even (MXCSR's default), clamped, offset to unsigned; a
+                // NaN converts to i32::MIN and clamps to -127 (its row's scale is NaN anyway).
+                let q = _mm512_cvtps_epi32(_mm512_mul_ps(x, inv));
+                let q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, lo), hi), zero);
+                // Lanes past `len` hold 128, a zero.
+                let q = _mm512_mask_mov_epi32(zero, keep, q);
+                let bytes: [u32; 4] = std::mem::transmute(_mm512_cvtepi32_epi8(q));
+                for (w, &quad) in bytes.iter().enumerate().take(rest.div_ceil(4)) {
+                    *dst.add((j / 4 + w) * stride) = quad;
+                }
+                j += 16;
             }
         }
     }
