@@ -168,20 +168,12 @@ pub fn engines_under_test() -> Vec<EngineUnderTest> {
     ]
 }
 
-/// Every engine with bf16 weights, each backend pinned: the SIMD engine (bf16 weights widened
-/// to f32 on `portable`, `avx2`, `avx512`; bf16 operands on both sides on `avx512bf16`), the
-/// parallel runner, bit-identical to the SIMD engine of the best bf16 backend, and the engines
-/// `lstm run --precision bf16` builds ([`reduced_engines_under_test`]).
-pub fn bf16_engines_under_test() -> Vec<EngineUnderTest> {
-    reduced_engines_under_test(Precision::Bf16)
-}
-
 /// How the SIMD engine on `backend` rounds the data operands of its products at `precision`.
 pub fn operand_rounding(backend: Backend, precision: Precision) -> tolerance::OperandRounding {
     use tolerance::OperandRounding;
-    match (precision, backend.name()) {
-        (Precision::Bf16, "avx512bf16") => OperandRounding::Relative(tolerance::BF16_U),
-        (Precision::Int8, "avx512vnni") => OperandRounding::RowScaled(tolerance::INT8_U),
+    match (precision, backend) {
+        (Precision::Bf16, Backend::Avx512Bf16) => OperandRounding::Relative(tolerance::BF16_U),
+        (Precision::Int8, Backend::Avx512Vnni) => OperandRounding::RowScaled(tolerance::INT8_U),
         _ => OperandRounding::Exact,
     }
 }
@@ -409,35 +401,78 @@ pub fn run_chaos_probes_on(
         .collect()
 }
 
-/// Runs the f64 reference on `case` [`tolerance::PERTURBATION_SAMPLES`] times, each time with
-/// every weight, input and state element moved by `rounding`'s perturbation
-/// ([`tolerance::OperandRounding::perturbation`], relative, signs drawn as in
-/// [`run_perturbed_reference`]): the problem's response to errors of the size an engine with
-/// reduced-precision operands makes, for [`tolerance::Samples::operands`]. Empty for
+/// Runs the f64 reference on `case` [`tolerance::PERTURBATION_SAMPLES`] times, each time
+/// perturbed as an engine rounding its operands as `rounding` says is, at √6 times its
+/// standard deviation ([`tolerance::OperandRounding::perturbation`]; signs drawn from a fixed
+/// stream per sample, as in [`run_perturbed_reference`]): the problem's response to errors of
+/// the size such an engine makes, for [`tolerance::Samples::operands`]. Empty for
 /// [`tolerance::OperandRounding::Exact`].
 pub fn run_operand_perturbed_reference(
     case: &Case,
     weights: &LstmWeights<f32>,
     rounding: tolerance::OperandRounding,
 ) -> Result<Vec<LstmOutput<f64>>> {
-    let size = rounding.perturbation();
-    if size == 0.0 {
-        return Ok(Vec::new());
-    }
+    use tolerance::OperandRounding;
     let (x, state) = (case.input()?, case.state()?);
-    (0..tolerance::PERTURBATION_SAMPLES)
-        .map(|sample| {
-            let ulps = size / tolerance::U;
-            perturbed_run(
-                weights,
-                &x,
-                state.as_ref(),
-                case.lengths(),
-                sample as u64,
-                ulps,
-            )
+    (0..tolerance::PERTURBATION_SAMPLES as u64)
+        .map(|sample| match rounding {
+            OperandRounding::Exact => Ok(None),
+            OperandRounding::Relative(_) => {
+                let ulps = rounding.perturbation() / tolerance::U;
+                perturbed_run(weights, &x, state.as_ref(), case.lengths(), sample, ulps).map(Some)
+            }
+            OperandRounding::RowScaled(_) => {
+                let size = rounding.perturbation();
+                row_perturbed_run(weights, &x, state.as_ref(), case.lengths(), sample, size)
+                    .map(Some)
+            }
         })
+        .filter_map(Result::transpose)
         .collect()
+}
+
+/// One run of the f64 reference with every element of each row of `W_ih`, `W_hh` and `W_hr`
+/// moved by `±size · ‖row‖₂` (signs from sample `sample`'s stream); biases, input and state
+/// unchanged. A product row `Σ_k w_k·a_k` then moves by `Σ_k ±size·‖w‖·a_k`, a standard
+/// deviation of `size·‖w‖·‖a‖ ≥ size·‖w‖·max|a|`: the structure of a row-scaled rounding of
+/// the operand `a`, whose error does not shrink with `|a_k|`.
+fn row_perturbed_run(
+    weights: &LstmWeights<f32>,
+    x: &Tensor<f32>,
+    state: Option<&LstmState<f32>>,
+    lengths: Option<&[usize]>,
+    sample: u64,
+    size: f64,
+) -> Result<LstmOutput<f64>> {
+    let mut rng = lstm_core::SplitMix64::new(
+        0x9e37_79b9_7f4a_7c15 ^ sample.wrapping_mul(0xd1b5_4a32_d192_ed03),
+    );
+    let wide = weights.cast::<f64>();
+    let config = wide.config().clone();
+    let (gates, proj) = (4 * config.hidden_size, config.proj_size);
+    let mut cells = wide.cells().to_vec();
+    for cell in &mut cells {
+        for (w, rows) in [
+            (Some(&mut cell.w_ih), gates),
+            (Some(&mut cell.w_hh), gates),
+            (cell.w_hr.as_mut(), proj),
+        ] {
+            let Some(w) = w else { continue };
+            let k = w.len().checked_div(rows).unwrap_or(0).max(1);
+            for row in w.chunks_mut(k) {
+                let step = size * row.iter().map(|v| v * v).sum::<f64>().sqrt();
+                for v in row {
+                    *v += if rng.next_u64() & 1 == 0 { step } else { -step };
+                }
+            }
+        }
+    }
+    let oracle = NaiveEngine::new(LstmWeights::with_peepholes(
+        config,
+        cells,
+        wide.peepholes().to_vec(),
+    )?)?;
+    oracle.forward(&widen(x), state.map(widen_state).as_ref(), lengths)
 }
 
 /// The name of the engine whose result [`run_state_rounded`] is.

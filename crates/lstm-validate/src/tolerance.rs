@@ -84,23 +84,24 @@ pub enum OperandRounding {
 }
 
 impl OperandRounding {
-    /// The relative size `p` of the perturbation of [`crate::run_operand_perturbed_reference`]
-    /// (every weight, input and state element moved by `±p`, relative), chosen so that the
-    /// perturbation of each gate pre-activation has at least √6 times the standard deviation
-    /// of the engine's operand error ([`OPERAND_SENSITIVITY`]).
+    /// The size of the perturbation of [`crate::run_operand_perturbed_reference`], chosen so
+    /// that every gate pre-activation (and projected `h`) moves with at least √6 times the
+    /// standard deviation of the engine's operand error ([`OPERAND_SENSITIVITY`]); 0 when
+    /// exact.
     ///
-    /// A product `w·x` moves by `w·x·(±p ± p)`, a standard deviation of `√2·p·|w·x|`. A
-    /// relative rounding spread evenly over `±u` moves it by `w·x·δ`, standard deviation
-    /// `u/√3·|w·x|`: `p = u` gives √6. A row-scaled rounding moves it by `w·δ` with `δ` spread
-    /// over `±u·m` (`m = max |row|`), standard deviation `u·m/√3·|w|`, whatever `|x|`: `p = 2u`
-    /// gives √6 when the row's root mean square is at least `m/2` (a uniformly spread row's is
-    /// `m/√3`), and proportionally less for rows of a few large elements among small ones.
-    /// 0 when exact.
+    /// - Relative `u` (bf16): every weight, input and state element moved by `±u`, relative. A
+    ///   product `w·x` moves by `w·x·(±u ± u)`, a standard deviation of `√2·u·|w·x|`; the
+    ///   engine's rounding `w·x·δ`, `δ` spread over `±u`, has `u/√3·|w·x|`: √6.
+    /// - Row-scaled `u` (int8): every element of each weight row `w` moved by `±√2·u·‖w‖₂`,
+    ///   absolute. A product row `Σ_k w_k·a_k` moves by a standard deviation of
+    ///   `√2·u·‖w‖·‖a‖`; the engine's rounding `Σ_k w_k·δ_k`, `δ_k` spread over `±u·max|a|`,
+    ///   has `u·max|a|/√3·‖w‖`, and `‖a‖ ≥ max|a|`: at least √6, whatever the operand `a`
+    ///   (input row, `h`, the projection's `o ⊙ tanh(c)`) holds.
     pub fn perturbation(self) -> f64 {
         match self {
             OperandRounding::Exact => 0.0,
             OperandRounding::Relative(u) => u,
-            OperandRounding::RowScaled(u) => 2.0 * u,
+            OperandRounding::RowScaled(u) => std::f64::consts::SQRT_2 * u,
         }
     }
 }
@@ -921,10 +922,8 @@ mod tests {
         // The operand perturbation: √6 the engine's standard deviation at every gate.
         assert_eq!(OperandRounding::Exact.perturbation(), 0.0);
         assert_eq!(OperandRounding::Relative(BF16_U).perturbation(), BF16_U);
-        assert_eq!(
-            OperandRounding::RowScaled(INT8_U).perturbation(),
-            2.0 * INT8_U
-        );
+        let row_scaled = OperandRounding::RowScaled(INT8_U).perturbation();
+        assert_eq!(row_scaled, std::f64::consts::SQRT_2 * INT8_U);
     }
 
     #[test]
