@@ -110,7 +110,7 @@ impl OperandRounding {
 /// reference with every element moved by [`OperandRounding::perturbation`]) allowed on top of
 /// the f32 rule, for an engine that rounds its products' data operands.
 ///
-/// Derivation (docs/numerics.md, "Reduced precision: the operand model"): the engine's
+/// Derivation (docs/numerics.md, "The operand model"): the engine's
 /// operand error at a step is the response of the recurrence (through the gates, the cell and
 /// the feedback of `h` through `W_hh` and the next layers) to independent roundings of every
 /// product, within [`OPERAND_SIGMAS`] of its standard deviation `σ_e`; a sample is the

@@ -251,7 +251,7 @@ const MUTATION_CASES: u32 = 96;
 /// ill-conditioned cases),
 /// and, where the backend rounds its operands, the engine held to the f32 rule (its operand
 /// rounding undeclared). The minimum fractions caught are about half of what the model
-/// catches (measured: docs/numerics.md), so that a model loosened twofold fails here.
+/// catches (measured: docs/numerics.md), so that a markedly looser model fails here.
 fn check_mutations_caught(precision: Precision, scale_bug_min: f64) {
     let name = |what: &str| format!("{precision} mutation: {what}");
     let fraction = |(caught, total): (u32, u32)| f64::from(caught) / f64::from(total.max(1));
