@@ -311,14 +311,96 @@ pub fn tolerance_for(
 ) -> Result<Tolerance> {
     let (x_max, h0_max) = case.data_bounds();
     let cond = tolerance::Conditioning::of(weights, x_max, h0_max);
-    if case.seq_len <= tolerance::SHORT_SEQUENCE {
-        return Ok(Tolerance::per_step(&cond));
+    Ok(f32_rule(
+        &cond,
+        case.seq_len,
+        case.state()?.as_ref(),
+        reference,
+    ))
+}
+
+/// [`tolerance_for`] for a call given explicitly (`x` of `seq_len` steps, `state`), its data
+/// bounded by their own largest magnitudes: the f32 rule of any call, such as one made through
+/// `lstm run` ([`check_call`]).
+pub fn tolerance_for_call(
+    weights: &LstmWeights<f32>,
+    x: &Tensor<f32>,
+    state: Option<&LstmState<f32>>,
+    seq_len: usize,
+    reference: &LstmOutput<f64>,
+) -> Tolerance {
+    let h0_max = state.map_or(0.0, |s| tolerance::max_abs(s.h.data()));
+    let cond = tolerance::Conditioning::of(weights, tolerance::max_abs(x.data()), h0_max);
+    f32_rule(&cond, seq_len, state, reference)
+}
+
+/// The per-step rule up to [`tolerance::SHORT_SEQUENCE`] steps, the long-sequence rule (with
+/// `max|c|` over `c0` and `c_n`) beyond.
+fn f32_rule(
+    cond: &tolerance::Conditioning,
+    seq_len: usize,
+    state: Option<&LstmState<f32>>,
+    reference: &LstmOutput<f64>,
+) -> Tolerance {
+    if seq_len <= tolerance::SHORT_SEQUENCE {
+        return Tolerance::per_step(cond);
     }
-    let c0_max = case
-        .state()?
-        .map_or(0.0, |s| tolerance::max_abs(s.c.data()));
+    let c0_max = state.map_or(0.0, |s| tolerance::max_abs(s.c.data()));
     let c_max = c0_max.max(tolerance::max_abs(reference.c_n.data()));
-    Ok(Tolerance::long_sequence(&cond, case.seq_len, c_max))
+    Tolerance::long_sequence(cond, seq_len, c_max)
+}
+
+/// One forward call given explicitly, for [`check_call`].
+#[derive(Clone, Copy, Debug)]
+pub struct Call<'a> {
+    /// The input, in the model's layout.
+    pub x: &'a Tensor<f32>,
+    /// `(h0, c0)`, or `None` for zeros.
+    pub state: Option<&'a LstmState<f32>>,
+    /// Per-sequence lengths.
+    pub lengths: Option<&'a [usize]>,
+    /// T of `x`.
+    pub seq_len: usize,
+}
+
+/// Checks one call's result `got` (from an engine with weights of `precision` rounding its
+/// operands as `rounding` says: what `lstm run --precision …` wrote, say) against the f64
+/// reference on `weights.rounded_to(precision)` under the model the property tests use: the
+/// f32 rule ([`tolerance_for_call`]) with its sensitivity samples, widened by the operand
+/// samples ([`run_operand_perturbed_reference_on`]). `weights` are the model's own (f32)
+/// weights.
+pub fn check_call(
+    weights: &LstmWeights<f32>,
+    precision: Precision,
+    rounding: tolerance::OperandRounding,
+    call: &Call<'_>,
+    got: &LstmOutput<f32>,
+) -> Result<std::result::Result<tolerance::Margin, Mismatch>> {
+    let Call {
+        x,
+        state,
+        lengths,
+        seq_len,
+    } = *call;
+    let weights = weights.rounded_to(precision);
+    let want = run_reference_on(&weights, x, state, lengths)?;
+    let base = tolerance_for_call(&weights, x, state, seq_len, &want);
+    let nudged = run_perturbed_reference_on(&weights, x, state, lengths)?;
+    let rounded = run_state_rounded(&weights, x, state, lengths)?;
+    let perturbed = sensitivity_samples("", &nudged, &rounded);
+    let operands = run_operand_perturbed_reference_on(&weights, x, state, lengths, rounding)?;
+    let samples = tolerance::Samples {
+        perturbed: &perturbed,
+        probes: &[],
+        operands: &operands,
+    };
+    let layout = tolerance::Layout {
+        batch_first: weights.config().batch_first,
+        unbatched: x.shape().len() == 2,
+    };
+    Ok(tolerance::compare_samples(
+        got, &want, &samples, layout, base,
+    ))
 }
 
 /// Runs the f64 reference on `case` (weights, input and state widened exactly from f32).
@@ -412,19 +494,40 @@ pub fn run_operand_perturbed_reference(
     weights: &LstmWeights<f32>,
     rounding: tolerance::OperandRounding,
 ) -> Result<Vec<LstmOutput<f64>>> {
-    use tolerance::OperandRounding;
     let (x, state) = (case.input()?, case.state()?);
-    (0..tolerance::PERTURBATION_SAMPLES as u64)
+    run_operand_perturbed_reference_on(weights, &x, state.as_ref(), case.lengths(), rounding)
+}
+
+/// [`run_operand_perturbed_reference`] for a call given explicitly.
+pub fn run_operand_perturbed_reference_on(
+    weights: &LstmWeights<f32>,
+    x: &Tensor<f32>,
+    state: Option<&LstmState<f32>>,
+    lengths: Option<&[usize]>,
+    rounding: tolerance::OperandRounding,
+) -> Result<Vec<LstmOutput<f64>>> {
+    let samples = 0..tolerance::PERTURBATION_SAMPLES as u64;
+    operand_runs(weights, (x, state, lengths), rounding, samples)
+}
+
+/// The reference perturbed as `rounding`'s samples are, for each sign stream of `samples`;
+/// none when exact.
+fn operand_runs(
+    weights: &LstmWeights<f32>,
+    (x, state, lengths): (&Tensor<f32>, Option<&LstmState<f32>>, Option<&[usize]>),
+    rounding: tolerance::OperandRounding,
+    samples: std::ops::Range<u64>,
+) -> Result<Vec<LstmOutput<f64>>> {
+    use tolerance::OperandRounding;
+    let size = rounding.perturbation();
+    samples
         .map(|sample| match rounding {
             OperandRounding::Exact => Ok(None),
             OperandRounding::Relative(_) => {
-                let ulps = rounding.perturbation() / tolerance::U;
-                perturbed_run(weights, &x, state.as_ref(), case.lengths(), sample, ulps).map(Some)
+                perturbed_run(weights, x, state, lengths, sample, size / tolerance::U).map(Some)
             }
             OperandRounding::RowScaled(_) => {
-                let size = rounding.perturbation();
-                row_perturbed_run(weights, &x, state.as_ref(), case.lengths(), sample, size)
-                    .map(Some)
+                row_perturbed_run(weights, x, state, lengths, sample, size).map(Some)
             }
         })
         .filter_map(Result::transpose)

@@ -509,7 +509,7 @@ where
     let samples = Samples {
         perturbed,
         probes,
-        operands: &[],
+        ..Samples::default()
     };
     compare_samples(got, want, &samples, layout, base).map(|_| ())
 }
