@@ -171,7 +171,7 @@ HEADER = ("| {} | max abs ref | ours f32 | ours bf16 | (arith) | PyTorch bf16 | 
 
 def table_head(first):
     print(HEADER.format(first))
-    print("|---" * 10 + "|")
+    print("|---" * 9 + "|")
 
 
 REFUSED = {}  # column: {reason: [labels]}
