@@ -7,11 +7,14 @@ With --growth it prints instead how the max abs error (ours bf16, PyTorch bf16, 
 float64) grows with T (10, 100, 1000) and with saturation (weights scaled 1x, 3x, 10x of
 PyTorch's init), on nn.LSTM(256, 256), B=8.
 
+With --int8 it compares int8 instead: our `--precision int8` and PyTorch's dynamic int8 LSTM
+(`torch.ao.quantization.quantize_dynamic(m, {nn.LSTM}, dtype=torch.qint8)` on f32 input).
+
 With --accuracy it also runs each shape once through `lstm run --precision bf16` (and f32) and
 PyTorch bf16 on the same input and weights, and prints the max abs error of each against
 PyTorch in float64.
 
-Usage: python3 tools/bf16_side_by_side.py target/release/lstm THREADS [SHAPES] [--accuracy]
+Usage: python3 tools/bf16_side_by_side.py target/release/lstm THREADS [SHAPES] [--accuracy] [--int8]
 Needs: pip install torch numpy safetensors. PERF_ROUNDS sets the rounds (default 3)."""
 import json, os, statistics, subprocess, sys, tempfile, time
 import numpy as np
@@ -20,6 +23,18 @@ import torch
 args = [a for a in sys.argv[1:] if not a.startswith("--")]
 accuracy = "--accuracy" in sys.argv
 growth = "--growth" in sys.argv
+RED = "int8" if "--int8" in sys.argv else "bf16"
+
+
+def torch_reduced(m):
+    """PyTorch's path at RED, and how it takes an f32 input."""
+    if RED == "int8":
+        # quantize_dynamic swaps submodules only: the LSTM goes in a container.
+        q = torch.ao.quantization.quantize_dynamic(
+            torch.nn.Sequential(m), {torch.nn.LSTM}, dtype=torch.qint8)
+        assert type(q[0]).__module__.startswith("torch.ao.nn.quantized"), type(q[0])
+        return q, lambda x: x
+    return m.bfloat16(), lambda x: x.bfloat16()
 binary, threads = args[0], int(args[1])
 only = set(args[2].split(",")) if len(args) > 2 else None
 ROUNDS = int(os.environ.get("PERF_ROUNDS", "3"))
@@ -82,12 +97,13 @@ def errors(shape, m, x=None):
     save_file({k: v.contiguous() for k, v in m.state_dict().items()}, f"{d}/m.safetensors")
     x = torch.randn(T, B, I) if x is None else x
     np.save(f"{d}/x.npy", x.numpy())
+    import copy
     with torch.inference_mode():
-        ref = m.double()(x.double())[0].numpy()
-        tb = m.bfloat16()(x.bfloat16())[0].float().double().numpy()
-        m.float()
-    out = {"torch bf16": np.abs(tb - ref).max()}
-    for prec in ("bf16", "f32"):
+        ref = copy.deepcopy(m).double()(x.double())[0].numpy()
+        mt, cast = torch_reduced(copy.deepcopy(m))
+        tb = mt(cast(x))[0].float().double().numpy()
+    out = {f"torch {RED}": np.abs(tb - ref).max()}
+    for prec in (RED, "f32"):
         subprocess.run([binary, "run", "--model", f"{d}/m.safetensors", "--input", f"{d}/x.npy",
                         "--output", f"{d}/y_{prec}.npy", "--engine", "simd", "--precision", prec],
                        check=True, capture_output=True)
@@ -99,7 +115,7 @@ def errors(shape, m, x=None):
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 if growth:
-    print("| T | weight scale | err ours bf16 | err torch bf16 | err ours f32 | max abs ref |")
+    print(f"| T | weight scale | err ours {RED} | err torch {RED} | err ours f32 | max abs ref |")
     print("|---|---|---|---|---|---|")
     for scale in (1.0, 3.0, 10.0):
         for T in (10, 100, 1000):
@@ -108,12 +124,13 @@ if growth:
                 for p in m.parameters():
                     p.mul_(scale)
             e = errors(("growth", T, 8, 256, 256, 1, False, 0), m)
-            print(f"| {T} | {scale:g}x | {e['ours bf16']:.2e} | {e['torch bf16']:.2e} "
+            print(f"| {T} | {scale:g}x | {e[f'ours {RED}']:.2e} | {e[f'torch {RED}']:.2e} "
                   f"| {e['ours f32']:.2e} | {e['max |ref|']:.3f} |", flush=True)
     sys.exit(0)
 print(f"threads {threads}; {STAT} of the samples; `uptime`: {os.popen('uptime').read().strip()}")
-print("| shape | torch bf16 ms | ours bf16 ms | ours f32 ms | bf16 vs our f32 | bf16 vs torch bf16 |"
-      + (" err ours bf16 | err torch bf16 | err ours f32 | max abs ref |" if accuracy else ""))
+print(f"| shape | torch {RED} ms | ours {RED} ms | ours f32 ms | {RED} vs our f32 "
+      f"| {RED} vs torch {RED} |"
+      + (f" err ours {RED} | err torch {RED} | err ours f32 | max abs ref |" if accuracy else ""))
 print("|---|---|---|---|---|---|" + ("---|---|---|---|" if accuracy else ""))
 for shape in SHAPES:
     name, T, B, I, H, L, bi, P = shape
@@ -121,13 +138,13 @@ for shape in SHAPES:
     m = torch.nn.LSTM(I, H, L, bidirectional=bi, proj_size=P).eval()
     mb = torch.nn.LSTM(I, H, L, bidirectional=bi, proj_size=P).eval()
     mb.load_state_dict(m.state_dict())
-    mb = mb.bfloat16()
-    xb = torch.randn(T, B, I).bfloat16()
+    mb, cast = torch_reduced(mb)
+    xb = cast(torch.randn(T, B, I))
     vs_f32, vs_torch, tt, tb, tf = [], [], [], [], []
     for _ in range(ROUNDS):
         with torch.inference_mode():
             t_t = timeit(lambda: mb(xb))
-        t_b, backend = ours(shape, "bf16")
+        t_b, backend = ours(shape, RED)
         t_f, _ = ours(shape, "f32")
         tt.append(t_t); tb.append(t_b); tf.append(t_f)
         vs_f32.append(t_f / t_b); vs_torch.append(t_t / t_b)
@@ -137,7 +154,7 @@ for shape in SHAPES:
            f"({min(vs_torch):.2f}-{max(vs_torch):.2f}) |")
     if accuracy:
         e = errors(shape, m)
-        row += (f" {e['ours bf16']:.2e} | {e['torch bf16']:.2e} | {e['ours f32']:.2e} "
+        row += (f" {e[f'ours {RED}']:.2e} | {e[f'torch {RED}']:.2e} | {e['ours f32']:.2e} "
                 f"| {e['max |ref|']:.3f} |")
     print(row + f" <!-- {backend} -->", flush=True)
 print(f"`uptime` after: {os.popen('uptime').read().strip()}")

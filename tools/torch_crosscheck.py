@@ -4,6 +4,7 @@
     cargo build --release -p lstm-cli
     python3 tools/torch_crosscheck.py [--cases 200] [--seed 0] [--bin target/release/lstm]
     python3 tools/torch_crosscheck.py --broken        # ~75 broken inputs, error handling only
+    python3 tools/torch_crosscheck.py --precision bf16 [--engine simd|parallel]
 
 Random mode
 -----------
@@ -23,6 +24,19 @@ length) in the others.
 
 Tolerance per tensor: max(2e-5, 4 * max|PyTorch f32 - PyTorch f64|), the f32 run using the
 stored weights cast to float32 on the same inputs.
+
+`--precision bf16` runs `lstm run --precision bf16` (engine simd unless --engine says
+otherwise) against PyTorch in float64 on the weights rounded to bfloat16 as the engine rounds
+them (W_ih, W_hh, W_hr via float32, to nearest even; biases kept): "same weights, exact
+arithmetic", docs/numerics.md. The tolerance adds to the f32 one the operand term of the bf16
+tolerance model there: OPERAND_SIGMAS * 2^-8 / sqrt(3) * gate_rss per step (gate_rss: the
+largest root-sum-square of a gate row's products at the data bounds: max|x|, |h| <= 1 or the
+projection's row sum, and max|h0|), times (1.75 + max|c|/4) through the gates (max|c| bounded by
+max|c0| + T), over sqrt(T * L) steps. A loose bound (the property tests of lstm-validate hold
+the engines to the full model); it catches operands paired wrongly when the error is large.
+A precision silently ignored is caught apart: the run fails unless the output moved away from
+PyTorch's float64 on the unrounded weights by more than the f32 tolerance in at least half the
+cases whose weights are not stored as BF16 already.
 
 `--exotic` additionally draws valid-but-unusual files (Fortran-order or big-endian .npy,
 extra int64/0-d tensors such as BatchNorm buffers, sibling modules whose names extend the
@@ -62,6 +76,9 @@ torch.set_num_threads(1)
 
 MIN_TOL = 2e-5
 TOL_FACTOR = 4.0
+# The bf16 tolerance model (crates/lstm-validate/src/tolerance.rs, docs/numerics.md).
+BF16_U = 2.0 ** -8
+OPERAND_SIGMAS = 6.0
 DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16,
           "BF16": torch.bfloat16}
 NAMES = ["encoder", "rnn", "lstm", "model", "net", "backbone", "seq", "core", "body", "enc"]
@@ -189,9 +206,18 @@ def make_lstm(case, gen):
     return lstm
 
 
-def lstm_from_stored(stored, prefix, cfg, dtype):
+def bf16_rounded(name, v):
+    """A weight matrix as a bf16 engine multiplies by it: to float32 (as the loader reads every
+    dtype), then to the nearest bfloat16; biases stay."""
+    if name.rsplit(".", 1)[-1].startswith("weight"):
+        return v.to(torch.float32).to(torch.bfloat16)
+    return v
+
+
+def lstm_from_stored(stored, prefix, cfg, dtype, precision="f32"):
     # the LSTM's own tensors: those under the prefix (a sibling "<name>_head." is not)
-    sd = {k[len(prefix):]: v.to(dtype) for k, v in stored.items() if k.startswith(prefix)}
+    sd = {k[len(prefix):]: (bf16_rounded(k, v) if precision == "bf16" else v).to(dtype)
+          for k, v in stored.items() if k.startswith(prefix)}
     m = nn.LSTM(**cfg, dtype=dtype)
     m.load_state_dict(sd, strict=True)
     m.eval()
@@ -208,6 +234,33 @@ def run_torch(m, x, state, lengths, batch_first, total_length):
         else:
             out, (hn, cn) = m(x, state)
     return out, hn, cn
+
+
+def bf16_allowance(m, cfg, x, state, T):
+    """The operand term of the bf16 tolerance model (see the module docs) for model `m` (its
+    rounded weights), input `x`, initial `state` (or None) and T steps."""
+    L, proj = cfg["num_layers"], cfg["proj_size"]
+    dirs = ["", "_reverse"] if cfg["bidirectional"] else [""]
+    h0_max = float(state[0].abs().max()) if state is not None and state[0].numel() else 0.0
+    c0_max = float(state[1].abs().max()) if state is not None and state[1].numel() else 0.0
+    p = dict(m.named_parameters())
+
+    def h_bound(layer):
+        if not proj:
+            return 1.0
+        return max(float(p[f"weight_hr_l{layer}{d}"].double().abs().sum(1).max()) for d in dirs)
+
+    gate_rss = 0.0
+    for layer in range(L):
+        x_max = float(x.abs().max()) if layer == 0 and x.numel() else h_bound(max(layer - 1, 0))
+        h_max = max(h_bound(layer), h0_max)
+        for d in dirs:
+            w_ih = p[f"weight_ih_l{layer}{d}"].double() * x_max
+            w_hh = p[f"weight_hh_l{layer}{d}"].double() * h_max
+            rss = ((w_ih ** 2).sum(1) + (w_hh ** 2).sum(1)).sqrt().max()
+            gate_rss = max(gate_rss, float(rss))
+    per_step = OPERAND_SIGMAS * BF16_U / 3 ** 0.5 * gate_rss * (1.75 + 0.25 * (c0_max + T))
+    return per_step * (T * L) ** 0.5
 
 
 def save_npy(path, arr, order="C", big_endian=False):
@@ -321,12 +374,21 @@ def run_case(idx, case, seed, args, work):
         extra_args += ["--prefix", pa]
     if case["threads"]:
         extra_args += ["--threads", str(case["threads"])]
+    if args.precision != "f32":
+        extra_args += ["--precision", args.precision]
 
-    # reference
-    m64 = lstm_from_stored(stored, prefix, cfg, torch.float64)
-    m32 = lstm_from_stored(stored, prefix, cfg, torch.float32)
+    # reference (bf16: on the weights the engine rounds to)
+    m64 = lstm_from_stored(stored, prefix, cfg, torch.float64, args.precision)
+    m32 = lstm_from_stored(stored, prefix, cfg, torch.float32, args.precision)
     o64, hn64, cn64 = run_torch(m64, x64, state64, lengths, bf, total_length)
     o32, hn32, cn32 = run_torch(m32, x32, state32, lengths, bf, total_length)
+    bf16_tol = 0.0
+    unrounded = {}
+    if args.precision == "bf16":
+        bf16_tol = bf16_allowance(m64, cfg, x64, state64, T)
+        m64f = lstm_from_stored(stored, prefix, cfg, torch.float64)
+        unrounded = dict(zip(("output", "h_n", "c_n"),
+                             run_torch(m64f, x64, state64, lengths, bf, total_length)))
     exp = {"output": o64, "h_n": hn64, "c_n": cn64}
     t32 = {"output": o32, "h_n": hn32, "c_n": cn32}
 
@@ -359,7 +421,7 @@ def run_case(idx, case, seed, args, work):
             problems.append(f"{k}: shape {got.shape}, want {want.shape}")
             continue
         e32 = float((t32[k].double() - exp[k]).abs().max()) if want.size else 0.0
-        tol = max(MIN_TOL, TOL_FACTOR * e32)
+        tol = max(MIN_TOL, TOL_FACTOR * e32) + bf16_tol
         diff = np.abs(got.astype(np.float64) - want)
         if want.size == 0:
             continue
@@ -367,6 +429,9 @@ def run_case(idx, case, seed, args, work):
             problems.append(f"{k}: non-finite values")
             continue
         err = float(diff.max())
+        if k == "output" and unrounded:
+            moved = float(np.abs(got.astype(np.float64) - unrounded[k].numpy()).max())
+            case["bf16_moved"] = moved > max(MIN_TOL, TOL_FACTOR * e32)
         if err > tol:
             where = np.unravel_index(int(diff.argmax()), diff.shape)
             nbad = int((diff > tol).sum())
@@ -380,6 +445,7 @@ def random_mode(args):
     work = tempfile.mkdtemp(prefix="lstm_crosscheck_")
     keep_dir = os.path.join(work, "failures")
     failed = passed = 0
+    moved = movable = 0
     try:
         for seed in args.seed:
             rng = random.Random(seed)
@@ -402,8 +468,17 @@ def random_mode(args):
                                              for c in case.get("cmd", [])))
                 else:
                     passed += 1
+                if args.precision == "bf16" and case["dtype"] != "BF16":
+                    movable += 1
+                    moved += bool(case.get("bf16_moved"))
                 shutil.rmtree(cdir, ignore_errors=True)
         print(f"{passed} passed, {failed} failed")
+        if args.precision == "bf16":
+            print(f"bf16 moved the output off the unrounded weights' in {moved} of {movable} "
+                  "cases not stored as BF16")
+            if 2 * moved < movable:
+                print("FAIL: --precision bf16 looks ignored (the output barely moved)")
+                failed += 1
     finally:
         if failed == 0 and not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -750,7 +825,10 @@ def main():
     ap.add_argument("--seed", type=int, nargs="+", default=[0],
                     help="one or more seeds (each runs --cases cases)")
     ap.add_argument("--bin", default="target/release/lstm", help="the lstm binary")
-    ap.add_argument("--engine", default="naive")
+    ap.add_argument("--engine", default=None,
+                    help="the engine (default: naive; simd with --precision bf16)")
+    ap.add_argument("--precision", default="f32", choices=["f32", "bf16"],
+                    help="`lstm run --precision` (bf16: against the bf16-rounded weights, see above)")
     ap.add_argument("--broken", action="store_true", help="run the broken-input suite instead")
     ap.add_argument("--exotic", action="store_true",
                     help="also draw unusual-but-valid files (Fortran/big-endian npy, int64 extras)")
@@ -760,6 +838,8 @@ def main():
     if not os.path.isfile(args.bin):
         sys.exit(f"error: binary {args.bin} not found (cargo build --release -p lstm-cli)")
     args.bin = os.path.abspath(args.bin)
+    if args.engine is None:
+        args.engine = "simd" if args.precision == "bf16" else "naive"
     sys.exit(broken_mode(args) if args.broken else random_mode(args))
 
 

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use lstm_report::{grid, markdown, ReportOptions, TimingPlan};
+use lstm::Precision;
+use lstm_report::{grid, markdown, measure, ReportOptions, TimingPlan};
 
-use crate::cli_common::parse_threads;
+use crate::cli_common::{parse_threads, precision_parser};
 use crate::output::StagedOutputs;
 use crate::{CliError, CliResult};
 
@@ -59,6 +60,14 @@ pub(crate) struct ReportArgs {
     /// core).
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     max_threads: Option<NonZeroUsize>,
+
+    /// The precisions of the weights and products to measure, comma-separated: f32, bf16,
+    /// int8. A reduced precision adds forward columns (ours; for bf16 also PyTorch's
+    /// `model.bfloat16()` path) and each column's max abs error against float64 (default:
+    /// f32, plus each reduced precision this CPU has a backend of its own for: bf16 with
+    /// AVX512-BF16, int8 with AVX512-VNNI).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = precision_parser())]
+    precision: Vec<Precision>,
 }
 
 /// Progress on stderr: one rewritten line on a terminal, else one line per step.
@@ -159,6 +168,15 @@ pub(crate) fn report(args: &ReportArgs) -> CliResult {
             "--min-time must be a number of seconds in 0..=600",
         ));
     }
+    let mut precisions = Vec::new();
+    for &p in &args.precision {
+        if !precisions.contains(&p) {
+            precisions.push(p);
+        }
+    }
+    if precisions.is_empty() {
+        precisions = measure::default_precisions();
+    }
     let rounds = args.rounds;
     // Each measurement's time is shared among its rounds.
     let per_round = min_time / rounds as f64;
@@ -176,6 +194,7 @@ pub(crate) fn report(args: &ReportArgs) -> CliResult {
         train: !args.no_train,
         max_train_step_s: if args.quick { 1.5 } else { 10.0 },
         python: (!args.no_peers).then(|| args.python.clone()),
+        precisions,
         ..ReportOptions::new(shapes, grid_source)
     };
     prepare_out_dir(&args.out)?;

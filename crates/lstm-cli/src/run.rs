@@ -91,8 +91,10 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     threads: Option<NonZeroUsize>,
 
-    /// Precision of the weights and products: f32 (default), or bf16 (weights rounded to
-    /// bf16 once, bf16 products with f32 accumulation; simd and parallel engines only).
+    /// Precision of the weights and products: f32 (default); bf16 (weights rounded to bf16
+    /// once, bf16 products with f32 accumulation); or int8 (weights quantized per row once,
+    /// inputs and h per row and step where the CPU has VNNI, exact integer sums scaled back to
+    /// f32). bf16 and int8: simd and parallel engines only.
     #[arg(
         long,
         value_name = "PRECISION",

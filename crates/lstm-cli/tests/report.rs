@@ -215,3 +215,184 @@ fn quick_report_on_a_tiny_grid_writes_every_output() {
         files(&d.join("rep"))
     );
 }
+
+/// The bf16 columns with their errors; the peers skipped (no Python needed).
+#[test]
+fn bf16_columns_carry_their_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("grid.toml"), TINY).unwrap();
+    let o = lstm(
+        d,
+        &[
+            "report",
+            "--grid",
+            "grid.toml",
+            "--quick",
+            "--min-time",
+            "0",
+            "--no-peers",
+            "--no-train",
+            "--max-threads",
+            "2",
+            "--precision",
+            "f32,bf16",
+            "--out",
+            "rep",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("rep/report.json")).unwrap()).unwrap();
+    assert_eq!(json["precisions"], serde_json::json!(["f32", "bf16"]));
+    let ms = json["measurements"].as_array().unwrap();
+    for shape in ["tiny", "tiny-bi"] {
+        let err = |engine: &str, precision: &str, threads: u64| {
+            ms.iter()
+                .find(|m| {
+                    m["runner"] == engine
+                        && m["shape"] == shape
+                        && m["precision"] == precision
+                        && m["threads"] == threads
+                })
+                .and_then(|m| m["max_abs_err"].as_f64())
+                .unwrap_or_else(|| panic!("{engine} {precision} {threads}T {shape}"))
+        };
+        // bf16 rounds the weights and operands (8 significant bits): its error is well
+        // above f32's, and within the tolerance of a few roundings of |output| ≤ 1.
+        let (bf16, f32) = (err("simd", "bf16", 1), err("simd", "f32", 1));
+        assert!(
+            f32 < 1e-5 && bf16 > 4.0 * f32 && bf16 < 0.05,
+            "{shape}: {f32} {bf16}"
+        );
+        assert_eq!(err("parallel", "bf16", 2), bf16, "{shape}");
+        let info = json["shapes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == shape)
+            .unwrap();
+        assert!(info["max_abs_ref"].as_f64().unwrap() > 0.0);
+    }
+    assert!(
+        !ms.iter()
+            .any(|m| m["precision"] == "bf16" && m["mode"] == "train"),
+        "bf16 has no training step"
+    );
+    let md = std::fs::read_to_string(d.join("rep/REPORT.md")).unwrap();
+    for want in [
+        "## Forward pass, bf16, 1 thread(s)",
+        "## Forward pass, bf16, 2 thread(s)",
+        "## Accuracy: max abs error",
+        "bound bf16 1T ms",
+    ] {
+        assert!(md.contains(want), "REPORT.md lacks {want:?}");
+    }
+
+    // f32 alone: no bf16 column and no error measured.
+    let o = lstm(
+        d,
+        &[
+            "report",
+            "--grid",
+            "grid.toml",
+            "--quick",
+            "--min-time",
+            "0",
+            "--no-peers",
+            "--no-train",
+            "--precision",
+            "f32",
+            "--out",
+            "rep32",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("rep32/report.json")).unwrap())
+            .unwrap();
+    let ms = json["measurements"].as_array().unwrap();
+    assert!(ms
+        .iter()
+        .all(|m| m["precision"] == "f32" && m["max_abs_err"].is_null()));
+
+    let o = lstm(
+        d,
+        &[
+            "report",
+            "--grid",
+            "grid.toml",
+            "--precision",
+            "f32,int4",
+            "--out",
+            "bad",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("int4"), "{}", stderr(&o));
+    assert!(!d.join("bad").exists());
+}
+
+/// With torch: its bf16 column and its errors on our weights (its f32 error at f32's level
+/// shows it ran on the very weights and input of ours). Skipped, saying so, without torch.
+#[test]
+fn torch_bf16_runs_on_our_weights() {
+    let has_torch = Command::new("python3")
+        .args(["-c", "import torch"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_torch {
+        eprintln!("skipped: python3 cannot import torch");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::write(d.join("grid.toml"), TINY).unwrap();
+    let o = lstm(
+        d,
+        &[
+            "report",
+            "--grid",
+            "grid.toml",
+            "--quick",
+            "--min-time",
+            "0",
+            "--no-train",
+            "--max-threads",
+            "1",
+            "--precision",
+            "f32,bf16",
+            "--out",
+            "rep",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("rep/report.json")).unwrap()).unwrap();
+    assert_eq!(json["peers"]["status"], "ran", "{}", json["peers"]);
+    let ms = json["measurements"].as_array().unwrap();
+    for shape in ["tiny", "tiny-bi"] {
+        let torch = |precision: &str| {
+            ms.iter()
+                .find(|m| {
+                    m["runner"] == "torch" && m["shape"] == shape && m["precision"] == precision
+                })
+                .unwrap_or_else(|| panic!("torch {precision} {shape}"))
+        };
+        let (t32, t16) = (torch("f32"), torch("bf16"));
+        assert!(t16["median_ms"].as_f64().is_some_and(|v| v > 0.0), "{t16}");
+        let (e32, e16) = (
+            t32["max_abs_err"].as_f64().unwrap(),
+            t16["max_abs_err"].as_f64().unwrap(),
+        );
+        assert!(
+            e32 < 1e-5 && e16 > 4.0 * e32 && e16 < 0.05,
+            "{shape}: {e32} {e16}"
+        );
+    }
+    assert!(json["ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["peer"] == "torch bf16" && r["ours"].as_str().unwrap().ends_with(" bf16")));
+}

@@ -1,6 +1,6 @@
 //! The engine behind one `LSTM` object, with what its properties report.
 
-use lstm::{Backend, DynTrainer, EngineKind, EngineOptions, LstmError, Model, Result};
+use lstm::{Backend, DynTrainer, EngineKind, EngineOptions, LstmError, Model, Precision, Result};
 
 /// The engine of a model: one object that runs `forward`, `step` and the backward pass
 /// ([`Model::trainer`]), shared by every thread that calls the model.
@@ -11,6 +11,9 @@ pub(crate) struct Engines {
     pub(crate) backend: Option<Backend>,
     /// The parallel runner's threads (1 for the others).
     pub(crate) threads: usize,
+    /// The precision of the weights and products (a reduced one runs forward only: the
+    /// backward refuses it).
+    pub(crate) precision: Precision,
 }
 
 impl Engines {
@@ -31,7 +34,11 @@ impl Engines {
         let engine = model.trainer(kind, options)?;
         let backend = match kind {
             EngineKind::Naive => None,
-            _ => Some(options.backend.unwrap_or_else(Backend::detect)),
+            _ => Some(
+                options
+                    .backend
+                    .unwrap_or_else(|| Backend::detect_for(options.precision)),
+            ),
         };
         let threads = match kind {
             EngineKind::Parallel => options.threads_or_default(),
@@ -42,6 +49,7 @@ impl Engines {
             kind,
             backend,
             threads,
+            precision: options.precision,
         })
     }
 }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use lstm::{
     io, pad_to_total_length, Backend, EngineKind, EngineOptions, GradOutputs, LstmError, LstmState,
-    Model, Tensor, TrainingTape,
+    Model, Precision, Tensor, TrainingTape,
 };
 use numpy::{PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -67,14 +67,26 @@ struct Lstm {
     engines: Engines,
 }
 
-/// Parses the `engine=` and `backend=` arguments.
-fn engine_options(
-    engine: &str,
+/// The engine arguments every constructor takes: `engine=`, `threads=`, `backend=`,
+/// `precision=`.
+struct EngineArgs<'a> {
+    engine: &'a str,
     threads: Option<usize>,
-    backend: Option<&str>,
-) -> PyResult<(EngineKind, EngineOptions)> {
+    backend: Option<&'a str>,
+    precision: &'a str,
+}
+
+/// Parses the engine arguments (a bad name is a ValueError naming it and the valid ones).
+fn engine_options(args: &EngineArgs<'_>) -> PyResult<(EngineKind, EngineOptions)> {
+    let EngineArgs {
+        engine,
+        threads,
+        backend,
+        precision,
+    } = *args;
     let kind: EngineKind = engine.parse().map_err(to_py_err)?;
-    let mut options = EngineOptions::default();
+    let precision: Precision = precision.parse().map_err(to_py_err)?;
+    let mut options = EngineOptions::default().with_precision(precision);
     if let Some(threads) = threads {
         options = options.with_threads(threads);
     }
@@ -86,15 +98,9 @@ fn engine_options(
 }
 
 impl Lstm {
-    fn build(
-        model: Model,
-        batch_first: bool,
-        engine: &str,
-        threads: Option<usize>,
-        backend: Option<&str>,
-    ) -> PyResult<Self> {
+    fn build(model: Model, batch_first: bool, engine: &EngineArgs<'_>) -> PyResult<Self> {
         let model = model.with_batch_first(batch_first).map_err(to_py_err)?;
-        let (kind, options) = engine_options(engine, threads, backend)?;
+        let (kind, options) = engine_options(engine)?;
         let engines = Engines::new(&model, kind, options).map_err(to_py_err)?;
         Ok(Lstm { model, engines })
     }
@@ -151,17 +157,25 @@ impl Lstm {
 
 #[pymethods]
 impl Lstm {
-    /// LSTM.from_state_dict(state_dict, *, prefix=None, batch_first=False, engine="simd", threads=None, backend=None)
+    /// LSTM.from_state_dict(state_dict, *, prefix=None, batch_first=False, engine="simd", threads=None, backend=None, precision="f32")
     ///
     /// An LSTM from a ``state_dict``-like mapping of names to arrays or tensors (any float
     /// dtype; non-float entries, such as a BatchNorm's counters, are ignored). The config is
     /// inferred from the shapes; ``prefix`` picks the LSTM when the mapping holds several
     /// (``"encoder.rnn"``; ``""`` for the top level). ``batch_first`` is not in a state_dict:
     /// pass the module's. ``engine``: ``"simd"`` (default), ``"parallel"`` (``threads``, default
-    /// one per core) or ``"naive"``; ``backend``: ``"avx512"``, ``"avx2"`` or ``"portable"``
-    /// (default: the best this CPU has).
+    /// one per core) or ``"naive"``; ``backend``: ``"avx512"``, ``"avx2"``, ``"portable"`` or
+    /// ``"avx512bf16"`` (default: the best this CPU has for the precision); ``precision``:
+    /// ``"f32"`` (default: PyTorch's results within a few ULPs) or ``"bf16"`` (weights rounded
+    /// to bfloat16 once, products of bf16 operands accumulated in f32, state and activations
+    /// f32: about twice as fast where the CPU has AVX512-BF16, errors of ~1e-3 on outputs of
+    /// order 1, see docs/numerics.md; forward and :meth:`step` only, :meth:`grad` refuses
+    /// it; the simd and parallel engines). A name that is not one of these is a ValueError
+    /// naming it.
     #[classmethod]
-    #[pyo3(signature = (state_dict, *, prefix=None, batch_first=false, engine="simd", threads=None, backend=None))]
+    #[pyo3(signature = (state_dict, *, prefix=None, batch_first=false, engine="simd", threads=None, backend=None, precision="f32"))]
+    // One argument per keyword of the Python signature.
+    #[allow(clippy::too_many_arguments)]
     fn from_state_dict(
         _cls: &Bound<'_, pyo3::types::PyType>,
         state_dict: &Bound<'_, PyAny>,
@@ -170,6 +184,7 @@ impl Lstm {
         engine: &str,
         threads: Option<usize>,
         backend: Option<&str>,
+        precision: &str,
     ) -> PyResult<Self> {
         let py = state_dict.py();
         static FLOAT_ITEMS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -190,23 +205,33 @@ impl Lstm {
             tensors.push((name, array.shape().to_vec(), bytes));
         }
         let model = model_from_named(&tensors, prefix).map_err(to_py_err)?;
-        Lstm::build(model, batch_first, engine, threads, backend)
+        Lstm::build(
+            model,
+            batch_first,
+            &EngineArgs {
+                engine,
+                threads,
+                backend,
+                precision,
+            },
+        )
     }
 
-    /// LSTM.from_torch(module, *, engine="simd", threads=None, backend=None)
+    /// LSTM.from_torch(module, *, engine="simd", threads=None, backend=None, precision="f32")
     ///
     /// An LSTM with the weights and options of a PyTorch module: an ``nn.LSTM``, an
     /// ``nn.LSTMCell`` (a one-layer LSTM: run it with :meth:`step`), or a module holding
     /// exactly one of them. ``batch_first`` is taken from the module. torch is only imported by
     /// the caller; nothing here needs it.
     #[classmethod]
-    #[pyo3(signature = (module, *, engine="simd", threads=None, backend=None))]
+    #[pyo3(signature = (module, *, engine="simd", threads=None, backend=None, precision="f32"))]
     fn from_torch(
         cls: &Bound<'_, pyo3::types::PyType>,
         module: &Bound<'_, PyAny>,
         engine: &str,
         threads: Option<usize>,
         backend: Option<&str>,
+        precision: &str,
     ) -> PyResult<Self> {
         let py = module.py();
         static FIND: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
@@ -222,15 +247,18 @@ impl Lstm {
             engine,
             threads,
             backend,
+            precision,
         )
     }
 
-    /// LSTM.from_bytes(data, *, prefix=None, batch_first=False, engine="simd", threads=None, backend=None)
+    /// LSTM.from_bytes(data, *, prefix=None, batch_first=False, engine="simd", threads=None, backend=None, precision="f32")
     ///
     /// An LSTM from the bytes of a safetensors file (what :meth:`to_bytes` gives): a model
     /// shipped over the network or to another process.
     #[classmethod]
-    #[pyo3(signature = (data, *, prefix=None, batch_first=false, engine="simd", threads=None, backend=None))]
+    #[pyo3(signature = (data, *, prefix=None, batch_first=false, engine="simd", threads=None, backend=None, precision="f32"))]
+    // One argument per keyword of the Python signature.
+    #[allow(clippy::too_many_arguments)]
     fn from_bytes(
         _cls: &Bound<'_, pyo3::types::PyType>,
         data: &[u8],
@@ -239,9 +267,19 @@ impl Lstm {
         engine: &str,
         threads: Option<usize>,
         backend: Option<&str>,
+        precision: &str,
     ) -> PyResult<Self> {
         let model = Model::from_safetensors_bytes(data, prefix).map_err(to_py_err)?;
-        Lstm::build(model, batch_first, engine, threads, backend)
+        Lstm::build(
+            model,
+            batch_first,
+            &EngineArgs {
+                engine,
+                threads,
+                backend,
+                precision,
+            },
+        )
     }
 
     /// The forward pass (see the class documentation and :meth:`forward`).
@@ -522,6 +560,7 @@ impl Lstm {
             this.engines.kind.name(),
             threads,
             this.engines.backend.map(|b| b.name()),
+            this.engines.precision.name(),
         )
             .into_pyobject(py)?;
         Ok((rebuild, args))
@@ -588,6 +627,14 @@ impl Lstm {
         self.engines.threads
     }
 
+    /// The precision of the weights and products: ``"f32"`` (the default), or ``"bf16"``
+    /// (weights rounded to bfloat16 once, at construction; products of bf16 operands
+    /// accumulated in f32; state and activations f32; forward and :meth:`step` only).
+    #[getter]
+    fn precision(&self) -> &'static str {
+        self.engines.precision.name()
+    }
+
     /// The module prefix the LSTM was found under in its file (``""`` at top level).
     #[getter]
     fn prefix(&self) -> &str {
@@ -619,6 +666,9 @@ impl Lstm {
         if self.engines.kind == EngineKind::Parallel {
             s += &format!(", threads={}", self.engines.threads);
         }
+        if self.engines.precision != Precision::F32 {
+            s += &format!(", precision='{}'", self.engines.precision);
+        }
         s + ")"
     }
 }
@@ -641,19 +691,24 @@ fn model_from_named(
     Model::from_safetensors_bytes(&bytes, prefix)
 }
 
-/// load(path, *, prefix=None, batch_first=False, engine="simd", threads=None, backend=None) -> LSTM
+/// load(path, *, prefix=None, batch_first=False, engine="simd", threads=None, backend=None, precision="f32") -> LSTM
 ///
 /// Loads the ``nn.LSTM`` of a model file (a safetensors ``state_dict``: ``safetensors.torch.
 /// save_file(model.state_dict(), path)``). The config is inferred from the tensor shapes;
 /// ``prefix`` picks the LSTM when the file holds several (``"encoder.rnn"``; ``""`` for the top
 /// level). ``batch_first`` is not in a state_dict: pass the module's. ``engine``: ``"simd"``
 /// (default), ``"parallel"`` (``threads``, default one per core) or ``"naive"``; ``backend``:
-/// ``"avx512"``, ``"avx2"`` or ``"portable"`` (default: the best this CPU has).
+/// ``"avx512"``, ``"avx2"``, ``"portable"`` or ``"avx512bf16"`` (default: the best this CPU has
+/// for the precision); ``precision``: ``"f32"`` (default) or ``"bf16"`` (bfloat16 weights and
+/// product operands, f32 accumulation, state and activations: see
+/// :meth:`LSTM.from_state_dict`; forward and ``step`` only).
 ///
 /// Raises FileNotFoundError / OSError when the file cannot be read, ValueError when it holds
 /// no usable LSTM.
 #[pyfunction]
-#[pyo3(signature = (path, *, prefix=None, batch_first=false, engine="simd", threads=None, backend=None))]
+#[pyo3(signature = (path, *, prefix=None, batch_first=false, engine="simd", threads=None, backend=None, precision="f32"))]
+// One argument per keyword of the Python signature.
+#[allow(clippy::too_many_arguments)]
 fn load(
     py: Python<'_>,
     path: PathBuf,
@@ -662,11 +717,21 @@ fn load(
     engine: &str,
     threads: Option<usize>,
     backend: Option<&str>,
+    precision: &str,
 ) -> PyResult<Lstm> {
     let model = py
         .detach(|| Model::load_with_prefix(&path, prefix))
         .map_err(to_py_err)?;
-    Lstm::build(model, batch_first, engine, threads, backend)
+    Lstm::build(
+        model,
+        batch_first,
+        &EngineArgs {
+            engine,
+            threads,
+            backend,
+            precision,
+        },
+    )
 }
 
 /// Rebuilds a pickled [`Lstm`] (see `LSTM.__reduce__`).
@@ -677,15 +742,33 @@ fn _unpickle(
     engine: &str,
     threads: Option<usize>,
     backend: Option<&str>,
+    precision: &str,
 ) -> PyResult<Lstm> {
     let model = Model::from_safetensors_bytes(data, Some("")).map_err(to_py_err)?;
-    Lstm::build(model, batch_first, engine, threads, backend)
+    Lstm::build(
+        model,
+        batch_first,
+        &EngineArgs {
+            engine,
+            threads,
+            backend,
+            precision,
+        },
+    )
 }
 
-/// The SIMD backends this CPU supports, best last.
+/// backends(precision="f32") -> list[str]
+///
+/// The SIMD backends this CPU supports for weights of ``precision``, best last (``"bf16"``
+/// adds ``"avx512bf16"`` where the CPU has AVX512-BF16).
 #[pyfunction]
-fn backends() -> Vec<&'static str> {
-    Backend::all().iter().map(|b| b.name()).collect()
+#[pyo3(signature = (precision="f32"))]
+fn backends(precision: &str) -> PyResult<Vec<&'static str>> {
+    let precision: Precision = precision.parse().map_err(to_py_err)?;
+    Ok(Backend::all_for(precision)
+        .iter()
+        .map(|b| b.name())
+        .collect())
 }
 
 /// The native module; `lstm_kernels/__init__.py` re-exports it.

@@ -1,15 +1,17 @@
 //! The SVG charts, drawn with `plotters` (SVG backend only, no font or bitmap dependencies):
 //!
 //! - `speedup.svg`: per shape, one bar per engine configuration of ours: how many times
-//!   faster than the faster peer at the same thread count, the median of the per-round ratios
-//!   (log scale; above 1 we win). Without peers, the speed-up over the naive engine.
-//! - `roofline.svg`: GFLOP/s against arithmetic intensity (FLOPs per weight byte), with the
-//!   measured FMA peaks and bandwidth roofs, one point per shape and runner.
+//!   faster than the faster peer at the same precision and thread count, the median of the
+//!   per-round ratios (log scale; above 1 we win). Without peers, the speed-up over the naive
+//!   engine.
+//! - `roofline.svg`: GFLOP/s against arithmetic intensity (FLOPs per weight byte, at each
+//!   column's bytes per weight), with the measured FMA peaks, the reduced precisions'
+//!   dot-product peaks and bandwidth roofs, one point per shape and runner.
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::markdown::Table;
+use crate::markdown::{Table, F32};
 use crate::peers::PEERS;
 use crate::{Report, ReportError, Result};
 
@@ -19,6 +21,9 @@ const HEIGHT: u32 = 640;
 /// A fixed colour per runner label, so every chart and run reads the same.
 fn colour(label: &str, k: usize) -> RGBColor {
     match label {
+        "torch bf16" => RGBColor(255, 152, 150),
+        l if l.starts_with("parallel") && l.ends_with(" bf16") => RGBColor(140, 86, 75),
+        l if l.ends_with(" bf16") => RGBColor(255, 127, 14),
         "torch" => RGBColor(214, 39, 40),
         "onnxruntime" => RGBColor(148, 103, 189),
         "naive" => RGBColor(127, 127, 127),
@@ -77,43 +82,49 @@ pub fn speedup_svg(report: &Report) -> Result<String> {
         .iter()
         .map(|s| s.shape.name.as_str())
         .collect();
-    let with_peers = !t.peers("forward").is_empty();
+    let with_peers = !t.peers("forward", F32).is_empty();
     let mut bars = Bars {
         series: Vec::new(),
         values: Vec::new(),
     };
-    for &threads in &report.thread_counts {
-        for label in t.ours("forward", threads) {
-            let name = if report.thread_counts.len() > 1 {
-                format!("{label} {threads}T")
-            } else {
-                label.clone()
-            };
-            let k = bars.series.len();
-            let mut any = false;
-            for (i, shape) in shapes.iter().enumerate() {
-                // The median of the per-round ratios (the naive engine runs at 1 thread, in
-                // the same rounds as every thread count).
-                let ratio = if with_peers {
-                    t.faster_peer(shape, "forward", threads)
-                        .and_then(|(_, peer)| t.ratio(shape, "forward", threads, peer, &label))
-                } else {
-                    t.get(shape, "forward", "naive", 1)
-                        .zip(t.get(shape, "forward", &label, threads))
-                        .and_then(|(naive, ours)| crate::RoundRatio::between(naive, ours))
-                };
-                if let Some(r) = ratio {
-                    bars.values.push((i, k, r.median));
-                    any = true;
-                }
-            }
-            if any {
-                bars.series.push(name);
+    let mut columns = Vec::new();
+    for precision in &report.precisions {
+        for &threads in &report.thread_counts {
+            for label in t.ours("forward", threads, precision) {
+                columns.push((precision, threads, label));
             }
         }
     }
+    for (precision, threads, label) in columns {
+        let name = if report.thread_counts.len() > 1 {
+            format!("{label} {threads}T")
+        } else {
+            label.clone()
+        };
+        let k = bars.series.len();
+        let mut any = false;
+        for (i, shape) in shapes.iter().enumerate() {
+            // The median of the per-round ratios (the naive engine runs at 1 thread, in
+            // the same rounds as every thread count).
+            let ratio = if with_peers {
+                t.faster_peer(shape, "forward", threads, precision)
+                    .and_then(|(_, peer)| t.ratio(shape, "forward", threads, &peer, &label))
+            } else {
+                t.get(shape, "forward", "naive", 1)
+                    .zip(t.get(shape, "forward", &label, threads))
+                    .and_then(|(naive, ours)| crate::RoundRatio::between(naive, ours))
+            };
+            if let Some(r) = ratio {
+                bars.values.push((i, k, r.median));
+                any = true;
+            }
+        }
+        if any {
+            bars.series.push(name);
+        }
+    }
     let title = if with_peers {
-        "Speed-up over the faster peer (torch, onnxruntime) at the same thread count — above 1: faster"
+        "Speed-up over the faster peer (torch, onnxruntime; torch bf16) at the same precision and thread count — above 1: faster"
     } else {
         "Speed-up over the naive engine (peers skipped) — above 1: faster"
     };
@@ -166,7 +177,12 @@ fn draw_bars(
     let k = bars.series.len().max(1);
     let width = 0.8 / k as f64;
     for (s, name) in bars.series.iter().enumerate() {
-        let c = colour(name.split(' ').next().unwrap_or(name), s);
+        // The label without its thread count (`simd/avx512 1T`).
+        let base = name
+            .rsplit_once(' ')
+            .filter(|(_, t)| t.ends_with('T'))
+            .map_or(name.as_str(), |(b, _)| b);
+        let c = colour(base, s);
         let rects = bars.values.iter().filter(|b| b.1 == s).map(|&(i, _, v)| {
             let x0 = i as f64 - 0.4 + s as f64 * width;
             Rectangle::new([(x0, lo), (x0 + width * 0.92, v)], c.filled())
@@ -221,19 +237,24 @@ fn draw_roofline(
     report: &Report,
 ) -> Result<(), Box<dyn std::error::Error>> {
     // x: FLOPs per weight byte; y: GFLOP/s.
-    let ai = |name: &str| {
+    // At a column's bytes per weight: bf16 reads half of f32's bytes.
+    let ai = |name: &str, precision: &str| {
+        let bytes = lstm::Precision::ALL
+            .iter()
+            .find(|p| p.name() == precision)
+            .map_or(4.0, |&p| crate::machine::weight_bytes(p));
         report
             .shapes
             .iter()
             .find(|s| s.shape.name == name)
-            .map(|s| s.forward_flops / s.weight_traffic_bytes)
+            .map(|s| s.forward_flops / (s.weight_traffic_bytes * bytes / 4.0))
     };
     let mut points: Vec<(String, usize, f64, f64, String)> = Vec::new(); // label, threads, x, y, shape
     for m in &report.measurements {
         if m.mode != "forward" {
             continue;
         }
-        if let (Some(g), Some(x)) = (m.gflops, ai(&m.shape)) {
+        if let (Some(g), Some(x)) = (m.gflops, ai(&m.shape, &m.precision)) {
             points.push((m.label(), m.threads, x, g, m.shape.clone()));
         }
     }
@@ -242,6 +263,7 @@ fn draw_roofline(
         .fma
         .iter()
         .map(|p| p.gflops)
+        .chain(report.limits.dot.iter().map(|p| p.gflops))
         .fold(1.0, f64::max);
     let (mut xlo, mut xhi) = (0.1f64, 10.0f64);
     let (mut ylo, mut yhi) = (1.0f64, peak_max * 2.0);
@@ -312,6 +334,22 @@ fn draw_roofline(
             (xhi / 8.0, peak * 1.08),
             ("sans-serif", 11).into_font().color(&grey),
         )))?;
+        // The reduced precisions' dot-product peaks: dashed-looking thin lines in their colour.
+        for dot in report.limits.dot.iter().filter(|p| p.threads == threads) {
+            let c = colour(" bf16", 0).mix(if ti == 0 { 0.9 } else { 0.45 });
+            chart.draw_series(LineSeries::new(
+                [(xlo, dot.gflops), (xhi, dot.gflops)],
+                c.stroke_width(1),
+            ))?;
+            chart.draw_series(std::iter::once(Text::new(
+                format!(
+                    "{} peak ({}) {threads}T {:.0} GFLOP/s",
+                    dot.instruction, dot.precision, dot.gflops
+                ),
+                (xhi / 8.0, dot.gflops * 1.08),
+                ("sans-serif", 11).into_font().color(&c),
+            )))?;
+        }
     }
 
     // Points: one series per runner label (colour), a circle at 1 thread, a triangle above.

@@ -1,11 +1,12 @@
 //! The machine the report runs on: what it says it is (`/proc/cpuinfo`, the cache hierarchy
 //! in sysfs, versions), and what it measures to be (FMA peak and read bandwidth by working
-//! set, from [`crate::roofline`]), from which each shape's hardware bound follows.
+//! set, from [`crate::roofline`]; the dot-product peak of each reduced precision), from which
+//! each shape's hardware bound at each precision follows.
 
 use std::process::Command;
 use std::time::Duration;
 
-use lstm::Backend;
+use lstm::{Backend, Precision};
 use serde::Serialize;
 
 use crate::grid::Shape;
@@ -128,6 +129,17 @@ pub struct FmaPeak {
     pub gflops: f64,
 }
 
+/// The peak of a reduced precision's dot-product instruction on some threads.
+#[derive(Clone, Debug, Serialize)]
+pub struct DotPeak {
+    /// `bf16`.
+    pub precision: String,
+    /// `vdpbf16ps`.
+    pub instruction: String,
+    pub threads: usize,
+    pub gflops: f64,
+}
+
 /// The read bandwidth of some threads, each over its own buffer.
 #[derive(Clone, Debug, Serialize)]
 pub struct Bandwidth {
@@ -140,6 +152,9 @@ pub struct Bandwidth {
 #[derive(Clone, Debug, Serialize)]
 pub struct Limits {
     pub fma: Vec<FmaPeak>,
+    /// The reduced precisions' dot-product peaks (none for a precision whose instruction
+    /// this CPU lacks: its products then run on the FMA units).
+    pub dot: Vec<DotPeak>,
     /// Measured with the best backend's loads.
     pub bandwidth_backend: String,
     pub bandwidth: Vec<Bandwidth>,
@@ -159,11 +174,20 @@ pub fn bandwidth_sizes(quick: bool) -> Vec<usize> {
     }
 }
 
-/// Measures the limits for 1..=`max_threads` threads; `tick(what)` is called before each
-/// microbenchmark (for the progress line).
+/// The probes [`measure_limits`] runs for `precisions` on 1..=`max_threads` threads (for a
+/// progress count).
+pub fn limit_steps(max_threads: usize, quick: bool, precisions: &[Precision]) -> usize {
+    let dots = precisions.iter().filter(|&&p| p != Precision::F32).count();
+    (Backend::all().len() + dots + bandwidth_sizes(quick).len()) * max_threads
+}
+
+/// Measures the limits for 1..=`max_threads` threads, with the dot-product peak of every
+/// reduced precision among `precisions` the CPU has an instruction for; `tick(what)` is
+/// called before each microbenchmark (for the progress line).
 pub fn measure_limits(
     max_threads: usize,
     quick: bool,
+    precisions: &[Precision],
     tick: &mut dyn FnMut(&str),
 ) -> Result<Limits> {
     let each = Duration::from_millis(if quick { 25 } else { 80 });
@@ -176,6 +200,24 @@ pub fn measure_limits(
                 threads,
                 gflops: roofline::fma_peak_gflops(backend, threads, each * 2)?,
             });
+        }
+    }
+    let mut dot = Vec::new();
+    for &precision in precisions.iter().filter(|&&p| p != Precision::F32) {
+        for threads in 1..=max_threads {
+            tick(&format!(
+                "{precision} dot-product peak, {threads} thread(s)"
+            ));
+            if let Some((instruction, gflops)) =
+                roofline::dot_peak_gflops(precision, threads, each * 2)?
+            {
+                dot.push(DotPeak {
+                    precision: precision.name().to_string(),
+                    instruction: instruction.to_string(),
+                    threads,
+                    gflops,
+                });
+            }
         }
     }
     let best = Backend::detect();
@@ -195,16 +237,19 @@ pub fn measure_limits(
     }
     Ok(Limits {
         fma,
+        dot,
         bandwidth_backend: best.name().to_string(),
         bandwidth,
     })
 }
 
-/// A shape's hardware bound on some threads.
+/// A shape's hardware bound on some threads at one precision.
 #[derive(Clone, Debug, Serialize)]
 pub struct Bound {
     pub threads: usize,
-    /// FLOPs / FMA peak.
+    /// The precision of the weights and products (`f32`, `bf16`).
+    pub precision: String,
+    /// FLOPs / the peak of the instruction that runs the products.
     pub compute_ms: f64,
     /// Weight bytes / bandwidth at the per-thread working set.
     pub memory_ms: f64,
@@ -253,14 +298,36 @@ impl Limits {
         last.1
     }
 
-    /// The bound of one forward pass of `shape` on `threads` threads: the longer of its
-    /// FLOPs at the FMA peak and its weight traffic at the bandwidth of its working set
-    /// (the recurrent weights of one layer and direction, split over the threads).
+    /// The peak of `precision`'s products on `threads` threads: its dot-product
+    /// instruction's when measured, else the FMA peak (f32, and a reduced precision whose
+    /// weights are widened to f32 for the FMAs).
+    pub fn peak_for(&self, precision: Precision, threads: usize) -> f64 {
+        self.dot
+            .iter()
+            .find(|p| p.threads == threads && p.precision == precision.name())
+            .map_or_else(|| self.peak(threads), |p| p.gflops)
+    }
+
+    /// The f32 bound of one forward pass of `shape` on `threads` threads
+    /// ([`bound_for`](Self::bound_for) at f32).
     pub fn bound(&self, shape: &Shape, threads: usize) -> Bound {
-        let peak = self.peak(threads);
-        let bw = self.bandwidth(threads, shape.recurrent_bytes() as f64 / threads as f64);
+        self.bound_for(shape, threads, Precision::F32)
+    }
+
+    /// The bound of one forward pass of `shape` on `threads` threads with weights of
+    /// `precision`: the longer of its FLOPs at the peak of its products
+    /// ([`peak_for`](Self::peak_for)) and its weight traffic (at `precision`'s bytes per
+    /// weight) at the bandwidth of its working set (the recurrent weights of one layer and
+    /// direction, split over the threads).
+    pub fn bound_for(&self, shape: &Shape, threads: usize, precision: Precision) -> Bound {
+        let peak = self.peak_for(precision, threads);
+        let scale = weight_bytes(precision) / 4.0;
+        let bw = self.bandwidth(
+            threads,
+            shape.recurrent_bytes() as f64 * scale / threads as f64,
+        );
         let compute_ms = shape.forward_flops() / (peak * 1e9) * 1e3;
-        let memory_ms = shape.weight_traffic_bytes() / (bw * 1e9) * 1e3;
+        let memory_ms = shape.weight_traffic_bytes() * scale / (bw * 1e9) * 1e3;
         let (ms, limited_by) = if memory_ms > compute_ms {
             (memory_ms, "bandwidth")
         } else {
@@ -268,6 +335,7 @@ impl Limits {
         };
         Bound {
             threads,
+            precision: precision.name().to_string(),
             compute_ms,
             memory_ms,
             ms,
@@ -275,6 +343,18 @@ impl Limits {
             bandwidth_gbs: bw,
             peak_gflops: peak,
         }
+    }
+}
+
+/// Bytes of one stored weight at `precision`: 4 for f32, 2 for bf16, 1 for int8 (its scale
+/// per row is negligible). A precision this function does not know yet is bounded as f32 (a
+/// bound that is too low, never one the measurement can beat).
+pub fn weight_bytes(precision: Precision) -> f64 {
+    match precision {
+        Precision::F32 => 4.0,
+        Precision::Bf16 => 2.0,
+        Precision::Int8 => 1.0,
+        _ => 4.0,
     }
 }
 
@@ -318,6 +398,12 @@ mod tests {
                     gflops: 50.0,
                 },
             ],
+            dot: vec![DotPeak {
+                precision: "bf16".into(),
+                instruction: "vdpbf16ps".into(),
+                threads: 1,
+                gflops: 200.0,
+            }],
             bandwidth_backend: "a".into(),
             bandwidth: vec![
                 Bandwidth {
@@ -351,6 +437,12 @@ mod tests {
         assert_eq!(b.limited_by, "bandwidth");
         assert!((b.memory_ms - shape.weight_traffic_bytes() / 10e9 * 1e3).abs() < 1e-9);
         assert_eq!(b.ms, b.memory_ms);
+        // bf16: half the bytes, at the bandwidth of half the working set; twice the peak.
+        let h = l.bound_for(shape, 1, Precision::Bf16);
+        let bw = l.bandwidth(1, shape.recurrent_bytes() as f64 / 2.0);
+        assert!((h.memory_ms - shape.weight_traffic_bytes() / 2.0 / (bw * 1e9) * 1e3).abs() < 1e-9);
+        assert!((h.compute_ms - b.compute_ms / 2.0).abs() < 1e-9);
+        assert_eq!((h.precision.as_str(), h.peak_gflops), ("bf16", 200.0));
     }
 
     #[test]

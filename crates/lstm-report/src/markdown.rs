@@ -6,6 +6,9 @@ use crate::machine::human_bytes;
 use crate::peers::PEERS;
 use crate::{Measurement, Report, RoundRatio};
 
+/// The precision every peer runs and the main tables are about.
+pub(crate) const F32: &str = "f32";
+
 /// A measurement lookup over a report.
 pub(crate) struct Table<'a> {
     report: &'a Report,
@@ -33,42 +36,63 @@ impl<'a> Table<'a> {
         self.get(shape, mode, label, threads)?.median_ms
     }
 
-    /// Our column labels for `mode` at `threads`, in measurement order.
-    pub(crate) fn ours(&self, mode: &str, threads: usize) -> Vec<String> {
+    /// Our column labels for `mode` at `threads` and `precision`, in measurement order.
+    pub(crate) fn ours(&self, mode: &str, threads: usize, precision: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for m in &self.report.measurements {
-            if m.ours && m.mode == mode && m.threads == threads && !out.contains(&m.label()) {
+            if m.ours
+                && m.mode == mode
+                && m.threads == threads
+                && m.precision == precision
+                && !out.contains(&m.label())
+            {
                 out.push(m.label());
             }
         }
         out
     }
 
-    /// The peers with at least one time for `mode` (any thread count).
-    pub(crate) fn peers(&self, mode: &str) -> Vec<&'static str> {
-        PEERS
-            .iter()
-            .copied()
-            .filter(|p| {
-                self.report
-                    .measurements
-                    .iter()
-                    .any(|m| !m.ours && m.mode == mode && m.runner == *p && m.median_ms.is_some())
-            })
-            .collect()
+    /// The peers' column labels with at least one time for `mode` at `precision` (any
+    /// thread count), in [`PEERS`] order: `torch`, `torch bf16`.
+    pub(crate) fn peers(&self, mode: &str, precision: &str) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for p in PEERS {
+            for m in &self.report.measurements {
+                if !m.ours
+                    && m.mode == mode
+                    && m.runner == *p
+                    && m.precision == precision
+                    && m.median_ms.is_some()
+                    && !out.contains(&m.label())
+                {
+                    out.push(m.label());
+                }
+            }
+        }
+        out
     }
 
-    /// The faster peer's median on a shape, and its name.
+    /// The faster peer's median on a shape at `precision`, and its label.
     pub(crate) fn faster_peer(
         &self,
         shape: &str,
         mode: &str,
         threads: usize,
-    ) -> Option<(f64, &'static str)> {
-        PEERS
-            .iter()
-            .filter_map(|p| Some((self.ms(shape, mode, p, threads)?, *p)))
+        precision: &str,
+    ) -> Option<(f64, String)> {
+        self.peers(mode, precision)
+            .into_iter()
+            .filter_map(|p| Some((self.ms(shape, mode, &p, threads)?, p)))
             .min_by(|a, b| a.0.total_cmp(&b.0))
+    }
+
+    /// The max abs error against float64 of a label on a shape (forward, any thread count).
+    pub(crate) fn error(&self, shape: &str, label: &str) -> Option<f64> {
+        self.report
+            .measurements
+            .iter()
+            .filter(|m| m.shape == shape && m.mode == "forward" && m.label() == label)
+            .find_map(|m| m.max_abs_err)
     }
 
     /// `numerator`'s time over `denominator`'s, round by round (how many times faster
@@ -87,14 +111,15 @@ impl<'a> Table<'a> {
         )
     }
 
-    /// Our best (label, median) on a shape.
+    /// Our best (label, median) on a shape at `precision`.
     pub(crate) fn best_ours(
         &self,
         shape: &str,
         mode: &str,
         threads: usize,
+        precision: &str,
     ) -> Option<(String, f64)> {
-        self.ours(mode, threads)
+        self.ours(mode, threads, precision)
             .into_iter()
             .filter_map(|l| Some((self.ms(shape, mode, &l, threads)?, l)))
             .min_by(|a, b| a.0.total_cmp(&b.0))
@@ -141,18 +166,18 @@ pub fn summary_lines(report: &Report) -> Vec<String> {
     let t = Table::new(report);
     let mut lines = Vec::new();
     for &threads in &report.thread_counts {
-        let peer_times = report
-            .shapes
-            .iter()
-            .any(|s| t.faster_peer(&s.shape.name, "forward", threads).is_some());
-        for label in t.ours("forward", threads) {
+        let peer_times = report.shapes.iter().any(|s| {
+            t.faster_peer(&s.shape.name, "forward", threads, F32)
+                .is_some()
+        });
+        for label in t.ours("forward", threads, F32) {
             let ratios: Vec<f64> = report
                 .shapes
                 .iter()
                 .filter_map(|s| {
                     let name = &s.shape.name;
-                    let (_, peer) = t.faster_peer(name, "forward", threads)?;
-                    Some(t.ratio(name, "forward", threads, peer, &label)?.median)
+                    let (_, peer) = t.faster_peer(name, "forward", threads, F32)?;
+                    Some(t.ratio(name, "forward", threads, &peer, &label)?.median)
                 })
                 .collect();
             if let (true, Some(g)) = (peer_times, geomean(&ratios)) {
@@ -165,8 +190,11 @@ pub fn summary_lines(report: &Report) -> Vec<String> {
             }
         }
     }
+    for precision in report.precisions.iter().filter(|p| *p != F32) {
+        reduced_summary_lines(&mut lines, report, &t, precision);
+    }
     for &threads in &report.thread_counts {
-        for label in t.ours("train", threads) {
+        for label in t.ours("train", threads, F32) {
             let ratios: Vec<f64> = report
                 .shapes
                 .iter()
@@ -191,6 +219,75 @@ pub fn summary_lines(report: &Report) -> Vec<String> {
         ));
     }
     lines
+}
+
+/// The summary of a reduced precision's columns: each against the peers at that precision,
+/// against our best f32 at the same thread count, and its error against torch's.
+fn reduced_summary_lines(lines: &mut Vec<String>, report: &Report, t: &Table<'_>, precision: &str) {
+    for &threads in &report.thread_counts {
+        for label in t.ours("forward", threads, precision) {
+            let names = report.shapes.iter().map(|s| s.shape.name.as_str());
+            let vs_peer: Vec<f64> = names
+                .clone()
+                .filter_map(|name| {
+                    let (_, peer) = t.faster_peer(name, "forward", threads, precision)?;
+                    Some(t.ratio(name, "forward", threads, &peer, &label)?.median)
+                })
+                .collect();
+            let vs_f32: Vec<f64> = names
+                .clone()
+                .filter_map(|name| {
+                    let (f32_label, _) = t.best_ours(name, "forward", threads, F32)?;
+                    Some(
+                        t.ratio(name, "forward", threads, &f32_label, &label)?
+                            .median,
+                    )
+                })
+                .collect();
+            let mut parts = Vec::new();
+            if let Some(g) = geomean(&vs_peer) {
+                let wins = vs_peer.iter().filter(|r| **r > 1.0).count();
+                parts.push(format!(
+                    "{}× the faster {precision} peer (faster on {wins} of {})",
+                    sig3(g),
+                    vs_peer.len()
+                ));
+            }
+            if let Some(g) = geomean(&vs_f32) {
+                parts.push(format!(
+                    "{}× our best f32 ({} shapes)",
+                    sig3(g),
+                    vs_f32.len()
+                ));
+            }
+            if !parts.is_empty() {
+                lines.push(format!(
+                    "forward {precision}, {threads} thread(s): {label} is {} (geometric means of the median per-round ratios)",
+                    parts.join(", ")
+                ));
+            }
+        }
+    }
+    // Errors: ours against the peer's, shape by shape (any of our columns: they agree).
+    let peer = format!("torch {precision}");
+    let mut compared = 0;
+    let mut not_worse = 0;
+    for info in &report.shapes {
+        let name = &info.shape.name;
+        let ours = t
+            .ours("forward", 1, precision)
+            .first()
+            .and_then(|l| t.error(name, l));
+        if let (Some(a), Some(b)) = (ours, t.error(name, &peer)) {
+            compared += 1;
+            not_worse += usize::from(a <= b);
+        }
+    }
+    if compared > 0 {
+        lines.push(format!(
+            "max abs error vs float64, {precision}: ours ≤ {peer}'s on {not_worse} of {compared} shapes (same weights and input)"
+        ));
+    }
 }
 
 /// `2026-05-01 12:34 UTC` from Unix seconds.
@@ -285,7 +382,7 @@ pub fn render(report: &Report) -> String {
         for info in &report.shapes {
             let name = &info.shape.name;
             let mut all: Vec<(f64, String)> = t
-                .ours("forward", threads)
+                .ours("forward", threads, F32)
                 .into_iter()
                 .chain(PEERS.iter().map(|p| p.to_string()))
                 .filter_map(|l| Some((t.ms(name, "forward", &l, threads)?, l)))
@@ -307,9 +404,18 @@ pub fn render(report: &Report) -> String {
     machine_section(&mut s, report);
     method_section(&mut s, report);
 
-    for &threads in &report.thread_counts {
-        forward_tables(&mut s, report, &t, threads);
+    // f32's tables (absent when the report measured reduced precisions alone).
+    if report.precisions.iter().any(|p| p == F32) {
+        for &threads in &report.thread_counts {
+            forward_tables(&mut s, report, &t, threads);
+        }
     }
+    for precision in report.precisions.iter().filter(|p| *p != F32) {
+        for &threads in &report.thread_counts {
+            reduced_table(&mut s, report, &t, precision, threads);
+        }
+    }
+    accuracy_table(&mut s, report, &t);
     if report
         .measurements
         .iter()
@@ -425,6 +531,7 @@ fn machine_section(s: &mut String, r: &Report) {
             .collect();
         let _ = writeln!(s, "| {b} | {} |", cells.join(" | "));
     }
+    dot_peaks(s, r);
     let _ = writeln!(
         s,
         "\nRead bandwidth, GB/s, by working set per thread ({} loads, all threads together):\n",
@@ -469,6 +576,68 @@ fn machine_section(s: &mut String, r: &Report) {
     let _ = writeln!(s);
 }
 
+/// The reduced precisions' dot-product peaks beside the best fp32 FMA peak.
+fn dot_peaks(s: &mut String, r: &Report) {
+    let threads = &r.thread_counts;
+    let reduced: Vec<&String> = r.precisions.iter().filter(|p| *p != F32).collect();
+    if reduced.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\nReduced-precision dot-product peak, GFLOP/s (independent chains of the instruction on \
+         every thread; `vdpbf16ps` adds 2 bf16 products per f32 lane: 4 FLOPs), and its ratio \
+         to the best fp32 FMA peak:\n"
+    );
+    let _ = writeln!(
+        s,
+        "| precision: instruction | {} |\n|---|{}",
+        threads
+            .iter()
+            .map(|t| format!("{t} thread(s)"))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(threads.len())
+    );
+    for precision in reduced {
+        let peaks: Vec<_> = r
+            .limits
+            .dot
+            .iter()
+            .filter(|p| &p.precision == precision)
+            .collect();
+        let Some(first) = peaks.first() else {
+            let _ = writeln!(
+                s,
+                "| {precision}: not measured (no probe, or this CPU lacks the instruction: its bound uses the FMA peak) | {} |",
+                vec!["—"; threads.len()].join(" | ")
+            );
+            continue;
+        };
+        let cells: Vec<String> = threads
+            .iter()
+            .map(|&t| {
+                peaks
+                    .iter()
+                    .find(|p| p.threads == t)
+                    .map_or("—".to_string(), |p| {
+                        format!(
+                            "{} ({}×)",
+                            sig3(p.gflops),
+                            sig3(p.gflops / r.limits.peak(t))
+                        )
+                    })
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {precision}: `{}` | {} |",
+            first.instruction,
+            cells.join(" | ")
+        );
+    }
+}
+
 fn method_section(s: &mut String, r: &Report) {
     let p = &r.plan;
     let _ = writeln!(s, "## Method\n");
@@ -491,6 +660,32 @@ fn method_section(s: &mut String, r: &Report) {
          support, so no column for shapes with one); training: `y = m(x); y.backward(g)` in \
          train mode. `torch.set_num_threads` = the thread count."
     );
+    for precision in r.precisions.iter().filter(|p| *p != F32) {
+        let known = lstm::Precision::ALL
+            .iter()
+            .copied()
+            .find(|p| p.name() == precision);
+        let peer = match known {
+            Some(lstm::Precision::Bf16) => {
+                "PyTorch's bf16 path, `model.bfloat16()` on `x.bfloat16()` under \
+                 `torch.inference_mode()`, at the same thread counts"
+            }
+            _ => "no peer path measured",
+        };
+        let _ = writeln!(
+            s,
+            "- **{precision}** (forward only): ours with `EngineOptions::with_precision` \
+             (`--precision {precision}`): the SIMD engine on its best {precision} backend at 1 \
+             thread and the parallel engine at {} threads; {peer}; in the same rounds as the \
+             f32 columns. Its bound counts {} byte(s) per weight and the peak of its \
+             dot-product instruction (the FMA peak without one). **Errors**: on each shape's \
+             weights and input (the same for every column: `lstm report` hands torch its \
+             weights), the max abs error of the forward output against float64: ours against \
+             the naive engine in f64, torch against itself in float64.",
+            r.thread_counts.last().copied().unwrap_or(1),
+            known.map_or(4.0, crate::machine::weight_bytes)
+        );
+    }
     let _ = writeln!(
         s,
         "- **Interleaved rounds**: per shape and mode, each of {} rounds times, at every \
@@ -546,8 +741,8 @@ fn header(s: &mut String, first: &str, cols: &[String], last: &[&str]) {
 }
 
 fn forward_tables(s: &mut String, r: &Report, t: &Table<'_>, threads: usize) {
-    let ours = t.ours("forward", threads);
-    let peers = t.peers("forward");
+    let ours = t.ours("forward", threads, F32);
+    let peers = t.peers("forward", F32);
     let _ = writeln!(s, "## Forward pass, {threads} thread(s)\n");
     if ours.is_empty() {
         let _ = writeln!(
@@ -559,7 +754,7 @@ fn forward_tables(s: &mut String, r: &Report, t: &Table<'_>, threads: usize) {
         }
     }
     let mut cols: Vec<String> = ours.clone();
-    cols.extend(peers.iter().map(|p| p.to_string()));
+    cols.extend(peers.iter().cloned());
     let _ = writeln!(
         s,
         "Median ms per forward (± half the interquartile range); the last column is the \
@@ -572,27 +767,27 @@ fn forward_tables(s: &mut String, r: &Report, t: &Table<'_>, threads: usize) {
         for c in &cols {
             row.push(cell_ms(t.get(name, "forward", c, threads)));
         }
-        let bound =
-            info.bounds
-                .iter()
-                .find(|b| b.threads == threads)
-                .map_or("—".to_string(), |b| {
-                    format!(
-                        "{} ({})",
-                        sig3(b.ms),
-                        if b.limited_by == "compute" {
-                            "FMA"
-                        } else {
-                            "mem"
-                        }
-                    )
-                });
+        let bound = info
+            .bounds
+            .iter()
+            .find(|b| b.threads == threads && b.precision == F32)
+            .map_or("—".to_string(), |b| {
+                format!(
+                    "{} ({})",
+                    sig3(b.ms),
+                    if b.limited_by == "compute" {
+                        "FMA"
+                    } else {
+                        "mem"
+                    }
+                )
+            });
         row.push(bound);
         let ratio = t
-            .best_ours(name, "forward", threads)
-            .zip(t.faster_peer(name, "forward", threads))
+            .best_ours(name, "forward", threads, F32)
+            .zip(t.faster_peer(name, "forward", threads, F32))
             .and_then(|((label, _), (_, peer))| {
-                let r = t.ratio(name, "forward", threads, peer, &label)?;
+                let r = t.ratio(name, "forward", threads, &peer, &label)?;
                 Some(format!("{} ({label} vs {peer})", cell_ratio(&r)))
             })
             .unwrap_or_else(|| "—".to_string());
@@ -612,9 +807,132 @@ fn forward_tables(s: &mut String, r: &Report, t: &Table<'_>, threads: usize) {
     let _ = writeln!(s);
 }
 
+/// One reduced precision's forward table at `threads`: ours and the peers at that precision,
+/// beside our best f32 measured in the same rounds.
+fn reduced_table(s: &mut String, r: &Report, t: &Table<'_>, precision: &str, threads: usize) {
+    let ours = t.ours("forward", threads, precision);
+    if ours.is_empty() {
+        return;
+    }
+    let peers = t.peers("forward", precision);
+    let _ = writeln!(
+        s,
+        "## Forward pass, {precision}, {threads} thread(s)\n\nMedian ms per forward (± half the \
+         interquartile range) with {precision} weights, beside our best f32 from the same rounds; \
+         the ratio columns are medians of the per-round ratios (their range): how many times \
+         faster our best {precision} column is.\n"
+    );
+    let mut cols: Vec<String> = ours.clone();
+    cols.extend(peers.iter().cloned());
+    header(
+        s,
+        "shape",
+        &cols,
+        &[
+            "best ours f32",
+            "bound ms",
+            "best ours ÷ faster peer",
+            "best ours ÷ best ours f32",
+        ],
+    );
+    for info in &r.shapes {
+        let name = &info.shape.name;
+        let mut row = vec![name.clone()];
+        for c in &cols {
+            row.push(cell_ms(t.get(name, "forward", c, threads)));
+        }
+        let best_f32 = t.best_ours(name, "forward", threads, F32);
+        row.push(best_f32.as_ref().map_or("—".to_string(), |(label, _)| {
+            format!(
+                "{} ({label})",
+                cell_ms(t.get(name, "forward", label, threads))
+            )
+        }));
+        row.push(
+            info.bounds
+                .iter()
+                .find(|b| b.threads == threads && b.precision == precision)
+                .map_or("—".to_string(), |b| {
+                    format!("{} ({})", sig3(b.ms), limit_name(r, b))
+                }),
+        );
+        let best = t.best_ours(name, "forward", threads, precision);
+        let vs_peer = best
+            .as_ref()
+            .zip(t.faster_peer(name, "forward", threads, precision))
+            .and_then(|((label, _), (_, peer))| {
+                let ratio = t.ratio(name, "forward", threads, &peer, label)?;
+                Some(format!("{} ({label} vs {peer})", cell_ratio(&ratio)))
+            });
+        row.push(vs_peer.unwrap_or_else(|| "—".to_string()));
+        let vs_f32 =
+            best.as_ref()
+                .zip(best_f32.as_ref())
+                .and_then(|((label, _), (f32_label, _))| {
+                    let ratio = t.ratio(name, "forward", threads, f32_label, label)?;
+                    Some(cell_ratio(&ratio))
+                });
+        row.push(vs_f32.unwrap_or_else(|| "—".to_string()));
+        let _ = writeln!(s, "| {} |", row.join(" | "));
+    }
+    let _ = writeln!(s);
+}
+
+/// What limits a bound: `mem`, `FMA`, or `dot` (a reduced precision's dot-product peak).
+fn limit_name(r: &Report, b: &crate::machine::Bound) -> &'static str {
+    if b.limited_by != "compute" {
+        "mem"
+    } else if r
+        .limits
+        .dot
+        .iter()
+        .any(|p| p.precision == b.precision && p.threads == b.threads)
+    {
+        "dot"
+    } else {
+        "FMA"
+    }
+}
+
+/// The max abs error against float64 of every column that has one, per shape.
+fn accuracy_table(s: &mut String, r: &Report, t: &Table<'_>) {
+    let mut cols: Vec<String> = Vec::new();
+    for ours in [true, false] {
+        for m in &r.measurements {
+            if m.ours == ours && m.max_abs_err.is_some() && !cols.contains(&m.label()) {
+                cols.push(m.label());
+            }
+        }
+    }
+    if cols.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "## Accuracy: max abs error of the forward output against float64\n\nOn each shape's \
+         weights and input, the same for every column: ours against the naive engine in f64, \
+         torch against torch in float64 (the naive engine evaluates the reference's arithmetic \
+         and has no column). The last column is the scale: the largest |output|.\n"
+    );
+    header(s, "shape", &cols, &["max abs output"]);
+    for info in &r.shapes {
+        let name = &info.shape.name;
+        let mut row = vec![name.clone()];
+        for c in &cols {
+            row.push(
+                t.error(name, c)
+                    .map_or("—".to_string(), |e| format!("{e:.2e}")),
+            );
+        }
+        row.push(info.max_abs_ref.map_or("—".to_string(), sig3));
+        let _ = writeln!(s, "| {} |", row.join(" | "));
+    }
+    let _ = writeln!(s);
+}
+
 fn train_table(s: &mut String, r: &Report, t: &Table<'_>, threads: usize) {
-    let ours = t.ours("train", threads);
-    let has_torch = t.peers("train").contains(&"torch");
+    let ours = t.ours("train", threads, F32);
+    let has_torch = t.peers("train", F32).iter().any(|p| p == "torch");
     if ours.is_empty() && !has_torch {
         return;
     }
@@ -641,7 +959,7 @@ fn train_table(s: &mut String, r: &Report, t: &Table<'_>, threads: usize) {
             row.push(cell);
         }
         let ratio = t
-            .best_ours(name, "train", threads)
+            .best_ours(name, "train", threads, F32)
             .and_then(|(label, _)| {
                 let r = t.ratio(name, "train", threads, "torch", &label)?;
                 Some(format!("{} ({label})", cell_ratio(&r)))
@@ -670,8 +988,12 @@ fn grid_section(s: &mut String, r: &Report) {
     .iter()
     .map(|c| c.to_string())
     .collect();
-    for &threads in &r.thread_counts {
-        cols.push(format!("bound {threads}T ms (limit)"));
+    for b in r.shapes.first().map_or(&[][..], |i| &i.bounds[..]) {
+        cols.push(if b.precision == F32 {
+            format!("bound {}T ms (limit)", b.threads)
+        } else {
+            format!("bound {} {}T ms (limit)", b.precision, b.threads)
+        });
     }
     header(s, "shape", &cols, &[]);
     for info in &r.shapes {
@@ -699,13 +1021,9 @@ fn grid_section(s: &mut String, r: &Report) {
         ];
         for b in &info.bounds {
             row.push(format!(
-                "{} ({} {} GB/s)",
+                "{} ({}, {} GB/s)",
                 sig3(b.ms),
-                if b.limited_by == "compute" {
-                    "FMA,"
-                } else {
-                    "mem,"
-                },
+                limit_name(r, b),
                 sig3(b.bandwidth_gbs)
             ));
         }

@@ -1,6 +1,8 @@
 //! What a report (and `lstm bench`) runs of ours: every engine of [`EngineKind::ALL`], every
 //! backend the CPU has for the SIMD engine, every thread count for engines that use threads;
-//! the forward pass and the training step (`forward_train` then `backward`).
+//! the forward pass and the training step (`forward_train` then `backward`); and, for each
+//! reduced precision (bf16), the SIMD engine on its best backend at 1 thread and the parallel
+//! engine at the most threads, forward only.
 
 use std::hint::black_box;
 
@@ -46,6 +48,12 @@ impl Variant {
                 .unwrap_or_else(|| Backend::detect_for(self.precision))
                 .name(),
         }
+    }
+
+    /// Whether this variant has a training step: f32 only (the engines refuse to train with
+    /// reduced-precision weights).
+    pub fn trains(&self) -> bool {
+        matches!(self.precision, Precision::F32)
     }
 
     /// The engine options of this variant: its backend, and its threads for an engine that
@@ -112,6 +120,48 @@ pub fn variants(max_threads: usize) -> Vec<Variant> {
     out
 }
 
+/// The variants of a report at `precisions` ([`variants`] for f32), in table order: f32's,
+/// then for each reduced precision the SIMD engine on that precision's best backend
+/// ([`Backend::detect_for`]) at 1 thread and, with `max_threads > 1`, the parallel engine at
+/// `max_threads` (a reduced precision is a speed option: its best configurations, not every
+/// backend and thread count).
+pub fn report_variants(max_threads: usize, precisions: &[Precision]) -> Vec<Variant> {
+    let mut out = Vec::new();
+    for &precision in precisions {
+        if precision == Precision::F32 {
+            out.extend(variants(max_threads));
+            continue;
+        }
+        out.push(Variant {
+            engine: EngineKind::Simd,
+            backend: Some(Backend::detect_for(precision)),
+            threads: 1,
+            precision,
+        });
+        if max_threads > 1 {
+            out.push(Variant {
+                engine: EngineKind::Parallel,
+                backend: None,
+                threads: max_threads,
+                precision,
+            });
+        }
+    }
+    out
+}
+
+/// The precisions a report measures by default: f32, and each reduced precision this CPU
+/// has a backend of its own for (bf16 with AVX512-BF16's `vdpbf16ps`, int8 with
+/// AVX512-VNNI); elsewhere a reduced precision only widens its weights to f32 (and PyTorch's
+/// bf16 path is emulated), which `--precision` can still ask for.
+pub fn default_precisions() -> Vec<Precision> {
+    Precision::ALL
+        .iter()
+        .copied()
+        .filter(|&p| p == Precision::F32 || Backend::detect_for(p) != Backend::detect())
+        .collect()
+}
+
 /// A timed closure: one call of the work being measured.
 pub type Work<'a> = Box<dyn FnMut() -> lstm::Result<()> + 'a>;
 
@@ -168,6 +218,35 @@ mod tests {
             assert!(v.iter().any(|x| x.backend == Some(b)));
         }
         assert!(v.iter().all(|x| x.threads >= 1 && x.threads <= 2));
+    }
+
+    #[test]
+    fn reduced_precisions_run_their_best_configurations() {
+        let v = report_variants(2, &[Precision::F32, Precision::Bf16]);
+        assert_eq!(&v[..variants(2).len()], &variants(2)[..]);
+        let bf16: Vec<&Variant> = v
+            .iter()
+            .filter(|x| x.precision == Precision::Bf16)
+            .collect();
+        assert_eq!(bf16.len(), 2);
+        assert_eq!(
+            (bf16[0].engine, bf16[0].backend, bf16[0].threads),
+            (
+                EngineKind::Simd,
+                Some(Backend::detect_for(Precision::Bf16)),
+                1
+            )
+        );
+        assert_eq!((bf16[1].engine, bf16[1].threads), (EngineKind::Parallel, 2));
+        assert!(bf16
+            .iter()
+            .all(|x| !x.trains() && x.label().ends_with(" bf16")));
+        assert_eq!(report_variants(1, &[Precision::Bf16]).len(), 1);
+        assert_eq!(default_precisions()[0], Precision::F32);
+        assert_eq!(
+            default_precisions().contains(&Precision::Bf16),
+            lstm::Backend::Avx512Bf16.is_supported()
+        );
     }
 
     #[test]

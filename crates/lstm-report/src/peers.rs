@@ -6,10 +6,13 @@
 //! (`python3 crates/lstm-report/src/peers_bench.py --help`). Requests and answers are JSON
 //! lines on the child's stdin and stdout.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::thread::JoinHandle;
 
+use lstm::{LstmWeights, Precision, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::grid::Shape;
@@ -54,18 +57,98 @@ struct Event {
     calls_per_sample: usize,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    max_abs_err: BTreeMap<String, f64>,
+    #[serde(default)]
+    max_abs_ref: Option<f64>,
 }
 
-/// One request to the script.
+/// One timing request to the script.
 #[derive(Serialize)]
 struct Request<'a> {
     peer: &'a str,
     mode: &'a str,
+    precision: &'a str,
     shape: &'a Shape,
     threads: usize,
     min_time: f64,
     min_samples: usize,
     max_time: f64,
+}
+
+/// One accuracy request to the script: run torch on the weights and input in `data_dir`
+/// (see [`write_accuracy_data`]) at each precision and in float64.
+#[derive(Serialize)]
+struct AccuracyRequest<'a> {
+    request: &'static str,
+    shape: &'a Shape,
+    data_dir: &'a Path,
+    precisions: Vec<&'static str>,
+    threads: usize,
+}
+
+/// torch's max abs error against its own float64 run, on weights and an input of ours.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerErrors {
+    /// By precision name (`f32`: `model(x)`; `bf16`: `model.bfloat16()(x.bfloat16())`).
+    pub max_abs_err: BTreeMap<String, f64>,
+    /// The largest |output| of the float64 run.
+    pub max_abs_ref: f64,
+}
+
+/// The column label of `peer` at `precision`: `torch`, `torch bf16`.
+pub fn peer_label(peer: &str, precision: Precision) -> String {
+    match precision {
+        Precision::F32 => peer.to_string(),
+        other => format!("{peer} {other}"),
+    }
+}
+
+/// Writes `weights` (one file per PyTorch parameter name, `weight_ih_l0.f32`, …) and `x`
+/// (`input.f32`) into `dir` as raw native-endian f32, C order: what the script's accuracy
+/// request reads (with `torch.frombuffer`, no numpy needed).
+pub fn write_accuracy_data(
+    dir: &Path,
+    weights: &LstmWeights<f32>,
+    x: &Tensor<f32>,
+) -> std::io::Result<()> {
+    let raw = |data: &[f32]| -> Vec<u8> { data.iter().flat_map(|v| v.to_ne_bytes()).collect() };
+    for (name, _, data) in weights.named_tensors() {
+        std::fs::write(dir.join(format!("{name}.f32")), raw(data))?;
+    }
+    std::fs::write(dir.join("input.f32"), raw(x.data()))
+}
+
+/// A directory of its own under the system's temporary directory, removed when dropped.
+#[derive(Debug)]
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// Creates `lstm-report-<pid>-<n>` in the temporary directory.
+    pub fn new() -> std::io::Result<ScratchDir> {
+        let base = std::env::temp_dir();
+        let pid = std::process::id();
+        for n in 0..1000u32 {
+            let dir = base.join(format!("lstm-report-{pid}-{n}"));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => return Ok(ScratchDir(dir)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::other("no free scratch directory name"))
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The script running under a Python that has torch, answering requests.
@@ -140,29 +223,39 @@ impl PeerServer {
         &self.info
     }
 
-    /// The peers that run `mode` on `shape` here, in [`PEERS`] order.
-    pub fn peers_for(&self, mode: &str, shape: &Shape) -> Vec<&'static str> {
-        let mut out = vec!["torch"];
-        if mode == "forward" && self.info.onnxruntime.is_some() && shape.proj_size == 0 {
-            out.push("onnxruntime");
+    /// The peers that run `mode` on `shape` at `precision` here, in [`PEERS`] order: at f32
+    /// torch (forward and training step) and onnxruntime (forward, no projection); at bf16
+    /// torch's forward (`model.bfloat16()` on bf16 input).
+    pub fn peers_for(&self, mode: &str, shape: &Shape, precision: Precision) -> Vec<&'static str> {
+        match precision {
+            Precision::F32 => {
+                let mut out = vec!["torch"];
+                if mode == "forward" && self.info.onnxruntime.is_some() && shape.proj_size == 0 {
+                    out.push("onnxruntime");
+                }
+                out
+            }
+            Precision::Bf16 if mode == "forward" => vec!["torch"],
+            _ => Vec::new(),
         }
-        out
     }
 
     /// Times `peer` (`torch`, `onnxruntime`) on `shape` in `mode` (`forward`, `train`) at
-    /// `threads`. The outer error means the script is gone (no more requests will be
-    /// answered); the inner one, that this measurement failed.
+    /// `threads` and `precision`. The outer error means the script is gone (no more requests
+    /// will be answered); the inner one, that this measurement failed.
     pub fn time(
         &mut self,
         peer: &str,
         mode: &str,
         shape: &Shape,
         threads: usize,
+        precision: Precision,
         plan: TimingPlan,
     ) -> Result<Result<Timing, String>, String> {
         let request = Request {
             peer,
             mode,
+            precision: precision.name(),
             shape,
             threads,
             min_time: plan.min_time,
@@ -170,16 +263,7 @@ impl PeerServer {
             // JSON has no infinity; a day is as good.
             max_time: plan.max_time.min(86_400.0),
         };
-        let line = serde_json::to_string(&request).map_err(|e| e.to_string())?;
-        let python = &self.python;
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| format!("`{python}` is closed"))?;
-        writeln!(stdin, "{line}")
-            .and_then(|()| stdin.flush())
-            .map_err(|e| format!("cannot send a request to `{python}`: {e}"))?;
-        let e = self.next_event()?;
+        let e = self.ask(&request)?;
         Ok(match e.error {
             Some(err) => Err(err),
             None if e.samples_ms.is_empty() => Err("no samples".to_string()),
@@ -192,6 +276,48 @@ impl PeerServer {
                 })
             }
         })
+    }
+
+    /// torch's max abs error at each of `precisions` against its own float64 run, on `shape`
+    /// with the weights and input [`write_accuracy_data`] wrote into `data_dir`, on `threads`
+    /// threads. The errors are as in [`time`](Self::time).
+    pub fn errors(
+        &mut self,
+        shape: &Shape,
+        data_dir: &Path,
+        precisions: &[Precision],
+        threads: usize,
+    ) -> Result<Result<PeerErrors, String>, String> {
+        let request = AccuracyRequest {
+            request: "accuracy",
+            shape,
+            data_dir,
+            precisions: precisions.iter().map(|p| p.name()).collect(),
+            threads,
+        };
+        let e = self.ask(&request)?;
+        Ok(match (e.error, e.max_abs_ref) {
+            (Some(err), _) => Err(err),
+            (None, None) => Err("no max_abs_ref in the answer".to_string()),
+            (None, Some(max_abs_ref)) => Ok(PeerErrors {
+                max_abs_err: e.max_abs_err,
+                max_abs_ref,
+            }),
+        })
+    }
+
+    /// Sends one request line and reads the answer; an error means the script is gone.
+    fn ask(&mut self, request: &impl Serialize) -> Result<Event, String> {
+        let line = serde_json::to_string(request).map_err(|e| e.to_string())?;
+        let python = &self.python;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| format!("`{python}` is closed"))?;
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .map_err(|e| format!("cannot send a request to `{python}`: {e}"))?;
+        self.next_event()
     }
 
     /// The next JSON line of the script, or why there is none.
@@ -260,5 +386,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!((e.samples_ms.len(), e.calls_per_sample), (2, 1));
+        let e: Event = serde_json::from_str(
+            r#"{"event": "accuracy", "max_abs_err": {"f32": 1e-7, "bf16": 2e-3}, "max_abs_ref": 0.5}"#,
+        )
+        .unwrap();
+        assert_eq!((e.max_abs_err["bf16"], e.max_abs_ref), (2e-3, Some(0.5)));
+    }
+
+    #[test]
+    fn accuracy_data_is_raw_f32_by_parameter_name() {
+        let config = lstm::LstmConfig::new(3, 2).with_bidirectional(true);
+        let w = LstmWeights::random(config, 1).unwrap();
+        let x = Tensor::new([1, 1, 3], vec![0.5f32, -1.0, 2.0]).unwrap();
+        let dir = ScratchDir::new().unwrap();
+        write_accuracy_data(dir.path(), &w, &x).unwrap();
+        let whh = std::fs::read(dir.path().join("weight_hh_l0_reverse.f32")).unwrap();
+        assert_eq!(whh.len(), 4 * 8 * 2);
+        let input = std::fs::read(dir.path().join("input.f32")).unwrap();
+        assert_eq!(input[4..8], (-1.0f32).to_ne_bytes());
+        let path = dir.path().to_path_buf();
+        drop(dir);
+        assert!(!path.exists());
+        assert_eq!(peer_label("torch", Precision::Bf16), "torch bf16");
+        assert_eq!(peer_label("torch", Precision::F32), "torch");
     }
 }

@@ -1,7 +1,8 @@
 """Times the peers a user would run instead of lstm-kernels, on the shapes of a report:
 PyTorch (`nn.LSTM(...).eval()` under `torch.inference_mode()`, its default oneDNN path; and
 a training step `y = m(x); y.backward(g)` in train mode) and onnxruntime
-(CPUExecutionProvider, one ONNX LSTM node per layer; no projection), at a thread count.
+(CPUExecutionProvider, one ONNX LSTM node per layer; no projection), at a thread count; and
+PyTorch's bf16 path (`model.bfloat16()` on bf16 input, forward) at precision "bf16".
 
 `lstm report` runs this script (from the lstm-report crate, `python3 -c SCRIPT --serve`) and
 asks it for one measurement at a time, interleaved with its own, so that a busy neighbour
@@ -12,8 +13,12 @@ slows both sides alike. It can also be run by hand to check the numbers:
         "batch-mid", "seq_len": 100, "batch": 32, "input_size": 256, "hidden_size": 256}]'
 
 Output: JSON lines on stdout. The first is {"event": "versions", ...}. With --serve, each
-request line on stdin ({"peer", "mode", "shape": {...}, "threads", "min_time", "min_samples",
-"max_time"}) gets one {"event": "result", ...} line back; by hand, every peer, mode and thread
+request line on stdin ({"peer", "mode", "precision", "shape": {...}, "threads", "min_time",
+"min_samples", "max_time"}) gets one {"event": "result", ...} line back, and an accuracy request
+({"request": "accuracy", "shape", "data_dir", "precisions", "threads"}: lstm report's weights,
+one raw native-endian float32 file per parameter name, and its input, input.f32) gets
+{"event": "accuracy", "max_abs_err": {precision: error}, "max_abs_ref"}: the max abs error of
+torch at each precision against torch in float64 on those weights and that input; by hand, every peer, mode and thread
 count of every shape is measured in turn. A result holds "samples_ms" (per-call times,
 sorted), "calls_per_sample" and "median_ms", or "error". The timing is `lstm report`'s
 (lstm_report::timing): warm-up (at least one call and a tenth of the minimum time), samples of
@@ -22,6 +27,7 @@ out (a call slower than --max-time is timed once, after one warm-up call). Needs
 onnxruntime and onnx are optional (their requests answer with an error when missing).
 """
 import argparse
+import copy
 import json
 import os
 import platform
@@ -149,14 +155,30 @@ class Peers:
             self.x = torch.rand(T, B, I) * 2 - 1
             self.xg = self.x.clone().requires_grad_(True)
             self.gy = torch.rand(T, B, (P or H) * (2 if bi else 1)) * 2 - 1
-            self.key, self.s, self.sessions = key, s, {}
+            self.key, self.s, self.sessions, self.mb = key, s, {}, None
         return self.s
 
-    def work(self, peer, mode, s, threads):
+    def bf16(self):
+        """The model in bf16 (a copy: `bfloat16()` converts in place) and the input in bf16."""
+        if self.mb is None:
+            self.mb = copy.deepcopy(self.m).eval().bfloat16()
+            self.xb = self.x.bfloat16()
+        return self.mb, self.xb
+
+    def work(self, peer, mode, s, threads, precision="f32"):
         """The call to time."""
         import torch
 
         m, x = self.m, self.x
+        if precision == "bf16" and peer == "torch" and mode == "forward":
+            mb, xb = self.bf16()
+
+            def fn():
+                with torch.inference_mode():
+                    mb(xb)
+            return fn
+        if precision != "f32":
+            raise ValueError(f"no {precision} {mode} for peer {peer}")
         if peer == "torch" and mode == "forward":
             m.eval()
 
@@ -188,16 +210,60 @@ class Peers:
             return fn
         raise ValueError(f"no {mode} for peer {peer}")
 
+    def accuracy(self, req):
+        """torch's max abs error at each precision against its own float64 run, on the
+        weights and input lstm report wrote into req["data_dir"]; a failure is reported in
+        the result, never raised."""
+        import torch
+
+        try:
+            s = dict(req["shape"])
+            s.setdefault("num_layers", 1)
+            s.setdefault("bidirectional", False)
+            s.setdefault("proj_size", 0)
+            T, B, I, H = s["seq_len"], s["batch"], s["input_size"], s["hidden_size"]
+            torch.set_num_threads(req["threads"])
+
+            def load(name, shape):
+                with open(os.path.join(req["data_dir"], name + ".f32"), "rb") as f:
+                    raw = bytearray(f.read())
+                return torch.frombuffer(raw, dtype=torch.float32).reshape(shape)
+
+            m = torch.nn.LSTM(I, H, s["num_layers"], bidirectional=s["bidirectional"],
+                              proj_size=s["proj_size"]).eval()
+            with torch.no_grad():
+                for name, p in m.named_parameters():
+                    p.copy_(load(name, p.shape))
+            x = load("input", (T, B, I))
+            with torch.inference_mode():
+                ref = copy.deepcopy(m).double()(x.double())[0]
+                errors = {}
+                for precision in req["precisions"]:
+                    if precision == "f32":
+                        y = m(x)[0]
+                    elif precision == "bf16":
+                        y = copy.deepcopy(m).bfloat16()(x.bfloat16())[0]
+                    else:
+                        raise ValueError(f"no precision {precision!r} here")
+                    errors[precision] = (y.double() - ref).abs().max().item()
+            return {"event": "accuracy", "shape": s["name"], "max_abs_err": errors,
+                    "max_abs_ref": ref.abs().max().item()}
+        except Exception as e:  # noqa: BLE001 - reported per request, the run goes on
+            return {"event": "accuracy", "error": f"{type(e).__name__}: {e}"[:300]}
+
     def measure(self, req):
         """One measurement; a failure is reported in the result, never raised."""
         import torch
 
-        key = {"peer": req["peer"], "mode": req["mode"], "shape": req["shape"]["name"],
-               "threads": req["threads"]}
+        if req.get("request") == "accuracy":
+            return self.accuracy(req)
+        precision = req.get("precision", "f32")
+        key = {"peer": req["peer"], "mode": req["mode"], "precision": precision,
+               "shape": req["shape"]["name"], "threads": req["threads"]}
         try:
             s = self.shape(req["shape"])
             torch.set_num_threads(req["threads"])
-            fn = self.work(req["peer"], req["mode"], s, req["threads"])
+            fn = self.work(req["peer"], req["mode"], s, req["threads"], precision)
             samples, calls = time_calls(fn, req["min_time"], req["min_samples"],
                                         req["max_time"])
             return {"event": "result", **key, "samples_ms": [v * 1e3 for v in samples],
@@ -218,6 +284,8 @@ def main():
     ap.add_argument("--min-samples", type=int, default=5)
     ap.add_argument("--max-time", type=float, default=3.0)
     ap.add_argument("--no-train", action="store_true", help="skip the training step")
+    ap.add_argument("--precision", default="f32",
+                    help="comma list of precisions (f32, bf16: torch's bf16 forward)")
     args = ap.parse_args()
 
     info = versions()
@@ -236,12 +304,17 @@ def main():
             "max_time": args.max_time}
     for s in json.loads(args.shapes or "[]"):
         for threads in [int(t) for t in args.threads.split(",") if t.strip()]:
-            runs = [("torch", "forward"), ("onnxruntime", "forward")]
-            if s.get("train", True) and not args.no_train:
-                runs.append(("torch", "train"))
-            for peer, mode in runs:
-                r = peers.measure({"peer": peer, "mode": mode, "shape": s, "threads": threads,
-                                   **plan})
+            precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+            runs = []
+            if "f32" in precisions:
+                runs += [("torch", "forward", "f32"), ("onnxruntime", "forward", "f32")]
+                if s.get("train", True) and not args.no_train:
+                    runs.append(("torch", "train", "f32"))
+            if "bf16" in precisions:
+                runs.append(("torch", "forward", "bf16"))
+            for peer, mode, precision in runs:
+                r = peers.measure({"peer": peer, "mode": mode, "precision": precision,
+                                   "shape": s, "threads": threads, **plan})
                 r.pop("samples_ms", None)
                 emit(r)
     return 0

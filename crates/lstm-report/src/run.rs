@@ -6,16 +6,22 @@
 //! round, between times measured seconds apart, and the report gives the median of the
 //! per-round ratios with their range: a neighbour that slows the machine for a while slows
 //! both sides of a ratio alike instead of skewing it.
+//!
+//! Each precision of [`ReportOptions::precisions`] has its columns (ours, and the peers that
+//! run it) in the same rounds; a ratio pairs ours with a peer at the same precision. With a
+//! reduced precision, every forward column of ours (but the naive engine, whose arithmetic is
+//! the reference's) and torch's get their max abs error against float64 on the same weights
+//! and input: ours against the naive engine in f64, torch against itself in float64.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use lstm::LstmWeights;
+use lstm::{EngineKind, LstmEngine, LstmWeights, NaiveEngine, Precision, Tensor};
 use serde::Serialize;
 
 use crate::grid::Shape;
 use crate::machine::{self, Bound, Limits, Machine};
 use crate::measure::{self, Variant};
-use crate::peers::{PeerServer, PeersInfo, PEERS};
+use crate::peers::{self, PeerServer, PeersInfo, ScratchDir, PEERS};
 use crate::timing::{self, median, Timing, TimingPlan};
 use crate::{charts, markdown, ReportError, Result};
 
@@ -41,6 +47,9 @@ pub struct ReportOptions {
     pub max_train_step_s: f64,
     /// The Python interpreter with torch (and onnxruntime) for the peers; `None`: no peers.
     pub python: Option<String>,
+    /// The precisions of the weights and products to measure, each once
+    /// ([`measure::report_variants`]); f32's columns are the ones compared with every peer.
+    pub precisions: Vec<Precision>,
 }
 
 impl ReportOptions {
@@ -61,7 +70,25 @@ impl ReportOptions {
             train: true,
             max_train_step_s: 10.0,
             python: Some("python3".to_string()),
+            precisions: measure::default_precisions(),
         }
+    }
+
+    /// Whether a precision other than f32 is measured (then the errors against float64 are
+    /// too).
+    fn has_reduced_precision(&self) -> bool {
+        self.precisions.iter().any(|&p| p != Precision::F32)
+    }
+
+    /// The thread counts `precision`'s columns run at: every one for f32, else 1 and
+    /// `max_threads` (as [`measure::report_variants`]).
+    fn thread_counts_for(&self, precision: Precision) -> Vec<usize> {
+        if precision == Precision::F32 {
+            return thread_counts(self);
+        }
+        let mut out = vec![1, self.max_threads];
+        out.dedup();
+        out
     }
 
     fn validate(&self) -> Result<()> {
@@ -88,6 +115,14 @@ impl ReportOptions {
         if self.shapes.is_empty() {
             return Err(invalid("shapes", "the grid is empty"));
         }
+        if self.precisions.is_empty() {
+            return Err(invalid("precisions", "at least one precision is needed"));
+        }
+        for (k, p) in self.precisions.iter().enumerate() {
+            if self.precisions[..k].contains(p) {
+                return Err(invalid("precisions", &format!("{p} is listed twice")));
+            }
+        }
         Ok(())
     }
 }
@@ -112,6 +147,8 @@ pub struct Measurement {
     pub mode: &'static str,
     /// `naive`, `simd`, … for ours; `torch`, `onnxruntime` for the peers.
     pub runner: String,
+    /// The precision of the weights and products: `f32`, `bf16`.
+    pub precision: String,
     /// Ours: the SIMD backend.
     pub backend: Option<String>,
     /// Threads.
@@ -140,22 +177,39 @@ pub struct Measurement {
     pub bound_fraction: Option<f64>,
     /// Why there is no time (an error, or a skip).
     pub note: Option<String>,
+    /// The max abs error of this configuration's forward output against float64 on the same
+    /// weights and input (measured with a reduced precision in the report; never for the
+    /// naive engine, which computes the reference's arithmetic).
+    pub max_abs_err: Option<f64>,
 }
 
 impl Measurement {
-    /// `simd/avx512`, `naive`, `torch`: the column name.
+    /// `simd/avx512`, `naive`, `torch`, `simd/avx512bf16 bf16`, `torch bf16`: the column
+    /// name (as [`Variant::label`] and [`peers::peer_label`]).
     pub fn label(&self) -> String {
-        match &self.backend {
+        let name = match &self.backend {
             Some(b) => format!("{}/{b}", self.runner),
             None => self.runner.clone(),
+        };
+        if self.precision == Precision::F32.name() {
+            name
+        } else {
+            format!("{name} {}", self.precision)
         }
     }
 
-    fn empty(shape: &Shape, mode: &'static str, runner: String, threads: usize) -> Self {
+    fn empty(
+        shape: &Shape,
+        mode: &'static str,
+        runner: String,
+        threads: usize,
+        precision: Precision,
+    ) -> Self {
         Measurement {
             shape: shape.name.clone(),
             mode,
             runner,
+            precision: precision.name().to_string(),
             backend: None,
             threads,
             ours: false,
@@ -170,6 +224,7 @@ impl Measurement {
             gflops: None,
             bound_fraction: None,
             note: None,
+            max_abs_err: None,
         }
     }
 }
@@ -188,8 +243,11 @@ pub struct ShapeInfo {
     pub weight_traffic_bytes: f64,
     /// The recurrent weights of one layer and direction (re-read every step).
     pub recurrent_bytes: usize,
-    /// The bound at each thread count.
+    /// The bound at each thread count and precision.
     pub bounds: Vec<Bound>,
+    /// The largest |output| of the float64 reference (with a reduced precision): the scale
+    /// of the errors.
+    pub max_abs_ref: Option<f64>,
 }
 
 /// The median of per-round ratios `a ÷ b` and their range.
@@ -264,6 +322,8 @@ pub struct Report {
     pub max_train_step_s: f64,
     /// Thread counts of the tables.
     pub thread_counts: Vec<usize>,
+    /// The precisions measured (`f32`, `bf16`).
+    pub precisions: Vec<String>,
     /// The machine.
     pub machine: Machine,
     /// Its measured limits.
@@ -313,24 +373,40 @@ pub fn run(options: &ReportOptions, progress: &mut dyn FnMut(Progress<'_>)) -> R
             }
         }
     };
-    let variants = measure::variants(max_threads);
-    let limit_steps = lstm::Backend::all().len() * max_threads
-        + machine::bandwidth_sizes(options.quick).len() * max_threads;
-    let mut steps = limit_steps;
+    let variants = measure::report_variants(max_threads, &options.precisions);
+    let mut steps = machine::limit_steps(max_threads, options.quick, &options.precisions);
     for s in &options.shapes {
+        if options.has_reduced_precision() {
+            steps += 1 + usize::from(server.is_ok());
+        }
         for mode in modes(options, s) {
-            let peers = server.as_ref().map_or(0, |p| p.peers_for(mode, s).len());
-            steps += options.rounds * (variants.len() + peers * max_threads);
+            let ours = variants
+                .iter()
+                .filter(|v| mode == "forward" || v.trains())
+                .count();
+            let mut peers = 0;
+            if let Ok(server) = &server {
+                for &p in &options.precisions {
+                    peers +=
+                        server.peers_for(mode, s, p).len() * options.thread_counts_for(p).len();
+                }
+            }
+            steps += options.rounds * (ours + peers);
         }
     }
     progress(Progress::Steps(steps));
 
     // The machine's limits.
     let mut machine = Machine::describe();
-    let limits = machine::measure_limits(max_threads, options.quick, &mut |what| {
-        progress(Progress::Step(what));
-    })?;
-    let shapes: Vec<ShapeInfo> = options
+    let limits = machine::measure_limits(
+        max_threads,
+        options.quick,
+        &options.precisions,
+        &mut |what| {
+            progress(Progress::Step(what));
+        },
+    )?;
+    let mut shapes: Vec<ShapeInfo> = options
         .shapes
         .iter()
         .map(|s| ShapeInfo {
@@ -339,15 +415,25 @@ pub fn run(options: &ReportOptions, progress: &mut dyn FnMut(Progress<'_>)) -> R
             train_flops: s.train_flops(),
             weight_traffic_bytes: s.weight_traffic_bytes(),
             recurrent_bytes: s.recurrent_bytes(),
-            bounds: thread_counts.iter().map(|&t| limits.bound(s, t)).collect(),
+            bounds: options
+                .precisions
+                .iter()
+                .flat_map(|&p| {
+                    let limits = &limits;
+                    thread_counts
+                        .iter()
+                        .map(move |&t| limits.bound_for(s, t, p))
+                })
+                .collect(),
+            max_abs_ref: None,
         })
         .collect();
 
     // Every shape, in rounds.
     let mut measurements = Vec::new();
-    for info in &shapes {
+    for info in &mut shapes {
         let mut peers = server.as_mut().ok();
-        let measured = measure_shape(
+        let (measured, max_abs_ref) = measure_shape(
             options,
             info,
             &variants,
@@ -355,6 +441,7 @@ pub fn run(options: &ReportOptions, progress: &mut dyn FnMut(Progress<'_>)) -> R
             &mut peers_info,
             progress,
         )?;
+        info.max_abs_ref = max_abs_ref;
         if peers.is_none() && server.is_ok() {
             server = Err("stopped".to_string());
         }
@@ -372,6 +459,11 @@ pub fn run(options: &ReportOptions, progress: &mut dyn FnMut(Progress<'_>)) -> R
         rounds: options.rounds,
         max_train_step_s: options.max_train_step_s,
         thread_counts,
+        precisions: options
+            .precisions
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect(),
         machine,
         limits,
         peers: peers_info,
@@ -442,7 +534,8 @@ impl Column {
 }
 
 /// Every configuration of ours and every peer on one shape, in rounds; `peers` becomes
-/// `None` when the peers' script stops.
+/// `None` when the peers' script stops. Also gives the largest |output| of the float64
+/// reference when the errors are measured.
 fn measure_shape(
     options: &ReportOptions,
     info: &ShapeInfo,
@@ -450,11 +543,40 @@ fn measure_shape(
     peers: &mut Option<&mut PeerServer>,
     peers_info: &mut PeersInfo,
     progress: &mut dyn FnMut(Progress<'_>),
-) -> Result<Vec<Measurement>> {
+) -> Result<(Vec<Measurement>, Option<f64>)> {
     let s = &info.shape;
     let config = s.config();
     let weights = LstmWeights::<f32>::random(config.clone(), 0x5eed)?;
     let x = measure::random_tensor([s.seq_len, s.batch, s.input_size], 42)?;
+    // With a reduced precision: the float64 reference on the same weights and input, and
+    // torch's errors against its own.
+    let reference = if options.has_reduced_precision() {
+        progress(Progress::Step(&format!("float64 reference {}", s.name)));
+        Some(f64_reference(&weights, &x)?)
+    } else {
+        None
+    };
+    let peer_errors = match (&reference, peers.as_deref_mut()) {
+        (Some(_), Some(server)) => {
+            progress(Progress::Step(&format!("torch accuracy {}", s.name)));
+            match torch_errors(options, s, &weights, &x, server) {
+                Ok(Ok(errors)) => Some(errors),
+                Ok(Err(why)) => {
+                    let note = format!("{}: torch's errors not measured: {why}", s.name);
+                    progress(Progress::Note(&format!("warning: {note}")));
+                    peers_info.notes.push(note);
+                    None
+                }
+                Err(gone) => {
+                    progress(Progress::Note(&format!("warning: {gone}")));
+                    peers_info.notes.push(gone);
+                    *peers = None;
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let mut out = Vec::new();
     let mut forward_ms: Vec<Option<f64>> = Vec::new();
     for mode in modes(options, s) {
@@ -467,8 +589,12 @@ fn measure_shape(
         };
         // Ours: one column per variant (engines built once, not timed).
         let mut ours: Vec<(Column, Option<Work>)> = Vec::new();
-        for (k, v) in variants.iter().enumerate() {
-            let mut m = Measurement::empty(s, mode, v.engine.to_string(), v.threads);
+        for (k, v) in variants
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| mode == "forward" || v.trains())
+        {
+            let mut m = Measurement::empty(s, mode, v.engine.to_string(), v.threads, v.precision);
             m.ours = true;
             m.backend = v.backend.map(|b| b.name().to_string());
             // A training step costs about three forwards; skip what would take too long.
@@ -493,18 +619,28 @@ fn measure_shape(
                     }
                 },
             };
+            if let (Some(Work::Forward(engine)), Some(reference)) = (&work, &reference) {
+                if v.engine != EngineKind::Naive {
+                    let y = engine.forward(&x, None, None)?.output;
+                    m.max_abs_err = Some(max_abs_diff(y.data(), reference.data()));
+                }
+            }
             ours.push((Column::new(m), work));
         }
-        let mut theirs: Vec<Column> = Vec::new();
+        let mut theirs: Vec<(Column, Precision)> = Vec::new();
         if let Some(server) = peers.as_deref() {
-            for &t in &thread_counts(options) {
-                for peer in server.peers_for(mode, s) {
-                    theirs.push(Column::new(Measurement::empty(
-                        s,
-                        mode,
-                        peer.to_string(),
-                        t,
-                    )));
+            for &p in &options.precisions {
+                for t in options.thread_counts_for(p) {
+                    for peer in server.peers_for(mode, s, p) {
+                        let mut m = Measurement::empty(s, mode, peer.to_string(), t, p);
+                        if mode == "forward" {
+                            m.max_abs_err = peer_errors
+                                .as_ref()
+                                .and_then(|e| e.max_abs_err.get(p.name()).copied())
+                                .filter(|_| peer == "torch");
+                        }
+                        theirs.push((Column::new(m), p));
+                    }
                 }
             }
         }
@@ -524,16 +660,21 @@ fn measure_shape(
                         column.add(timing.map_err(|e| e.to_string()));
                     }
                 }
-                for column in theirs.iter_mut().filter(|c| c.measurement.threads == t) {
+                for (column, precision) in theirs
+                    .iter_mut()
+                    .filter(|(c, _)| c.measurement.threads == t)
+                {
                     let peer = column.measurement.runner.clone();
                     progress(Progress::Step(&format!(
-                        "{peer} {t}T {mode} {} (round {round}/{})",
-                        s.name, options.rounds
+                        "{} {t}T {mode} {} (round {round}/{})",
+                        column.measurement.label(),
+                        s.name,
+                        options.rounds
                     )));
                     let Some(server) = peers.as_deref_mut() else {
                         continue;
                     };
-                    match server.time(&peer, mode, s, t, options.plan) {
+                    match server.time(&peer, mode, s, t, *precision, options.plan) {
                         Ok(timing) => column.add(timing),
                         Err(gone) => {
                             progress(Progress::Note(&format!("warning: {gone}")));
@@ -550,9 +691,58 @@ fn measure_shape(
             forward_ms = finished.iter().map(|m| m.median_ms).collect();
         }
         out.extend(finished);
-        out.extend(theirs.into_iter().map(|c| c.finish(info)));
+        out.extend(theirs.into_iter().map(|(c, _)| c.finish(info)));
     }
-    Ok(out)
+    let max_abs_ref = reference.map(|r| r.data().iter().fold(0.0, |m: f64, v| m.max(v.abs())));
+    Ok((out, max_abs_ref))
+}
+
+/// The forward output of `weights` on `x` in float64 (the naive engine over the weights and
+/// input widened exactly): the reference every error is measured against.
+fn f64_reference(weights: &LstmWeights<f32>, x: &Tensor<f32>) -> Result<Tensor<f64>> {
+    let engine = NaiveEngine::new(weights.cast::<f64>())?;
+    Ok(engine
+        .forward(&x.map(|&v| f64::from(v)), None, None)?
+        .output)
+}
+
+/// The largest |a − b| (f64), NaN when any output is NaN.
+fn max_abs_diff<T: Copy + Into<f64>>(a: &[T], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&a, &b)| (a.into() - b).abs())
+        .fold(0.0, |m, d| {
+            if d.is_nan() || m.is_nan() {
+                f64::NAN
+            } else {
+                m.max(d)
+            }
+        })
+}
+
+/// torch's errors at the report's precisions on `weights` and `x` (written to a scratch
+/// directory for the script). The inner error says why they could not be measured; the
+/// outer one, that the script is gone.
+fn torch_errors(
+    options: &ReportOptions,
+    shape: &Shape,
+    weights: &LstmWeights<f32>,
+    x: &Tensor<f32>,
+    server: &mut PeerServer,
+) -> std::result::Result<std::result::Result<peers::PeerErrors, String>, String> {
+    let precisions: Vec<Precision> = options
+        .precisions
+        .iter()
+        .copied()
+        .filter(|&p| !server.peers_for("forward", shape, p).is_empty())
+        .collect();
+    let dir = match ScratchDir::new()
+        .and_then(|dir| peers::write_accuracy_data(dir.path(), weights, x).map(|()| dir))
+    {
+        Ok(dir) => dir,
+        Err(e) => return Ok(Err(format!("cannot write the weights for torch: {e}"))),
+    };
+    server.errors(shape, dir.path(), &precisions, options.max_threads)
 }
 
 fn thread_counts(options: &ReportOptions) -> Vec<usize> {
@@ -601,7 +791,11 @@ fn fill_rates(m: &mut Measurement, info: &ShapeInfo) {
     };
     m.gflops = Some(flops / (ms / 1e3) / 1e9);
     if m.mode == "forward" {
-        if let Some(b) = info.bounds.iter().find(|b| b.threads == m.threads) {
+        if let Some(b) = info
+            .bounds
+            .iter()
+            .find(|b| b.threads == m.threads && b.precision == m.precision)
+        {
             m.bound_fraction = Some(b.ms / ms);
         }
     }
@@ -617,6 +811,7 @@ fn ratio_rows(measurements: &[Measurement]) -> Vec<RatioRow> {
                 && m.shape == ours.shape
                 && m.mode == ours.mode
                 && m.threads == ours.threads
+                && m.precision == ours.precision
         }) {
             if let Some(ratio) = RoundRatio::between(peer, ours) {
                 rows.push(RatioRow {
@@ -624,7 +819,7 @@ fn ratio_rows(measurements: &[Measurement]) -> Vec<RatioRow> {
                     mode: ours.mode,
                     threads: ours.threads,
                     ours: ours.label(),
-                    peer: peer.runner.clone(),
+                    peer: peer.label(),
                     ratio,
                 });
             }
@@ -640,7 +835,7 @@ mod tests {
 
     fn with_rounds(runner: &str, rounds: &[f64]) -> Measurement {
         let shape = crate::grid::builtin(true).remove(0);
-        let mut m = Measurement::empty(&shape, "forward", runner.to_string(), 1);
+        let mut m = Measurement::empty(&shape, "forward", runner.to_string(), 1, Precision::F32);
         m.rounds_ms = rounds.to_vec();
         m
     }

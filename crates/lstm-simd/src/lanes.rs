@@ -155,6 +155,13 @@ pub(crate) trait DotI8: Lanes {
     /// As [`dot_quads`](Self::dot_quads).
     unsafe fn sub_to_f32(a: Self::Ints, b: Self::Ints) -> Self;
 
+    /// [`i8_scale`](lstm_core::precision::i8_scale) of the `len` floats at `src`, bit for
+    /// bit: `max |x| / 127`, NaN when one is NaN or infinite.
+    ///
+    /// # Safety
+    /// As [`load_quads`](Self::load_quads); `len` floats readable at `src`.
+    unsafe fn i8_scale(src: *const f32, len: usize) -> f32;
+
     /// Quantizes `len` floats at `src` to unsigned bytes `clamp(round(x·inv_scale), ±127) +
     /// 128` (ties to even), four to a `u32` in order (byte 0 first), the last quad padded with
     /// 128 (a zero): quad `q` goes to `dst + q·stride`.

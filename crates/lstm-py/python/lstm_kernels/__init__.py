@@ -10,6 +10,8 @@
 - ``model(x, hx=None, lengths=None, total_length=None)`` is ``nn.LSTM``'s forward in eval mode,
   with its shapes; ``model.zero_state`` / ``model.step`` stream one time step at a time;
   ``model.grad`` is the backward pass (gradients keyed by state_dict names).
+- ``precision="bf16"`` (every constructor) runs bfloat16 weights and product operands with
+  f32 accumulation and state (forward and ``step``; ``grad`` needs the default ``"f32"``).
 - Every computation releases the GIL, and one model may be shared by many threads.
 - Errors are ``ValueError`` (shapes, arguments, invalid model files), ``FileNotFoundError`` /
   ``OSError`` (files) or ``MemoryError``, with the library's one-line message.

@@ -1,7 +1,7 @@
 """Type stubs of the native module (re-exported by ``lstm_kernels``)."""
 
 import os
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -13,6 +13,9 @@ ArrayLike = Any
 Lengths = Union[Sequence[int], npt.NDArray[np.integer], Any]
 F32Array = npt.NDArray[np.float32]
 PathLike = Union[str, "os.PathLike[str]"]
+# The precision of the weights and products: "f32", or "bf16" (bfloat16 weights and product
+# operands, f32 accumulation, state and activations; forward and step only).
+Precision = Literal["f32", "bf16"]
 
 class LSTMState:
     """The ``(h, c)`` of a stream, advanced in place by :meth:`LSTM.step`."""
@@ -45,6 +48,7 @@ class LSTM:
         engine: str = "simd",
         threads: Optional[int] = None,
         backend: Optional[str] = None,
+        precision: Precision = "f32",
     ) -> "LSTM": ...
     @classmethod
     def from_torch(
@@ -54,6 +58,7 @@ class LSTM:
         engine: str = "simd",
         threads: Optional[int] = None,
         backend: Optional[str] = None,
+        precision: Precision = "f32",
     ) -> "LSTM": ...
     @classmethod
     def from_bytes(
@@ -65,6 +70,7 @@ class LSTM:
         engine: str = "simd",
         threads: Optional[int] = None,
         backend: Optional[str] = None,
+        precision: Precision = "f32",
     ) -> "LSTM": ...
     def __call__(
         self,
@@ -118,6 +124,8 @@ class LSTM:
     @property
     def threads(self) -> int: ...
     @property
+    def precision(self) -> Precision: ...
+    @property
     def prefix(self) -> str: ...
 
 def load(
@@ -128,5 +136,6 @@ def load(
     engine: str = "simd",
     threads: Optional[int] = None,
     backend: Optional[str] = None,
+    precision: Precision = "f32",
 ) -> LSTM: ...
-def backends() -> list[str]: ...
+def backends(precision: Precision = "f32") -> list[str]: ...

@@ -49,6 +49,8 @@ class LSTMPredictor:
     - ``prefix``, ``batch_first``: as for :func:`lstm_kernels.load` (a path or bytes).
     - ``threads``: threads per actor (1: the simd engine on the actor's thread; more: the
       parallel engine with that many).
+    - ``precision``: ``"f32"`` (default) or ``"bf16"``, as for :func:`lstm_kernels.load`, for
+      a path or bytes; an :class:`LSTM` keeps its own (``None``, or its precision).
     - ``input_column``, ``lengths_column`` (optional: per-row valid lengths, for rows stored
       padded), ``h0_column`` / ``c0_column`` (optional: per-row initial states ``[L·D, H_out]``
       / ``[L·D, H]``), ``id_column`` (names rows in error messages).
@@ -64,6 +66,7 @@ class LSTMPredictor:
         prefix=None,
         batch_first=False,
         threads=1,
+        precision=None,
         input_column="x",
         lengths_column=None,
         h0_column=None,
@@ -75,11 +78,18 @@ class LSTMPredictor:
     ):
         engine = dict(engine="parallel", threads=threads) if threads > 1 else dict(engine="simd")
         if isinstance(model, LSTM):
+            if precision is not None and precision != model.precision:
+                raise ValueError(
+                    f"precision: the LSTM given runs {model.precision!r}, asked for "
+                    f"{precision!r}; build it with precision={precision!r}, or pass its bytes"
+                )
             self.model = model
         elif isinstance(model, (bytes, bytearray, memoryview)):
-            self.model = LSTM.from_bytes(bytes(model), prefix=prefix, batch_first=batch_first, **engine)
+            self.model = LSTM.from_bytes(bytes(model), prefix=prefix, batch_first=batch_first,
+                                         precision=precision or "f32", **engine)
         elif isinstance(model, (str, os.PathLike)):
-            self.model = load(model, prefix=prefix, batch_first=batch_first, **engine)
+            self.model = load(model, prefix=prefix, batch_first=batch_first,
+                              precision=precision or "f32", **engine)
         else:
             raise ValueError(
                 f"model: expected a path, safetensors bytes or an LSTM, found {type(model).__name__}"

@@ -1,9 +1,12 @@
-//! The machine's own limits, measured on the spot: fp32 FMA throughput and read bandwidth by
+//! The machine's own limits, measured on the spot: fp32 FMA throughput, the throughput of the
+//! reduced-precision dot-product instructions (`vdpbf16ps`), and read bandwidth by
 //! working-set size, per [`Backend`] and thread count. `lstm report` bounds every measured
 //! time by these (the roofline), so that the bound describes the machine the report ran on.
 //!
 //! - [`fma_peak_gflops`]: independent chains of vector FMAs (enough of them to cover the FMA
 //!   latency on every port), counted as 2 FLOPs per lane.
+//! - [`dot_peak_gflops`]: the same with the dot-product instruction of a reduced precision
+//!   (`vdpbf16ps` for bf16: 2 products per lane, 4 FLOPs), when the CPU has it.
 //! - [`read_bandwidth_gbs`]: repeated passes of vector loads over a buffer of a given size,
 //!   summed into several accumulators so that the loads, not the adds, limit the loop.
 //!
@@ -27,7 +30,7 @@ use std::hint::black_box;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use lstm::Backend;
+use lstm::{Backend, Precision};
 
 use crate::timing::median;
 use crate::{ReportError, Result};
@@ -66,6 +69,38 @@ pub fn fma_peak_gflops(backend: Backend, threads: usize, duration: Duration) -> 
             per_call / median(&mut times) / 1e9
         }
     })
+}
+
+/// The throughput of `precision`'s dot-product instruction on `threads` cores, in GFLOP/s
+/// (each product and each addition counts as one), measured for about `duration`, with the
+/// instruction's name: `vdpbf16ps` for bf16.
+///
+/// `Ok(None)` when the CPU lacks the instruction (the products then run on the FMA units,
+/// whose peak is [`fma_peak_gflops`]'s), and for f32. Errors when `threads` is 0.
+pub fn dot_peak_gflops(
+    precision: Precision,
+    threads: usize,
+    duration: Duration,
+) -> Result<Option<(&'static str, f64)>> {
+    check(Backend::Portable, threads)?;
+    let Some(kernel) = dot_kernel(precision) else {
+        return Ok(None);
+    };
+    let per_call = (kernel.flops_per_iter * FMA_ITERS) as f64;
+    let gflops = per_thread_sum(threads, duration, |_| {
+        move |deadline: Instant| {
+            let mut times = Vec::new();
+            let mut sink = 0.0f32;
+            while times.len() < 5 || (Instant::now() < deadline && times.len() < 100_000) {
+                let t0 = Instant::now();
+                sink += (kernel.run)(black_box(FMA_ITERS));
+                times.push(t0.elapsed().as_secs_f64());
+            }
+            black_box(sink);
+            per_call / median(&mut times) / 1e9
+        }
+    })?;
+    Ok(Some((kernel.instruction, gflops)))
 }
 
 /// The read bandwidth of `threads` cores, each streaming its own buffer of
@@ -168,6 +203,25 @@ const FMA_CHAINS: usize = 12;
 
 /// A block of `FMA_CHAINS` chains of `iters` FMAs per lane; returns their sum (kept alive).
 type FmaKernel = fn(usize) -> f32;
+/// A dot-product block: `run(iters)` runs `iters` iterations of independent chains of a
+/// reduced-precision dot-product instruction, `flops_per_iter` FLOPs each (all chains).
+#[derive(Clone, Copy)]
+struct DotKernel {
+    run: fn(usize) -> f32,
+    flops_per_iter: usize,
+    instruction: &'static str,
+}
+
+/// `precision`'s dot-product kernel, when this CPU has one (see [`dot_peak_gflops`]).
+fn dot_kernel(precision: Precision) -> Option<DotKernel> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(kernel) = x86_64::dot_kernel(precision) {
+        return Some(kernel);
+    }
+    let _ = precision;
+    None
+}
+
 /// One pass of vector loads over every line; returns their sum (kept alive).
 type ReadKernel = fn(&[Line]) -> f32;
 
@@ -208,6 +262,19 @@ mod tests {
                 assert!(bw.is_finite() && bw > 0.01, "{backend} {bytes}: {bw}");
             }
         }
+    }
+
+    #[test]
+    fn dot_peaks_run_where_the_instruction_exists() {
+        let d = Duration::from_millis(5);
+        assert_eq!(dot_peak_gflops(Precision::F32, 1, d).unwrap(), None);
+        let bf16 = dot_peak_gflops(Precision::Bf16, 2, d).unwrap();
+        assert_eq!(bf16.is_some(), Backend::Avx512Bf16.is_supported());
+        if let Some((instruction, gflops)) = bf16 {
+            assert_eq!(instruction, "vdpbf16ps");
+            assert!(gflops.is_finite() && gflops > 0.1, "{gflops}");
+        }
+        assert!(dot_peak_gflops(Precision::Bf16, 0, d).is_err());
     }
 
     #[test]

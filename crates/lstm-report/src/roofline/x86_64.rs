@@ -1,16 +1,17 @@
-//! The x86-64 probes: AVX-512F and AVX2+FMA through `core::arch`, behind safe entry points.
+//! The x86-64 probes: AVX-512F, AVX2+FMA and AVX512-BF16 through `core::arch`, behind safe
+//! entry points.
 //!
-//! The `#[target_feature]` kernels are `unsafe` to call; [`fma_kernel`] and [`read_kernel`]
-//! hand out safe wrappers only for a backend the CPU supports, so the drivers in `mod.rs`
-//! never write `unsafe`.
+//! The `#[target_feature]` kernels are `unsafe` to call; [`fma_kernel`], [`read_kernel`] and
+//! [`dot_kernel`] hand out safe wrappers only for what the CPU supports, so the drivers in
+//! `mod.rs` never write `unsafe`.
 #![allow(unsafe_code)]
 
 use core::arch::x86_64::*;
 use std::hint::black_box;
 
-use lstm::Backend;
+use lstm::{Backend, Precision};
 
-use super::{FmaKernel, Line, ReadKernel, FMA_CHAINS};
+use super::{DotKernel, FmaKernel, Line, ReadKernel, FMA_CHAINS};
 
 /// `FMA_CHAINS` chains of `_mm512_fmadd_ps`, `iters` times.
 ///
@@ -59,6 +60,40 @@ unsafe fn fma_avx2(iters: usize) -> f32 {
     // SAFETY: `out` holds 8 floats; AVX is implied by the function's AVX2.
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
     out.iter().sum()
+}
+
+/// Independent `vdpbf16ps` chains: its latency (5-6 cycles) on 2 pipes needs more than
+/// `FMA_CHAINS`; 24 accumulators and 2 operands fit the 32 zmm registers.
+const DOT_CHAINS: usize = 24;
+
+/// `DOT_CHAINS` chains of `_mm512_dpbf16_ps` (`vdpbf16ps`: 16 lanes, each adding 2 bf16
+/// products to an f32), `iters` times.
+///
+/// # Safety
+/// The CPU must support AVX-512F and AVX512-BF16.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn dot_bf16(iters: usize) -> f32 {
+    let a = _mm512_cvtne2ps_pbh(
+        _mm512_set1_ps(black_box(0.999)),
+        _mm512_set1_ps(black_box(1e-3)),
+    );
+    let b = _mm512_cvtne2ps_pbh(
+        _mm512_set1_ps(black_box(1e-4)),
+        _mm512_set1_ps(black_box(-1e-4)),
+    );
+    let mut c = [_mm512_setzero_ps(); DOT_CHAINS];
+    for (k, ck) in c.iter_mut().enumerate() {
+        *ck = _mm512_set1_ps(k as f32);
+    }
+    for _ in 0..iters {
+        for ck in c.iter_mut() {
+            *ck = _mm512_dpbf16_ps(*ck, a, b);
+        }
+    }
+    let s = c
+        .iter()
+        .fold(_mm512_setzero_ps(), |s, &v| _mm512_add_ps(s, v));
+    _mm512_reduce_add_ps(s)
 }
 
 /// Sums every line of `buf` with aligned 512-bit loads into 4 accumulators.
@@ -138,6 +173,21 @@ pub(super) fn read_kernel(backend: Backend) -> Option<ReadKernel> {
     }
 }
 
+/// The dot-product kernel of `precision`'s products, when this CPU has its instruction:
+/// `vdpbf16ps` for bf16 (AVX512-BF16); `None` for f32 (its peak is the FMA's) and for a CPU
+/// without the instruction.
+pub(super) fn dot_kernel(precision: Precision) -> Option<DotKernel> {
+    match precision {
+        Precision::Bf16 if Backend::Avx512Bf16.is_supported() => Some(DotKernel {
+            run: dot_bf16_checked,
+            // 16 lanes × 2 products × 2 FLOPs, per chain and iteration.
+            flops_per_iter: 64 * DOT_CHAINS,
+            instruction: "vdpbf16ps",
+        }),
+        _ => None,
+    }
+}
+
 // The wrappers below are private: only `fma_kernel` / `read_kernel` hand them out, after
 // `Backend::is_supported` confirmed the CPU has their features.
 
@@ -149,6 +199,12 @@ fn fma_avx512_checked(iters: usize) -> f32 {
 fn fma_avx2_checked(iters: usize) -> f32 {
     // SAFETY: handed out by `fma_kernel` only when AVX2 and FMA were detected.
     unsafe { fma_avx2(iters) }
+}
+
+fn dot_bf16_checked(iters: usize) -> f32 {
+    // SAFETY: handed out by `dot_kernel` only when `Backend::Avx512Bf16` is supported, which
+    // detected AVX-512F and AVX512-BF16.
+    unsafe { dot_bf16(iters) }
 }
 
 fn read_avx512_checked(buf: &[Line]) -> f32 {

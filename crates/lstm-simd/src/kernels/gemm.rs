@@ -15,8 +15,6 @@
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 
-use lstm_core::precision::i8_scale;
-
 use super::{row_blocks, with_rows};
 use crate::lanes::{DotBf16, DotI8, Lanes};
 use crate::pack::INT8_HEADER_WORDS;
@@ -532,8 +530,8 @@ impl<V: DotI8> DotOperand<V> for U8Quads {
     }
     #[inline(always)]
     unsafe fn row_scale(src: *const f32, len: usize) -> f32 {
-        // SAFETY: len floats readable at src (caller contract).
-        i8_scale(unsafe { std::slice::from_raw_parts(src, len) })
+        // SAFETY: caller contract.
+        unsafe { V::i8_scale(src, len) }
     }
     #[inline(always)]
     unsafe fn encode(src: *const f32, len: usize, scale: f32, dst: *mut u32, stride: usize) {
@@ -693,15 +691,28 @@ impl<V: Lanes, E: DotOperand<V>> Panel<V> for DotPanel<E> {
         let (n, tile) = (V::N, b.cast::<u32>());
         let words = k.div_ceil(E::PER_WORD);
         let staged = !a.words.is_null();
+        // Plain loops, not `array::map`: a closure is compiled without the entry point's
+        // target features, and its intrinsics would become calls.
         // SAFETY: the ISA is available (caller contract).
-        let mut sums = acc.map(|row| row.map(|x| unsafe { E::start(x) }));
-        let scales: [f32; MR] = std::array::from_fn(|r| match (E::SCALED, staged) {
-            (false, _) => 1.0,
-            // SAFETY: staged, the stage holds the block's MR scales from `a.scales`.
-            (true, true) => unsafe { *a.scales.add(r) },
-            // SAFETY: each of the MR rows holds k floats (caller contract).
-            (true, false) => unsafe { E::row_scale(a.f32.ptr.add(r * a.f32.ld), k) },
-        });
+        let mut sums = [[unsafe { E::start(acc[0][0]) }; 4]; MR];
+        let mut scales = [1.0f32; MR];
+        for r in 0..MR {
+            for v in 0..4 {
+                // SAFETY: as above.
+                sums[r][v] = unsafe { E::start(acc[r][v]) };
+            }
+            if E::SCALED {
+                // SAFETY: staged, the stage holds the block's MR scales from `a.scales`;
+                // otherwise each of the MR rows holds k floats (caller contract).
+                scales[r] = unsafe {
+                    if staged {
+                        *a.scales.add(r)
+                    } else {
+                        E::row_scale(a.f32.ptr.add(r * a.f32.ld), k)
+                    }
+                };
+            }
+        }
         // Rows staged: one run over every word. Rows too long for the stage: encoded a chunk
         // at a time, for this tile, into `chunk` (uninitialised: `encode` writes the
         // `count · MR` words read). One call site of `dot_rows`, so the hot loop exists once.

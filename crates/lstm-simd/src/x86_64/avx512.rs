@@ -247,6 +247,28 @@ impl DotI8 for F32x16 {
         unsafe { F32x16(_mm512_cvtepi32_ps(_mm512_sub_epi32(a, b))) }
     }
     #[inline(always)]
+    unsafe fn i8_scale(src: *const f32, len: usize) -> f32 {
+        // SAFETY: every load reads floats below len (the tail's masked load touches only the
+        // lanes it keeps) (caller contract); AVX-512F available (caller contract).
+        unsafe {
+            let zero = _mm512_setzero_ps();
+            let (mut max, mut poison) = (zero, zero);
+            let mut j = 0;
+            while j < len {
+                let keep = ((1u32 << (len - j).min(16)) - 1) as __mmask16;
+                let x = _mm512_maskz_loadu_ps(keep, src.add(j));
+                max = _mm512_max_ps(max, _mm512_abs_ps(x));
+                // x · 0 is ±0 for a finite x, NaN for a NaN or an infinity.
+                poison = _mm512_add_ps(poison, _mm512_mul_ps(x, zero));
+                j += 16;
+            }
+            if _mm512_reduce_add_ps(poison) != 0.0 {
+                return f32::NAN;
+            }
+            _mm512_reduce_max_ps(max) / 127.0
+        }
+    }
+    #[inline(always)]
     unsafe fn quantize_quads(
         src: *const f32,
         len: usize,
@@ -280,6 +302,56 @@ impl DotI8 for F32x16 {
                     *dst.add((j / 4 + w) * stride) = quad;
                 }
                 j += 16;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The row encodings against their scalar definitions in lstm-core, bit for bit, on every
+    /// tail length and on non-finite rows.
+    #[test]
+    fn int8_row_scale_and_quads_match_lstm_core() {
+        if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni")) {
+            return;
+        }
+        let mut rng = lstm_core::SplitMix64::new(5);
+        for len in [1usize, 3, 4, 5, 15, 16, 17, 33, 64, 100] {
+            let mut row: Vec<f32> = (0..len)
+                .map(|_| rng.next_signed_unit() as f32 * 3.0)
+                .collect();
+            let scale = lstm_core::precision::i8_scale(&row);
+            // SAFETY: AVX-512F and VNNI detected above; `row` holds len floats, `quads`
+            // len.div_ceil(4) words.
+            let (got, quads) = unsafe {
+                let got = <F32x16 as DotI8>::i8_scale(row.as_ptr(), len);
+                let mut quads = vec![0u32; len.div_ceil(4)];
+                F32x16::quantize_quads(row.as_ptr(), len, 1.0 / scale, quads.as_mut_ptr(), 1);
+                (got, quads)
+            };
+            assert_eq!(got.to_bits(), scale.to_bits(), "len {len}");
+            for (kk, &x) in row.iter().enumerate() {
+                let byte = quads[kk / 4].to_le_bytes()[kk % 4];
+                let want = lstm_core::precision::quantize_i8(x, scale);
+                // The kernel multiplies by 1/scale where lstm-core divides: one step apart at
+                // most, at a tie.
+                assert!(
+                    (i32::from(byte) - 128 - i32::from(want)).abs() <= 1,
+                    "{x} {scale}"
+                );
+            }
+            for pad in len..len.div_ceil(4) * 4 {
+                assert_eq!(quads[pad / 4].to_le_bytes()[pad % 4], 128, "len {len}");
+            }
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                row[len / 2] = bad;
+                // SAFETY: as above.
+                let got = unsafe { <F32x16 as DotI8>::i8_scale(row.as_ptr(), len) };
+                assert!(got.is_nan(), "len {len}: {bad}");
             }
         }
     }
