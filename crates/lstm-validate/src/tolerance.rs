@@ -19,7 +19,8 @@
 //! Engines with reduced-precision weights (bf16, int8) are compared with the reference on the
 //! same rounded weights under the f32 rule, widened where they round the data operand of their
 //! products ([`OperandRounding`]) by [`OPERAND_SENSITIVITY`] times the reference's response to
-//! a perturbation of that size ([`compare_samples`], [`Samples::operands`]).
+//! a perturbation of that size ([`compare_samples`], [`Samples::operands`]), and held to the
+//! a-priori operand bound ([`Tolerance::operands`]) as well.
 
 use std::fmt;
 
@@ -224,6 +225,10 @@ pub struct Conditioning {
     pub gate_sum: f64,
     /// The largest number of terms K = I_k + H_out of one gate's dot products.
     pub dot_len: usize,
+    /// The largest `√(Σ_j (|W_ij|·|x_j|)² + Σ_j (|W_hj|·|h_j|)²)` over every gate row, with
+    /// `|x|`, `|h|` at their bounds: the scale of the error of one gate pre-activation when
+    /// every product's data operand is rounded independently ([`Tolerance::operands`]).
+    pub gate_rss: f64,
 }
 
 impl Conditioning {
@@ -250,7 +255,12 @@ impl Conditioning {
                 1.0
             }
         };
-        let mut gate_sum: f64 = 0.0;
+        let row_l2_squared = |m: &[f32], cols: usize, r: usize| -> f64 {
+            m.get(r * cols..(r + 1) * cols).map_or(0.0, |row| {
+                row.iter().map(|&v| f64::from(v) * f64::from(v)).sum()
+            })
+        };
+        let (mut gate_sum, mut gate_rss): (f64, f64) = (0.0, 0.0);
         for layer in 0..config.num_layers {
             let in_size = config.layer_input_size(layer);
             let x_max = if layer == 0 {
@@ -274,6 +284,9 @@ impl Conditioning {
                         + bias(&cell.b_ih)
                         + bias(&cell.b_hh);
                     gate_sum = gate_sum.max(sum);
+                    let squares = row_l2_squared(&cell.w_ih, in_size, r) * x_max * x_max
+                        + row_l2_squared(&cell.w_hh, h_out, r) * h_max * h_max;
+                    gate_rss = gate_rss.max(squares.sqrt());
                 }
             }
         }
@@ -281,7 +294,11 @@ impl Conditioning {
             .map(|l| config.layer_input_size(l) + h_out)
             .max()
             .unwrap_or(0);
-        Conditioning { gate_sum, dot_len }
+        Conditioning {
+            gate_sum,
+            dot_len,
+            gate_rss,
+        }
     }
 }
 
@@ -317,6 +334,40 @@ impl Tolerance {
         Tolerance {
             atol: step.atol * t.sqrt() + LONG_CELL_ULPS * U * t * max_abs_c,
             rtol: RTOL,
+        }
+    }
+
+    /// The a-priori operand bound: `base` (the f32 rule of the case on the rounded weights)
+    /// widened for products whose data operands are rounded as `rounding` says, over
+    /// `seq_len` steps of `layers` layers whose cells reach `max_abs_c`, from the case's data
+    /// bounds alone (no perturbed runs; `tools/torch_crosscheck.py --precision` applies it).
+    /// Looser than the operand model ([`compare_samples`] with [`Samples::operands`]) and blind
+    /// to the feedback through `W_hh`, it bounds what each step's own roundings can do.
+    ///
+    /// Derivation (docs/numerics.md, "The a-priori operand bound"): each element of a data
+    /// operand moves by at most `u` times its bound (bf16: relative; int8: `u·max|row|`, and
+    /// `max|row|` is within the bound), independently, so a gate pre-activation moves with a
+    /// standard deviation of at most `u/√3 · gate_rss`; [`OPERAND_SIGMAS`] of it per gate.
+    /// Through the gates (σ' ≤ ¼, tanh' ≤ 1) a step moves `c` by at most `(1.5 + ¼·max|c|)`
+    /// times that and `h` by `¼` more; the cell carries each step's error on with gain
+    /// `f ≤ 1`, and the steps' independent errors add like a random walk: `√(T·L)`.
+    pub fn operands(
+        base: Tolerance,
+        cond: &Conditioning,
+        rounding: OperandRounding,
+        (seq_len, layers): (usize, usize),
+        max_abs_c: f64,
+    ) -> Self {
+        let u = match rounding {
+            OperandRounding::Exact => 0.0,
+            OperandRounding::Relative(u) | OperandRounding::RowScaled(u) => u,
+        };
+        let gate = OPERAND_SIGMAS * u / 3f64.sqrt() * cond.gate_rss;
+        let step = gate * (1.75 + 0.25 * max_abs_c);
+        let walk = ((seq_len.max(1) * layers.max(1)) as f64).sqrt();
+        Tolerance {
+            atol: base.atol + step * walk,
+            rtol: base.rtol,
         }
     }
 

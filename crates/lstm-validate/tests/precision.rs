@@ -14,7 +14,7 @@ use lstm_core::{LstmOutput, LstmWeights, Precision};
 use lstm_simd::{Backend, SimdEngine};
 use lstm_validate::strategies::{cases, Case, CaseSpace};
 use lstm_validate::tolerance::{
-    self, compare, compare_samples, Margin, OperandRounding, Samples, Tolerance,
+    self, compare, compare_samples, Conditioning, Margin, OperandRounding, Samples, Tolerance,
 };
 use lstm_validate::{
     available, check_property, check_property_with, note, reduced_engines_under_test,
@@ -30,6 +30,7 @@ fn fail(engine: &str, what: impl std::fmt::Display) -> TestCaseError {
 /// The reference on `case` with `precision`'s rounded weights, and what an engine whose
 /// operands are rounded as `rounding` says is compared with.
 struct Reference {
+    weights: LstmWeights<f32>,
     want: LstmOutput<f64>,
     nudged: Vec<LstmOutput<f64>>,
     rounded: LstmOutput<f64>,
@@ -50,6 +51,7 @@ impl Reference {
         let base = tolerance_for(case, &weights, &want).unwrap();
         let operands = run_operand_perturbed_reference(case, &weights, rounding).unwrap();
         Reference {
+            weights,
             operand: (rounding, operands),
             want,
             nudged,
@@ -59,14 +61,15 @@ impl Reference {
     }
 
     /// Compares `got` (from the engine `name`, whose operands are rounded as `rounding`).
-    /// Returns how close it came to failing.
+    /// Holds it to the operand model and to the a-priori operand bound
+    /// ([`Tolerance::operands`]); returns how close it came to failing each.
     fn check(
         &self,
         case: &Case,
         name: &str,
         rounding: OperandRounding,
         got: &LstmOutput<f32>,
-    ) -> Result<Margin, TestCaseError> {
+    ) -> Result<(Margin, f64), TestCaseError> {
         let perturbed = sensitivity_samples(name, &self.nudged, &self.rounded);
         let operands: &[_] = match &self.operand {
             _ if rounding == OperandRounding::Exact => &[],
@@ -78,15 +81,33 @@ impl Reference {
             probes: &[],
             operands,
         };
-        compare_samples(got, &self.want, &samples, case.layout(), self.base)
-            .map_err(|m| fail(name, m))
+        let margin = compare_samples(got, &self.want, &samples, case.layout(), self.base)
+            .map_err(|m| fail(name, m))?;
+        // The a-priori bound too, with the f32 samples alone.
+        let (x_max, h0_max) = case.data_bounds();
+        let cond = Conditioning::of(&self.weights, x_max, h0_max);
+        let c0_max = case
+            .state()
+            .unwrap()
+            .map_or(0.0, |s| tolerance::max_abs(s.c.data()));
+        let c_max = c0_max.max(tolerance::max_abs(self.want.c_n.data()));
+        let shape = (case.seq_len, case.config.num_layers);
+        let a_priori = Tolerance::operands(self.base, &cond, rounding, shape, c_max);
+        let samples = Samples {
+            perturbed: &perturbed,
+            ..Samples::default()
+        };
+        let bound = compare_samples(got, &self.want, &samples, case.layout(), a_priori)
+            .map_err(|m| fail(name, format!("a-priori bound: {m}")))?;
+        Ok((margin, bound.worst_ratio))
     }
 }
 
 fn check_reduced(precision: Precision, space: CaseSpace, name: &str) {
     let engines = available(reduced_engines_under_test(precision));
-    // Per engine: the worst |error| / allowed, and the cases with steps past a chaos cut-off.
-    let worst = Mutex::new(vec![(0.0f64, 0u32); engines.len()]);
+    // Per engine: the worst |error| / allowed (operand model, a-priori bound), and the cases
+    // with steps past a chaos cut-off.
+    let worst = Mutex::new(vec![(0.0f64, 0.0f64, 0u32); engines.len()]);
     let best = lstm_validate::operand_rounding(Backend::detect_for(precision), precision);
     check_property(name, cases(space), |case: Case| {
         let reference = Reference::new(&case, precision, best);
@@ -97,17 +118,18 @@ fn check_reduced(precision: Precision, space: CaseSpace, name: &str) {
             let got = e
                 .forward(&input, state.as_ref(), case.lengths())
                 .map_err(|err| fail(&engine.name, err))?;
-            let margin = reference.check(&case, &engine.name, engine.operands, &got)?;
+            let (margin, a_priori) = reference.check(&case, &engine.name, engine.operands, &got)?;
             let mut w = worst.lock().unwrap();
             w[n].0 = w[n].0.max(margin.worst_ratio);
-            w[n].1 += u32::from(margin.unchecked_steps > 0);
+            w[n].1 = w[n].1.max(a_priori);
+            w[n].2 += u32::from(margin.unchecked_steps > 0);
         }
         Ok(())
     });
-    for (engine, (w, voided)) in engines.iter().zip(worst.lock().unwrap().iter()) {
+    for (engine, (w, a_priori, voided)) in engines.iter().zip(worst.lock().unwrap().iter()) {
         note(&format!(
-            "{name}: `{}` worst |error| / allowed = {w:.3}; {voided} cases with steps past a \
-             chaos cut-off",
+            "{name}: `{}` worst |error| / allowed = {w:.3} (a-priori bound: {a_priori:.3}); \
+             {voided} cases with steps past a chaos cut-off",
             engine.name
         ));
     }
