@@ -367,8 +367,9 @@ pub struct Call<'a> {
 /// operands as `rounding` says: what `lstm run --precision …` wrote, say) against the f64
 /// reference on `weights.rounded_to(precision)` under the model the property tests use: the
 /// f32 rule ([`tolerance_for_call`]) with its sensitivity samples, widened by the operand
-/// samples ([`run_operand_perturbed_reference_on`]). `weights` are the model's own (f32)
-/// weights.
+/// samples ([`run_operand_perturbed_reference_on`]), and the a-priori operand bound
+/// ([`Tolerance::operands`]). `weights` are the model's own (f32) weights; the margin returned
+/// is the operand model's.
 pub fn check_call(
     weights: &LstmWeights<f32>,
     precision: Precision,
@@ -398,9 +399,22 @@ pub fn check_call(
         batch_first: weights.config().batch_first,
         unbatched: x.shape().len() == 2,
     };
-    Ok(tolerance::compare_samples(
-        got, &want, &samples, layout, base,
-    ))
+    let margin = match tolerance::compare_samples(got, &want, &samples, layout, base) {
+        Ok(margin) => margin,
+        Err(mismatch) => return Ok(Err(mismatch)),
+    };
+    // The a-priori operand bound, with the f32 samples alone.
+    let h0_max = state.map_or(0.0, |s| tolerance::max_abs(s.h.data()));
+    let cond = tolerance::Conditioning::of(&weights, tolerance::max_abs(x.data()), h0_max);
+    let c0_max = state.map_or(0.0, |s| tolerance::max_abs(s.c.data()));
+    let c_max = c0_max.max(tolerance::max_abs(want.c_n.data()));
+    let shape = (seq_len, weights.config().num_layers);
+    let a_priori = Tolerance::operands(base, &cond, rounding, shape, c_max);
+    let samples = tolerance::Samples {
+        perturbed: &perturbed,
+        ..tolerance::Samples::default()
+    };
+    Ok(tolerance::compare_samples(got, &want, &samples, layout, a_priori).map(|_| margin))
 }
 
 /// Runs the f64 reference on `case` (weights, input and state widened exactly from f32).
