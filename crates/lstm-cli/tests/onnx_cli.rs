@@ -283,3 +283,52 @@ fn bound_inputs_become_weights() {
     let err = one_error_line(&out);
     assert!(err.contains("no input of that name"), "{err}");
 }
+
+/// `--precision` reaches ONNX models too: bf16 and int8 move the outputs off the f32 run's
+/// (the flag is not ignored) while staying within the reduced precisions' few 1e-3 of
+/// onnxruntime on these small models (a loose 3e-2 here; the contract is lstm-validate's).
+#[test]
+fn onnx_models_run_at_reduced_precision() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["forward", "peepholes", "bidirectional"] {
+        let dir = fixtures().join(name);
+        let (model, x) = (dir.join("model.onnx"), dir.join("x.npy"));
+        let want = read(&dir.join("y.npy"));
+        let run = |precision: &str, engine: &str| {
+            let y = tmp.path().join(format!("y_{precision}_{engine}.npy"));
+            let out = lstm(&[
+                "run",
+                "--model",
+                model.to_str().unwrap(),
+                "--input",
+                x.to_str().unwrap(),
+                "--output",
+                y.to_str().unwrap(),
+                "--precision",
+                precision,
+                "--engine",
+                engine,
+            ]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            read(&y)
+        };
+        for engine in ["simd", "parallel"] {
+            let exact = run("f32", engine);
+            for precision in ["bf16", "int8"] {
+                let got = run(precision, engine);
+                assert_ne!(got.data(), exact.data(), "{name} {precision} {engine}");
+                let worst = got
+                    .data()
+                    .iter()
+                    .zip(want.data())
+                    .map(|(g, w)| (g - w).abs())
+                    .fold(0.0, f32::max);
+                assert!(worst <= 3e-2, "{name} {precision} {engine}: {worst}");
+            }
+        }
+    }
+}

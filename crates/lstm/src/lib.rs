@@ -167,17 +167,26 @@ impl EngineOptions {
         self
     }
 
-    /// With the weights packed in `precision` (bf16: half the bytes, bf16 products with f32
-    /// accumulation; the state and the nonlinearities stay f32).
+    /// With the weights packed in `precision`: bf16 (half the bytes, bf16 products with f32
+    /// accumulation) or int8 (a quarter of the bytes, a scale per weight row; 8-bit products
+    /// with exact integer sums where the CPU has VNNI). The state and the nonlinearities stay
+    /// f32; `docs/numerics.md` has the accuracy contract.
     ///
     /// ```
     /// use lstm::{EngineKind, EngineOptions, LstmConfig, LstmWeights, Model, Precision, Tensor};
     ///
     /// let model = Model::from_weights(LstmWeights::random(LstmConfig::new(3, 16), 1)?);
-    /// let options = EngineOptions::default().with_precision(Precision::Bf16);
-    /// let engine = model.engine_with(EngineKind::Simd, options)?;
-    /// let out = engine.forward(&Tensor::new([5, 2, 3], vec![0.5; 30])?, None, None)?;
-    /// assert_eq!(out.output.shape(), &[5, 2, 16]);
+    /// let x = Tensor::new([5, 2, 3], vec![0.5; 30])?;
+    /// let exact = model.engine_with(EngineKind::Simd, EngineOptions::default())?;
+    /// let want = exact.forward(&x, None, None)?;
+    /// for precision in [Precision::Bf16, Precision::Int8] {
+    ///     let options = EngineOptions::default().with_precision(precision);
+    ///     let engine = model.engine_with(EngineKind::Simd, options)?;
+    ///     let out = engine.forward(&x, None, None)?;
+    ///     assert_eq!(out.output.shape(), &[5, 2, 16]);
+    ///     let worst = out.output.data().iter().zip(want.output.data());
+    ///     assert!(worst.map(|(a, b)| (a - b).abs()).fold(0.0, f32::max) < 2e-2);
+    /// }
     /// # Ok::<(), lstm::LstmError>(())
     /// ```
     pub fn with_precision(mut self, precision: Precision) -> Self {

@@ -94,7 +94,7 @@ fn run_onnx(args: &RunArgs, bytes: &[u8]) -> CliResult {
         None => None,
     };
     let kind = args.engine.unwrap_or_default();
-    let mut options = EngineOptions::default();
+    let mut options = EngineOptions::default().with_precision(args.precision);
     if let Some(n) = args.threads {
         options = options.with_threads(n.get());
     }

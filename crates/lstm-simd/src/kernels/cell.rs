@@ -327,8 +327,8 @@ unsafe fn step_tiles<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>>(
     variant: CellVariant,
     record: &R,
 ) {
-    // Rows are staged (rounded to bf16 once per step, for the bf16 dot product) a group at a
-    // time; each group's weight tiles stream once.
+    // Rows are staged (encoded once per step for a dot-product panel: rounded to bf16, or
+    // quantized to 8 bits) a group at a time; each group's weight tiles stream once.
     let group = match P::stage_rows(args.k) {
         fit if fit >= MR => fit / MR * MR,
         _ => args.rows,
