@@ -77,10 +77,11 @@ pub struct EngineUnderTest {
     /// Another entry this one must equal bit for bit on every call (the parallel runner at any
     /// thread count against the SIMD engine it parallelises).
     pub bit_identical_to: Option<String>,
-    /// The unit roundoff of its products' data operands (the input rows, `h`): 0 for f32
-    /// engines and for bf16 weights widened to f32, [`tolerance::BF16_U`] where the products
-    /// take bf16 operands (`vdpbf16ps`); see [`Tolerance::bf16_operands`].
-    pub operand_u: f64,
+    /// How its products' data operands (the input rows, `h`) are rounded: exact for f32
+    /// engines and for reduced-precision weights widened to f32, bf16 where the products take
+    /// bf16 operands (`vdpbf16ps`), int8 with a scale per row where they are quantized (VNNI);
+    /// see [`tolerance::OPERAND_SENSITIVITY`].
+    pub operands: tolerance::OperandRounding,
     /// How exactly the engine must satisfy the layout identities (`step` T times = `forward`,
     /// `batch_first` = transposed, a batch = its sequences one by one, lengths = truncation,
     /// unbatched = batch of one, `bias=False` = zero biases): [`Tolerance::EXACT`] unless the
@@ -100,14 +101,14 @@ impl EngineUnderTest {
             backend: None,
             available: true,
             bit_identical_to: None,
-            operand_u: 0.0,
+            operands: tolerance::OperandRounding::Exact,
             identities: Tolerance::EXACT,
         }
     }
 
-    /// Declares that the engine rounds its products' data operands with unit roundoff `u`.
-    pub fn operands_rounded(mut self, u: f64) -> Self {
-        self.operand_u = u;
+    /// Declares how the engine rounds its products' data operands.
+    pub fn operands_rounded(mut self, rounding: tolerance::OperandRounding) -> Self {
+        self.operands = rounding;
         self
     }
 
@@ -167,45 +168,62 @@ pub fn engines_under_test() -> Vec<EngineUnderTest> {
     ]
 }
 
-/// Every engine with bf16 weights, each backend pinned: the SIMD engine (bf16 weights widened
-/// to f32 on `portable`, `avx2`, `avx512`; bf16 operands on both sides on `avx512bf16`) and
-/// the parallel runner, bit-identical to the SIMD engine of the best bf16 backend. Compared
-/// with the reference on the same rounded weights ([`LstmWeights::rounded_to`]) under
-/// [`Tolerance::bf16_operands`].
-pub fn bf16_engines_under_test() -> Vec<EngineUnderTest> {
-    let best = Backend::detect_for(Precision::Bf16);
-    let operand_u = |b: Backend| {
-        if b == Backend::Avx512Bf16 {
-            tolerance::BF16_U
-        } else {
-            0.0
-        }
-    };
+/// How the SIMD engine on `backend` rounds the data operands of its products at `precision`.
+pub fn operand_rounding(backend: Backend, precision: Precision) -> tolerance::OperandRounding {
+    use tolerance::OperandRounding;
+    match (precision, backend) {
+        (Precision::Bf16, Backend::Avx512Bf16) => OperandRounding::Relative(tolerance::BF16_U),
+        (Precision::Int8, Backend::Avx512Vnni) => OperandRounding::RowScaled(tolerance::INT8_U),
+        _ => OperandRounding::Exact,
+    }
+}
+
+/// Every engine with weights of `precision` (bf16, int8), compared with the reference on the
+/// same rounded weights ([`LstmWeights::rounded_to`]) under the operand model
+/// ([`tolerance::compare_samples`], [`tolerance::OPERAND_SENSITIVITY`]): the SIMD
+/// engine on every backend whose kernels differ at that precision ([`Backend::all_for`]), the
+/// parallel runner at 2 and 3 threads (bit-identical to the SIMD engine of the best backend),
+/// and the engines the facade builds for `lstm run --precision …` (`cli-simd`, `cli-parallel`:
+/// [`lstm::Model::engine_with`] with the precision and nothing else, as the CLI calls it).
+pub fn reduced_engines_under_test(precision: Precision) -> Vec<EngineUnderTest> {
+    let best = Backend::detect_for(precision);
+    let p = precision.name();
     let mut engines: Vec<EngineUnderTest> = Backend::ALL
         .iter()
         .map(|&backend| {
-            EngineUnderTest::new(format!("simd-bf16-{}", backend.name()), move |w| {
-                Ok(Box::new(SimdEngine::with_options(
-                    &w,
-                    backend,
-                    Precision::Bf16,
-                )?))
+            EngineUnderTest::new(format!("simd-{p}-{}", backend.name()), move |w| {
+                Ok(Box::new(SimdEngine::with_options(&w, backend, precision)?))
             })
-            .backend(backend.name(), backend.is_supported())
-            .operands_rounded(operand_u(backend))
+            .backend(
+                backend.name(),
+                Backend::all_for(precision).contains(&backend),
+            )
+            .operands_rounded(operand_rounding(backend, precision))
         })
         .collect();
     for threads in [2, 3] {
         engines.push(
-            EngineUnderTest::new(format!("parallel-bf16-{threads}"), move |w| {
-                let engine = ParallelEngine::with_options(&w, best, Precision::Bf16, threads)?;
+            EngineUnderTest::new(format!("parallel-{p}-{threads}"), move |w| {
+                let engine = ParallelEngine::with_options(&w, best, precision, threads)?;
                 Ok(Box::new(ForcedPlan {
                     engine,
                     plan: Plan::Hidden(threads),
                 }))
             })
-            .bit_identical_to(format!("simd-bf16-{}", best.name()))
-            .operands_rounded(operand_u(best)),
+            .bit_identical_to(format!("simd-{p}-{}", best.name()))
+            .operands_rounded(operand_rounding(best, precision)),
+        );
+    }
+    for kind in [lstm::EngineKind::Simd, lstm::EngineKind::Parallel] {
+        engines.push(
+            EngineUnderTest::new(format!("cli-{p}-{}", kind.name()), move |w| {
+                let options = lstm::EngineOptions::default().with_precision(precision);
+                let engine: BoxedEngine =
+                    lstm::Model::from_weights(w).engine_with(kind, options)?;
+                Ok(engine)
+            })
+            .bit_identical_to(format!("simd-{p}-{}", best.name()))
+            .operands_rounded(operand_rounding(best, precision)),
         );
     }
     engines
@@ -293,14 +311,110 @@ pub fn tolerance_for(
 ) -> Result<Tolerance> {
     let (x_max, h0_max) = case.data_bounds();
     let cond = tolerance::Conditioning::of(weights, x_max, h0_max);
-    if case.seq_len <= tolerance::SHORT_SEQUENCE {
-        return Ok(Tolerance::per_step(&cond));
+    Ok(f32_rule(
+        &cond,
+        case.seq_len,
+        case.state()?.as_ref(),
+        reference,
+    ))
+}
+
+/// [`tolerance_for`] for a call given explicitly (`x` of `seq_len` steps, `state`), its data
+/// bounded by their own largest magnitudes: the f32 rule of any call, such as one made through
+/// `lstm run` ([`check_call`]).
+pub fn tolerance_for_call(
+    weights: &LstmWeights<f32>,
+    x: &Tensor<f32>,
+    state: Option<&LstmState<f32>>,
+    seq_len: usize,
+    reference: &LstmOutput<f64>,
+) -> Tolerance {
+    let h0_max = state.map_or(0.0, |s| tolerance::max_abs(s.h.data()));
+    let cond = tolerance::Conditioning::of(weights, tolerance::max_abs(x.data()), h0_max);
+    f32_rule(&cond, seq_len, state, reference)
+}
+
+/// The per-step rule up to [`tolerance::SHORT_SEQUENCE`] steps, the long-sequence rule (with
+/// `max|c|` over `c0` and `c_n`) beyond.
+fn f32_rule(
+    cond: &tolerance::Conditioning,
+    seq_len: usize,
+    state: Option<&LstmState<f32>>,
+    reference: &LstmOutput<f64>,
+) -> Tolerance {
+    if seq_len <= tolerance::SHORT_SEQUENCE {
+        return Tolerance::per_step(cond);
     }
-    let c0_max = case
-        .state()?
-        .map_or(0.0, |s| tolerance::max_abs(s.c.data()));
+    let c0_max = state.map_or(0.0, |s| tolerance::max_abs(s.c.data()));
     let c_max = c0_max.max(tolerance::max_abs(reference.c_n.data()));
-    Ok(Tolerance::long_sequence(&cond, case.seq_len, c_max))
+    Tolerance::long_sequence(cond, seq_len, c_max)
+}
+
+/// One forward call given explicitly, for [`check_call`].
+#[derive(Clone, Copy, Debug)]
+pub struct Call<'a> {
+    /// The input, in the model's layout.
+    pub x: &'a Tensor<f32>,
+    /// `(h0, c0)`, or `None` for zeros.
+    pub state: Option<&'a LstmState<f32>>,
+    /// Per-sequence lengths.
+    pub lengths: Option<&'a [usize]>,
+    /// T of `x`.
+    pub seq_len: usize,
+}
+
+/// Checks one call's result `got` (from an engine with weights of `precision` rounding its
+/// operands as `rounding` says: what `lstm run --precision …` wrote, say) against the f64
+/// reference on `weights.rounded_to(precision)` under the model the property tests use: the
+/// f32 rule ([`tolerance_for_call`]) with its sensitivity samples, widened by the operand
+/// samples ([`run_operand_perturbed_reference_on`]), and the a-priori operand bound
+/// ([`Tolerance::operands`]). `weights` are the model's own (f32) weights; the margin returned
+/// is the operand model's.
+pub fn check_call(
+    weights: &LstmWeights<f32>,
+    precision: Precision,
+    rounding: tolerance::OperandRounding,
+    call: &Call<'_>,
+    got: &LstmOutput<f32>,
+) -> Result<std::result::Result<tolerance::Margin, Mismatch>> {
+    let Call {
+        x,
+        state,
+        lengths,
+        seq_len,
+    } = *call;
+    let weights = weights.rounded_to(precision);
+    let want = run_reference_on(&weights, x, state, lengths)?;
+    let base = tolerance_for_call(&weights, x, state, seq_len, &want);
+    let nudged = run_perturbed_reference_on(&weights, x, state, lengths)?;
+    let rounded = run_state_rounded(&weights, x, state, lengths)?;
+    let perturbed = sensitivity_samples("", &nudged, &rounded);
+    let operands = run_operand_perturbed_reference_on(&weights, x, state, lengths, rounding)?;
+    let samples = tolerance::Samples {
+        perturbed: &perturbed,
+        probes: &[],
+        operands: &operands,
+    };
+    let layout = tolerance::Layout {
+        batch_first: weights.config().batch_first,
+        unbatched: x.shape().len() == 2,
+    };
+    let margin = match tolerance::compare_samples(got, &want, &samples, layout, base) {
+        Ok(margin) => margin,
+        Err(mismatch) => return Ok(Err(mismatch)),
+    };
+    // The a-priori operand bound, with the f32 samples alone.
+    let h0_max = state.map_or(0.0, |s| tolerance::max_abs(s.h.data()));
+    let cond = tolerance::Conditioning::of(&weights, tolerance::max_abs(x.data()), h0_max);
+    let c0_max = state.map_or(0.0, |s| tolerance::max_abs(s.c.data()));
+    let c_max = c0_max.max(tolerance::max_abs(want.c_n.data()));
+    let shape = (seq_len, weights.config().num_layers);
+    let a_priori = Tolerance::operands(base, &cond, rounding, shape, c_max);
+    let samples = tolerance::Samples {
+        perturbed: &perturbed,
+        ..tolerance::Samples::default()
+    };
+    Ok(tolerance::compare_samples(got, &want, &samples, layout, a_priori).map(|_| margin))
 }
 
 /// Runs the f64 reference on `case` (weights, input and state widened exactly from f32).
@@ -381,6 +495,101 @@ pub fn run_chaos_probes_on(
             perturbed_run(weights, x, state, lengths, sample, tolerance::PROBE_ULPS)
         })
         .collect()
+}
+
+/// Runs the f64 reference on `case` [`tolerance::PERTURBATION_SAMPLES`] times, each time
+/// perturbed as an engine rounding its operands as `rounding` says is, at √6 times its
+/// standard deviation ([`tolerance::OperandRounding::perturbation`]; signs drawn from a fixed
+/// stream per sample, as in [`run_perturbed_reference`]): the problem's response to errors of
+/// the size such an engine makes, for [`tolerance::Samples::operands`]. Empty for
+/// [`tolerance::OperandRounding::Exact`].
+pub fn run_operand_perturbed_reference(
+    case: &Case,
+    weights: &LstmWeights<f32>,
+    rounding: tolerance::OperandRounding,
+) -> Result<Vec<LstmOutput<f64>>> {
+    let (x, state) = (case.input()?, case.state()?);
+    run_operand_perturbed_reference_on(weights, &x, state.as_ref(), case.lengths(), rounding)
+}
+
+/// [`run_operand_perturbed_reference`] for a call given explicitly.
+pub fn run_operand_perturbed_reference_on(
+    weights: &LstmWeights<f32>,
+    x: &Tensor<f32>,
+    state: Option<&LstmState<f32>>,
+    lengths: Option<&[usize]>,
+    rounding: tolerance::OperandRounding,
+) -> Result<Vec<LstmOutput<f64>>> {
+    let samples = 0..tolerance::PERTURBATION_SAMPLES as u64;
+    operand_runs(weights, (x, state, lengths), rounding, samples)
+}
+
+/// The reference perturbed as `rounding`'s samples are, for each sign stream of `samples`;
+/// none when exact.
+fn operand_runs(
+    weights: &LstmWeights<f32>,
+    (x, state, lengths): (&Tensor<f32>, Option<&LstmState<f32>>, Option<&[usize]>),
+    rounding: tolerance::OperandRounding,
+    samples: std::ops::Range<u64>,
+) -> Result<Vec<LstmOutput<f64>>> {
+    use tolerance::OperandRounding;
+    let size = rounding.perturbation();
+    samples
+        .map(|sample| match rounding {
+            OperandRounding::Exact => Ok(None),
+            OperandRounding::Relative(_) => {
+                perturbed_run(weights, x, state, lengths, sample, size / tolerance::U).map(Some)
+            }
+            OperandRounding::RowScaled(_) => {
+                row_perturbed_run(weights, x, state, lengths, sample, size).map(Some)
+            }
+        })
+        .filter_map(Result::transpose)
+        .collect()
+}
+
+/// One run of the f64 reference with every element of each row of `W_ih`, `W_hh` and `W_hr`
+/// moved by `±size · ‖row‖₂` (signs from sample `sample`'s stream); biases, input and state
+/// unchanged. A product row `Σ_k w_k·a_k` then moves by `Σ_k ±size·‖w‖·a_k`, a standard
+/// deviation of `size·‖w‖·‖a‖ ≥ size·‖w‖·max|a|`: the structure of a row-scaled rounding of
+/// the operand `a`, whose error does not shrink with `|a_k|`.
+fn row_perturbed_run(
+    weights: &LstmWeights<f32>,
+    x: &Tensor<f32>,
+    state: Option<&LstmState<f32>>,
+    lengths: Option<&[usize]>,
+    sample: u64,
+    size: f64,
+) -> Result<LstmOutput<f64>> {
+    let mut rng = lstm_core::SplitMix64::new(
+        0x9e37_79b9_7f4a_7c15 ^ sample.wrapping_mul(0xd1b5_4a32_d192_ed03),
+    );
+    let wide = weights.cast::<f64>();
+    let config = wide.config().clone();
+    let (gates, proj) = (4 * config.hidden_size, config.proj_size);
+    let mut cells = wide.cells().to_vec();
+    for cell in &mut cells {
+        for (w, rows) in [
+            (Some(&mut cell.w_ih), gates),
+            (Some(&mut cell.w_hh), gates),
+            (cell.w_hr.as_mut(), proj),
+        ] {
+            let Some(w) = w else { continue };
+            let k = w.len().checked_div(rows).unwrap_or(0).max(1);
+            for row in w.chunks_mut(k) {
+                let step = size * row.iter().map(|v| v * v).sum::<f64>().sqrt();
+                for v in row {
+                    *v += if rng.next_u64() & 1 == 0 { step } else { -step };
+                }
+            }
+        }
+    }
+    let oracle = NaiveEngine::new(LstmWeights::with_peepholes(
+        config,
+        cells,
+        wide.peepholes().to_vec(),
+    )?)?;
+    oracle.forward(&widen(x), state.map(widen_state).as_ref(), lengths)
 }
 
 /// The name of the engine whose result [`run_state_rounded`] is.

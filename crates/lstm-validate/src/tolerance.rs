@@ -15,6 +15,12 @@
 //! - [`Tolerance::long_sequence`]: the same, times the number of steps the cell integrates,
 //!   plus [`LONG_CELL_ULPS`] `· u · T · max|c|` for the state rounding that an open forget
 //!   gate carries forward unattenuated.
+//!
+//! Engines with reduced-precision weights (bf16, int8) are compared with the reference on the
+//! same rounded weights under the f32 rule, widened where they round the data operand of their
+//! products ([`OperandRounding`]) by [`OPERAND_SENSITIVITY`] times the reference's response to
+//! a perturbation of that size ([`compare_samples`], [`Samples::operands`]), and held to the
+//! a-priori operand bound ([`Tolerance::operands`]) as well.
 
 use std::fmt;
 
@@ -47,42 +53,76 @@ pub const LONG_CELL_ULPS: f64 = 4.0;
 /// an engine's error is then a small multiple of this sensitivity rather than of `u`.
 pub const SENSITIVITY: f64 = 64.0;
 
-/// Standard deviations of a sum of independently rounded products allowed in
-/// [`Tolerance::bf16_operands`]: 6σ, which a sum of a few bounded terms or more exceeds with
-/// probability below 1e-8.
+/// Standard deviations of an engine's operand error allowed ([`OPERAND_SENSITIVITY`]): 6σ,
+/// which a sum of a few independent bounded roundings or more exceeds with probability below
+/// 1e-8.
 pub const OPERAND_SIGMAS: f64 = 6.0;
 
 /// The unit roundoff of bf16, `2⁻⁸` (8 significant bits): the relative error of one weight or
 /// operand rounded to bf16.
 pub const BF16_U: f64 = 1.0 / 256.0;
 
-/// The perturbed references `samples` (f32-sized roundings of every weight, input and state
-/// element, around `reference`) scaled to roundings of relative size `operand_u`: the
-/// problem's first-order sensitivity to bf16-sized perturbations, for
-/// [`compare_sensitive`] (whose [`CHAOTIC`] rule then stops checking where bf16 leaves no
-/// digits).
-pub fn bf16_sensitivity(
-    reference: &LstmOutput<f64>,
-    samples: &[LstmOutput<f64>],
-    operand_u: f64,
-) -> Vec<LstmOutput<f64>> {
-    let gain = operand_u / U;
-    let scale = |r: &Tensor<f64>, s: &Tensor<f64>| -> Tensor<f64> {
-        let mut out = s.clone();
-        for (o, (&rv, &sv)) in out.data_mut().iter_mut().zip(r.data().iter().zip(s.data())) {
-            *o = rv + (sv - rv) * gain;
-        }
-        out
-    };
-    samples
-        .iter()
-        .map(|s| LstmOutput {
-            output: scale(&reference.output, &s.output),
-            h_n: scale(&reference.h_n, &s.h_n),
-            c_n: scale(&reference.c_n, &s.c_n),
-        })
-        .collect()
+/// Half a step of int8 quantization with a scale of `max |row| / 127`, relative to `max |row|`:
+/// `1/254`, the largest error of one element of a row quantized dynamically (VNNI), whatever
+/// its own size.
+pub const INT8_U: f64 = 1.0 / 254.0;
+
+/// How an engine rounds the data operand of its products (the input rows, `h`, and the
+/// projection's `o ⊙ tanh(c)`): the one error an engine with reduced-precision weights makes
+/// beyond the f32 engine's on the same (rounded) weights
+/// ([`LstmWeights::rounded_to`](lstm_core::LstmWeights::rounded_to)).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum OperandRounding {
+    /// Kept in f32: f32 engines, and reduced-precision weights widened to f32 in registers.
+    #[default]
+    Exact,
+    /// Each element rounded with relative error at most `u` (bf16 with `vdpbf16ps`:
+    /// [`BF16_U`]).
+    Relative(f64),
+    /// Each row quantized with its own scale, each element's error at most `u · max |row|`
+    /// (int8 with VNNI: [`INT8_U`]).
+    RowScaled(f64),
 }
+
+impl OperandRounding {
+    /// The size of the perturbation of [`crate::run_operand_perturbed_reference`], chosen so
+    /// that every gate pre-activation (and projected `h`) moves with at least √6 times the
+    /// standard deviation of the engine's operand error ([`OPERAND_SENSITIVITY`]); 0 when
+    /// exact.
+    ///
+    /// - Relative `u` (bf16): every weight, input and state element moved by `±u`, relative. A
+    ///   product `w·x` moves by `w·x·(±u ± u)`, a standard deviation of `√2·u·|w·x|`; the
+    ///   engine's rounding `w·x·δ`, `δ` spread over `±u`, has `u/√3·|w·x|`: √6.
+    /// - Row-scaled `u` (int8): every element of each weight row `w` moved by `±√2·u·‖w‖₂`,
+    ///   absolute. A product row `Σ_k w_k·a_k` moves by a standard deviation of
+    ///   `√2·u·‖w‖·‖a‖`; the engine's rounding `Σ_k w_k·δ_k`, `δ_k` spread over `±u·max|a|`,
+    ///   has `u·max|a|/√3·‖w‖`, and `‖a‖ ≥ max|a|`: at least √6, whatever the operand `a`
+    ///   (input row, `h`, the projection's `o ⊙ tanh(c)`) holds.
+    pub fn perturbation(self) -> f64 {
+        match self {
+            OperandRounding::Exact => 0.0,
+            OperandRounding::Relative(u) => u,
+            OperandRounding::RowScaled(u) => std::f64::consts::SQRT_2 * u,
+        }
+    }
+}
+
+/// Multiple of the operand samples' spread ([`crate::run_operand_perturbed_reference`]: the
+/// reference with every element moved by [`OperandRounding::perturbation`]) allowed on top of
+/// the f32 rule, for an engine that rounds its products' data operands.
+///
+/// Derivation (docs/numerics.md, "The operand model"): the engine's
+/// operand error at a step is the response of the recurrence (through the gates, the cell and
+/// the feedback of `h` through `W_hh` and the next layers) to independent roundings of every
+/// product, within [`OPERAND_SIGMAS`] of its standard deviation `σ_e`; a sample is the
+/// response to a perturbation of the same kind with a standard deviation at least `√6·σ_e` at
+/// every gate ([`OperandRounding::perturbation`]; a sample's perturbation of the weights
+/// persists from step to step where the engine's roundings change, which only makes it
+/// larger over time), and the largest of [`PERTURBATION_SAMPLES`] samples is below a third of
+/// its standard deviation with probability ≈ 0.005: `6 · 3 / √6 = 3√6 ≈ 7.35`. The samples
+/// are actual runs of the reference at that size (not f32-sized runs scaled up), so saturating
+/// gates respond as they do; a large spread widens the tolerance, never voids the check.
+pub const OPERAND_SENSITIVITY: f64 = OPERAND_SIGMAS * 3.0 / 2.449_489_742_783_178;
 
 /// Independent perturbations of the reference whose largest effect is the sensitivity at each
 /// step. One random-sign perturbation can lie almost orthogonal to the direction a chaotic
@@ -132,20 +172,32 @@ pub fn is_chaotic(spread: f64, scale: f64) -> bool {
     spread.is_finite() && spread > CHAOTIC * scale
 }
 
-/// `base` widened by [`SENSITIVITY`] × `extra`, the samples' spread on values of size up to
-/// `scale`, or [`UNCHECKED`] where `extra` or the probes' spread `probed` / [`PROBE_ULPS`] is
-/// past [`CHAOTIC`]. A non-finite `extra` widens nothing: it says nothing about how far an
-/// f32 engine may be, and an infinite or NaN `atol` would accept everything or nothing.
-fn widen(base: Tolerance, extra: f64, probed: f64, scale: f64) -> Tolerance {
-    if is_chaotic(extra, scale) || is_chaotic(probed / PROBE_ULPS, scale) {
-        UNCHECKED
-    } else if extra.is_finite() {
-        Tolerance {
-            atol: base.atol + SENSITIVITY * extra,
-            rtol: base.rtol,
-        }
-    } else {
-        base
+/// The largest spreads of a step (or a final state) over each kind of sample: the f32-sized
+/// perturbations, the chaos probes (not yet divided by [`PROBE_ULPS`]), and the operand-sized
+/// perturbations.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Spreads {
+    samples: f64,
+    probes: f64,
+    operands: f64,
+}
+
+/// `base` widened by [`SENSITIVITY`] × the samples' spread and [`OPERAND_SENSITIVITY`] × the
+/// operand samples' spread, on values of size up to `scale`, or [`UNCHECKED`] where the
+/// samples' spread or the probes' spread / [`PROBE_ULPS`] is past [`CHAOTIC`]. The operand
+/// samples never void a check: their spread measures a perturbation far above f32's, and the
+/// tolerance it buys grows with it. A non-finite spread widens nothing: it says nothing about
+/// how far an engine may be, and an infinite or NaN `atol` would accept everything or nothing.
+fn widen(base: Tolerance, spreads: Spreads, scale: f64) -> Tolerance {
+    if is_chaotic(spreads.samples, scale) || is_chaotic(spreads.probes / PROBE_ULPS, scale) {
+        return UNCHECKED;
+    }
+    let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
+    Tolerance {
+        atol: base.atol
+            + SENSITIVITY * finite(spreads.samples)
+            + OPERAND_SENSITIVITY * finite(spreads.operands),
+        rtol: base.rtol,
     }
 }
 
@@ -175,7 +227,7 @@ pub struct Conditioning {
     pub dot_len: usize,
     /// The largest `√(Σ_j (|W_ij|·|x_j|)² + Σ_j (|W_hj|·|h_j|)²)` over every gate row, with
     /// `|x|`, `|h|` at their bounds: the scale of the error of one gate pre-activation when
-    /// every product's data operand is rounded independently ([`Tolerance::bf16_operands`]).
+    /// every product's data operand is rounded independently ([`Tolerance::operands`]).
     pub gate_rss: f64,
 }
 
@@ -190,11 +242,6 @@ impl Conditioning {
             m.get(r * cols..(r + 1) * cols)
                 .map_or(0.0, |row| row.iter().map(|v| f64::from(v.abs())).sum())
         };
-        let row_l2_squared = |m: &[f32], cols: usize, r: usize| -> f64 {
-            m.get(r * cols..(r + 1) * cols).map_or(0.0, |row| {
-                row.iter().map(|&v| f64::from(v) * f64::from(v)).sum()
-            })
-        };
         // |h| of every layer after the first step; the projection widens the bound.
         let h_bound = |layer: usize| -> f64 {
             let cell_max = (0..config.num_directions())
@@ -207,6 +254,11 @@ impl Conditioning {
             } else {
                 1.0
             }
+        };
+        let row_l2_squared = |m: &[f32], cols: usize, r: usize| -> f64 {
+            m.get(r * cols..(r + 1) * cols).map_or(0.0, |row| {
+                row.iter().map(|&v| f64::from(v) * f64::from(v)).sum()
+            })
         };
         let (mut gate_sum, mut gate_rss): (f64, f64) = (0.0, 0.0);
         for layer in 0..config.num_layers {
@@ -285,28 +337,32 @@ impl Tolerance {
         }
     }
 
-    /// `base` (the f32 rule of the case, against the reference run on the engine's rounded
-    /// weights) widened for products whose data operand (the input row, `h`) is rounded with
-    /// unit roundoff `operand_u` (bf16: 2⁻⁸; 0 when only the weights are rounded), over
-    /// `seq_len` steps of `layers` layers whose cells reach `max_abs_c`.
+    /// The a-priori operand bound: `base` (the f32 rule of the case on the rounded weights)
+    /// widened for products whose data operands are rounded as `rounding` says, over
+    /// `seq_len` steps of `layers` layers whose cells reach `max_abs_c`, from the case's data
+    /// bounds alone (no perturbed runs; `tools/torch_crosscheck.py --precision` applies it).
+    /// Looser than the operand model ([`compare_samples`] with [`Samples::operands`]) and blind
+    /// to the feedback through `W_hh`, it bounds what each step's own roundings can do.
     ///
-    /// Derivation (docs/numerics.md, "bf16"): rounding `x_j` to `x_j(1 + δ_j)`, `|δ_j| ≤ u`,
-    /// moves a gate pre-activation by `Σ_j w_j x_j δ_j`, a sum of independent terms of standard
-    /// deviation at most `u/√3·|w_j x_j|`, so at most `OPERAND_SIGMAS · u/√3 · gate_rss`.
-    /// Through the gates (σ' ≤ ¼, tanh' ≤ 1) a step moves `c` by at most
-    /// `(¼ + 1 + ¼·max|c|)` times that and `h` by `¼` more; the cell carries each step's error
-    /// on with gain `f ≤ 1`, and the steps' independent errors add like a random walk:
-    /// `√(T·L)` over the steps of every layer. The feedback through `W_hh` (and `W_ih` of the
-    /// next layer) is the problem's sensitivity, measured separately
-    /// ([`bf16_sensitivity`]).
-    pub fn bf16_operands(
+    /// Derivation (docs/numerics.md, "The a-priori operand bound"): each element of a data
+    /// operand moves by at most `u` times its bound (bf16: relative; int8: `u·max|row|`, and
+    /// `max|row|` is within the bound), independently, so a gate pre-activation moves with a
+    /// standard deviation of at most `u/√3 · gate_rss`; [`OPERAND_SIGMAS`] of it per gate.
+    /// Through the gates (σ' ≤ ¼, tanh' ≤ 1) a step moves `c` by at most `(1.5 + ¼·max|c|)`
+    /// times that and `h` by `¼` more; the cell carries each step's error on with gain
+    /// `f ≤ 1`, and the steps' independent errors add like a random walk: `√(T·L)`.
+    pub fn operands(
         base: Tolerance,
         cond: &Conditioning,
-        operand_u: f64,
+        rounding: OperandRounding,
         (seq_len, layers): (usize, usize),
         max_abs_c: f64,
     ) -> Self {
-        let gate = OPERAND_SIGMAS * operand_u / 3f64.sqrt() * cond.gate_rss;
+        let u = match rounding {
+            OperandRounding::Exact => 0.0,
+            OperandRounding::Relative(u) | OperandRounding::RowScaled(u) => u,
+        };
+        let gate = OPERAND_SIGMAS * u / 3f64.sqrt() * cond.gate_rss;
         let step = gate * (1.75 + 0.25 * max_abs_c);
         let walk = ((seq_len.max(1) * layers.max(1)) as f64).sqrt();
         Tolerance {
@@ -501,6 +557,54 @@ where
     A: Copy + Into<f64>,
     B: Copy + Into<f64>,
 {
+    let samples = Samples {
+        perturbed,
+        probes,
+        ..Samples::default()
+    };
+    compare_samples(got, want, &samples, layout, base).map(|_| ())
+}
+
+/// How close a passing comparison came to failing ([`compare_samples`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Margin {
+    /// The largest `|a − b| / allowed` over the checked steps of `output`.
+    pub worst_ratio: f64,
+    /// Steps of `output` past [`CHAOTIC`], checked for NaN alone.
+    pub unchecked_steps: usize,
+}
+
+/// The perturbed references a comparison is widened by ([`compare_samples`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Samples<'a> {
+    /// f32-sized perturbations ([`crate::run_perturbed_reference`], and
+    /// [`crate::run_state_rounded`] through [`crate::sensitivity_samples`]): widen by
+    /// [`SENSITIVITY`] × their spread, and void a step past [`CHAOTIC`].
+    pub perturbed: &'a [LstmOutput<f64>],
+    /// Chaos probes ([`crate::run_chaos_probes`]): void a step whose spread / [`PROBE_ULPS`] is
+    /// past [`CHAOTIC`], never widen.
+    pub probes: &'a [LstmOutput<f64>],
+    /// Operand-sized perturbations ([`crate::run_operand_perturbed_reference`]), for engines
+    /// that round their products' data operands: widen by [`OPERAND_SENSITIVITY`] × their
+    /// spread, never void.
+    pub operands: &'a [LstmOutput<f64>],
+}
+
+/// [`compare_sensitive`] with every kind of sample ([`Samples`]): the comparison of an engine
+/// with reduced-precision operands, whose tolerance is widened by the problem's response to
+/// perturbations of its operand rounding's size as well as of f32's.
+pub fn compare_samples<A, B>(
+    got: &LstmOutput<A>,
+    want: &LstmOutput<B>,
+    samples: &Samples<'_>,
+    layout: Layout,
+    base: Tolerance,
+) -> Result<Margin, Mismatch>
+where
+    A: Copy + Into<f64>,
+    B: Copy + Into<f64>,
+{
+    let (perturbed, probes, operands) = (samples.perturbed, samples.probes, samples.operands);
     shapes_match("output", got.output.shape(), want.output.shape())?;
     let (steps, batch, g) = canonical(&got.output, layout);
     let (_, _, w) = canonical(&want.output, layout);
@@ -512,9 +616,14 @@ where
         .iter()
         .map(|q| canonical(&q.output, layout).2)
         .collect();
+    let o: Vec<Vec<f64>> = operands
+        .iter()
+        .map(|o| canonical(&o.output, layout).2)
+        .collect();
     let features = g.len().checked_div(steps * batch).unwrap_or(0);
     let mut drift = Vec::with_capacity(steps);
     let mut chaotic = false;
+    let mut margin = Margin::default();
     for t in 0..steps {
         let row = (t * batch * features)..((t + 1) * batch * features);
         let tolerance = if chaotic {
@@ -526,9 +635,17 @@ where
                     .map(|s| spread(&s[row.clone()], &w[row.clone()]))
                     .fold(0.0, f64::max)
             };
-            widen(base, spread_of(&p), spread_of(&q), max_abs(&w[row.clone()]))
+            let spreads = Spreads {
+                samples: spread_of(&p),
+                probes: spread_of(&q),
+                operands: spread_of(&o),
+            };
+            widen(base, spreads, max_abs(&w[row.clone()]))
         };
         chaotic = tolerance == UNCHECKED;
+        if chaotic {
+            margin.unchecked_steps += 1;
+        }
         let mut step = StepError {
             t,
             max_abs: 0.0,
@@ -551,6 +668,9 @@ where
                     first_bad = Some((b, f, a, r));
                 }
             }
+        }
+        if !chaotic {
+            margin.worst_ratio = margin.worst_ratio.max(step.max_ratio);
         }
         drift.push(step);
         if let Some((b, feature, got, want)) = first_bad {
@@ -577,7 +697,12 @@ where
                 .map(|p| spread(pick(p).data(), &w))
                 .fold(0.0, f64::max)
         };
-        widen(base, spread_of(perturbed), spread_of(probes), max_abs(&w))
+        let spreads = Spreads {
+            samples: spread_of(perturbed),
+            probes: spread_of(probes),
+            operands: spread_of(operands),
+        };
+        widen(base, spreads, max_abs(&w))
     };
     final_state(
         "h_n",
@@ -592,7 +717,8 @@ where
         &want.c_n,
         layout,
         state_tolerance(|o| &o.c_n, &want.c_n),
-    )
+    )?;
+    Ok(margin)
 }
 
 /// The sensitivity a sample `a` shows against the reference `b`: the largest `|a − b|` over
@@ -781,17 +907,74 @@ mod tests {
     fn a_non_finite_estimate_never_widens_or_voids() {
         for bad in [f64::NAN, f64::INFINITY] {
             assert!(!is_chaotic(bad, 1.0));
-            assert_eq!(widen(BASE, bad, bad, 1.0), BASE);
+            let spreads = Spreads {
+                samples: bad,
+                probes: bad,
+                operands: bad,
+            };
+            assert_eq!(widen(BASE, spreads, 1.0), BASE);
         }
         assert!(
             is_chaotic(1.0, f64::INFINITY),
             "an infinite scale hides chaos"
         );
-        assert_eq!(widen(BASE, 1.0, 0.0, 1.0), UNCHECKED);
+        let samples = |samples| Spreads {
+            samples,
+            ..Spreads::default()
+        };
+        assert_eq!(widen(BASE, samples(1.0), 1.0), UNCHECKED);
         assert_eq!(
-            widen(BASE, 1e-6, 0.0, 1.0).atol,
+            widen(BASE, samples(1e-6), 1.0).atol,
             BASE.atol + SENSITIVITY * 1e-6
         );
+    }
+
+    #[test]
+    fn operand_samples_widen_but_never_void() {
+        let want = out(&[&[0.5, 0.25]]);
+        let got = out(&[&[0.5, 0.25 + 0.05]]);
+        // An operand sample 0.01 away: 0.05 is within OPERAND_SENSITIVITY (7.3) × 0.01.
+        let near = out(&[&[0.5, 0.26]]);
+        fn samples(operands: &[LstmOutput<f64>]) -> Samples<'_> {
+            Samples {
+                operands,
+                ..Samples::default()
+            }
+        }
+        let margin = compare_samples(
+            &got,
+            &want,
+            &samples(std::slice::from_ref(&near)),
+            PLAIN,
+            BASE,
+        )
+        .unwrap();
+        let allowed = BASE.atol + OPERAND_SENSITIVITY * 0.01;
+        assert!(
+            (margin.worst_ratio - 0.05 / allowed).abs() < 1e-9,
+            "{margin:?}"
+        );
+        assert_eq!(margin.unchecked_steps, 0);
+        // Half as far: 0.05 is not.
+        let nearer = out(&[&[0.5, 0.255]]);
+        assert!(compare_samples(&got, &want, &samples(&[nearer]), PLAIN, BASE).is_err());
+        // A spread of 1 (past CHAOTIC for f32 samples) widens by 7.3 and checks NaN still.
+        let far = out(&[&[0.5, 1.25]]);
+        let nan = out(&[&[f64::NAN, 0.25]]);
+        assert!(compare_samples(
+            &got,
+            &want,
+            &samples(std::slice::from_ref(&far)),
+            PLAIN,
+            BASE
+        )
+        .is_ok());
+        assert!(compare_samples(&nan, &want, &samples(&[far]), PLAIN, BASE).is_err());
+        // The operand perturbation: √6 the engine's standard deviation at every gate.
+        assert_eq!(OperandRounding::Exact.perturbation(), 0.0);
+        assert_eq!(OperandRounding::Relative(BF16_U).perturbation(), BF16_U);
+        let row_scaled = OperandRounding::RowScaled(INT8_U).perturbation();
+        assert_eq!(row_scaled, std::f64::consts::SQRT_2 * INT8_U);
     }
 
     #[test]
