@@ -246,3 +246,171 @@ pub(crate) fn tanh<V: Lanes>(x: V) -> V {
     let small = p.mul(z).mul_add(x, x);
     a.select_lt(TANH_POLY_MAX, small, large.copysign(x))
 }
+
+/// The gate nonlinearities a cell kernel evaluates. Which one is a property of the kernel
+/// table, chosen with its weight precision: the f32 kernels keep [`Precise`] (their bits are
+/// part of the contract); the reduced-precision kernels take [`Fast`], whose error is four
+/// orders of magnitude below what rounding the weights and operands costs them.
+pub(crate) trait Activations {
+    /// `σ(x)`.
+    fn sigmoid<V: Lanes>(x: V) -> V;
+    /// `tanh(x)`.
+    fn tanh<V: Lanes>(x: V) -> V;
+}
+
+/// [`sigmoid`] and [`tanh`]: Cephes' functions with true divisions, within 2 ulp.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Precise;
+
+impl Activations for Precise {
+    #[inline(always)]
+    fn sigmoid<V: Lanes>(x: V) -> V {
+        sigmoid(x)
+    }
+    #[inline(always)]
+    fn tanh<V: Lanes>(x: V) -> V {
+        tanh(x)
+    }
+}
+
+/// `σ(x) = 1/(1 + 2^{-x·log₂e})` and `tanh(x) = 1 - 2/(1 + 2^{2x·log₂e})` over one short
+/// [`exp2_fast`], with true divisions: about 40% fewer instructions than [`Precise`], and a
+/// bf16 step 6% faster (its epilogue was an eighth of its time). Errors, measured against f64
+/// over every 1/1024 in [-20, 20] (`fast_activations_accuracy`): σ within 9e-8 absolute, as
+/// [`Precise`] (1.1e-6 relative, on its tiny values far left), tanh within 1.8e-7 absolute
+/// (no small-argument polynomial: near 0 the error is absolute, not relative). Both saturate
+/// exactly (±1, and σ to a normal number above 0); NaN in, NaN out.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fast;
+
+/// `log₂ e`.
+const LOG2_E: f32 = std::f32::consts::LOG2_E;
+
+impl Activations for Fast {
+    #[inline(always)]
+    fn sigmoid<V: Lanes>(x: V) -> V {
+        let one = x.constant(1.0);
+        one.div(one.add(exp2_fast(x.mul(x.constant(-LOG2_E)))))
+    }
+    #[inline(always)]
+    fn tanh<V: Lanes>(x: V) -> V {
+        let one = x.constant(1.0);
+        let e = exp2_fast(x.mul(x.constant(2.0 * LOG2_E)));
+        one.sub(x.constant(2.0).div(one.add(e)))
+    }
+}
+
+/// `2^t` for `t` clamped to `[-126, 125]`: `2^n · p(t - n)` with `n = round(t)` and `p` a
+/// degree-5 fit of `2^f` on `[-1/2, 1/2]` (relative error 1.8e-7 evaluated in f32, plus the
+/// rounding of `t` itself). The clamp keeps the result normal and `1 + 2^t` finite, so
+/// `1/(1 + 2^t)` is a normal number too. NaN in, NaN out.
+#[inline(always)]
+#[allow(clippy::excessive_precision)] // the fitted coefficients as printed
+fn exp2_fast<V: Lanes>(t: V) -> V {
+    let t = t.clamp(-126.0, 125.0);
+    let n = t.round();
+    let f = t.sub(n);
+    let mut p = t.constant(1.326_469_8e-3);
+    p = p.mul_add(f, t.constant(9.671_509_3e-3));
+    p = p.mul_add(f, t.constant(5.550_734e-2));
+    p = p.mul_add(f, t.constant(2.402_224_2e-1));
+    p = p.mul_add(f, t.constant(6.931_470_0e-1));
+    p = p.mul_add(f, t.constant(1.0));
+    p.mul(n.pow2i())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[max absolute, max relative error of σ, max absolute error of tanh]` of `A` on `V`
+    /// against f64, over every 1/1024 in [-20, 20] and tiny and huge arguments.
+    fn activation_errors<V: Lanes, A: Activations>(lanes: V) -> [f64; 3] {
+        let mut xs: Vec<f32> = (-20 * 1024..=20 * 1024)
+            .map(|i| i as f32 / 1024.0)
+            .collect();
+        xs.extend([
+            1e-30, -1e-30, 1e-8, -3e-6, 0.0, -0.0, 87.5, -87.5, 300.0, -300.0,
+        ]);
+        let (mut sig_abs, mut sig, mut tanh) = (0.0f64, 0.0f64, 0.0f64);
+        let mut out = [0.0f32; 16];
+        for chunk in xs.chunks(V::N) {
+            let mut buf = [0.0f32; 16];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            // SAFETY: `lanes` proves the instruction set; `buf` and `out` hold 16 >= N floats.
+            let x = unsafe { V::load(buf.as_ptr()) };
+            let _ = lanes;
+            for (which, f) in [(0, A::sigmoid(x)), (1, A::tanh(x))] {
+                // SAFETY: as above.
+                unsafe { f.store(out.as_mut_ptr()) };
+                for (&x, &y) in chunk.iter().zip(&out) {
+                    let x = f64::from(x);
+                    if which == 0 {
+                        let want = 1.0 / (1.0 + (-x).exp());
+                        sig_abs = sig_abs.max((f64::from(y) - want).abs());
+                        if want > 1e-37 {
+                            sig = sig.max((f64::from(y) - want).abs() / want);
+                        }
+                        assert!(y.is_normal() && y <= 1.0, "σ({x}) = {y}");
+                    } else {
+                        tanh = tanh.max((f64::from(y) - x.tanh()).abs());
+                        assert!(y.abs() <= 1.0, "tanh({x}) = {y}");
+                    }
+                }
+            }
+        }
+        for (x, s, t) in [
+            (f32::INFINITY, 1.0, 1.0),
+            (50.0, 1.0, 1.0),
+            (-50.0, f32::NAN, -1.0),
+        ] {
+            // SAFETY: as above.
+            let v = unsafe { V::splat(x) };
+            // SAFETY: as above.
+            unsafe { A::tanh(v).store(out.as_mut_ptr()) };
+            assert_eq!(out[0], t, "tanh({x})");
+            // SAFETY: as above.
+            unsafe { A::sigmoid(v).store(out.as_mut_ptr()) };
+            assert!(s.is_nan() || out[0] == s, "σ({x}) = {}", out[0]);
+        }
+        // SAFETY: as above.
+        let nan = unsafe { V::splat(f32::NAN) };
+        for f in [A::sigmoid(nan), A::tanh(nan)] {
+            // SAFETY: as above.
+            unsafe { f.store(out.as_mut_ptr()) };
+            assert!(out[0].is_nan());
+        }
+        [sig_abs, sig, tanh]
+    }
+
+    /// The bounds [`Fast`]'s docs state (and [`Precise`] within 2 ulp), on the portable lanes
+    /// and on AVX-512 where the CPU has it.
+    #[test]
+    fn fast_activations_accuracy() {
+        let check = |name: &str, [sa, sr, t]: [f64; 3], bounds: [f64; 3]| {
+            eprintln!("{name}: σ abs {sa:.2e} rel {sr:.2e}, tanh abs {t:.2e}");
+            assert!(sa < bounds[0] && sr < bounds[1] && t < bounds[2], "{name}");
+        };
+        // SAFETY: the portable lanes run on every CPU.
+        let portable = unsafe { crate::portable::Portable::splat(0.0) };
+        check(
+            "portable Fast",
+            activation_errors::<_, Fast>(portable),
+            FAST_BOUNDS,
+        );
+        check(
+            "portable Precise",
+            activation_errors::<_, Precise>(portable),
+            [1.2e-7, 2.4e-7, 1.2e-7],
+        );
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F detected.
+            let v = unsafe { crate::x86_64::avx512::F32x16::splat(0.0) };
+            check("avx512 Fast", activation_errors::<_, Fast>(v), FAST_BOUNDS);
+        }
+    }
+
+    /// What [`Fast`]'s docs promise: σ absolute, σ relative, tanh absolute.
+    const FAST_BOUNDS: [f64; 3] = [1.2e-7, 2e-6, 2.4e-7];
+}

@@ -16,7 +16,7 @@
 
 use super::gemm::{Panel, StagedRows};
 use super::{row_blocks, with_rows};
-use crate::lanes::{sigmoid, tanh, Lanes};
+use crate::lanes::{sigmoid, tanh, Activations, Lanes};
 
 /// The cell's gate math: PyTorch's cell, or ONNX's with its options (peepholes, a clip of the
 /// pre-activations, coupled input and forget gates `f = 1 - i`). Matched in [`cell_update`]
@@ -53,11 +53,11 @@ pub(crate) struct CellValues<V> {
     pub(crate) h: V,
 }
 
-/// The gate nonlinearities and the cell update of one row of `N` units, from the four gate
-/// pre-activations `z`, the previous cell state and, for [`CellVariant::Onnx`] with
+/// The gate nonlinearities (`A`'s) and the cell update of one row of `N` units, from the four
+/// gate pre-activations `z`, the previous cell state and, for [`CellVariant::Onnx`] with
 /// peepholes, the peephole weights `P_i, P_f, P_o` of these units (ignored otherwise).
 #[inline(always)]
-pub(crate) fn cell_update<V: Lanes>(
+pub(crate) fn cell_update<V: Lanes, A: Activations>(
     variant: CellVariant,
     z: [V; 4],
     c_prev: V,
@@ -65,13 +65,13 @@ pub(crate) fn cell_update<V: Lanes>(
 ) -> CellValues<V> {
     match variant {
         CellVariant::Standard => {
-            let i = sigmoid(z[0]);
-            let f = sigmoid(z[1]);
-            let g = tanh(z[2]);
-            let o = sigmoid(z[3]);
+            let i = A::sigmoid(z[0]);
+            let f = A::sigmoid(z[1]);
+            let g = A::tanh(z[2]);
+            let o = A::sigmoid(z[3]);
             // c' = f ⊙ c + i ⊙ g; a decaying cell is flushed to zero before it turns subnormal.
             let c = f.mul_add(c_prev, i.mul(g)).flush_subnormal();
-            let tanh_c = tanh(c);
+            let tanh_c = A::tanh(c);
             let h = o.mul(tanh_c).flush_subnormal();
             CellValues {
                 gates: [i, f, g, o],
@@ -84,16 +84,16 @@ pub(crate) fn cell_update<V: Lanes>(
             let clip = |x: V| cell.clip.map_or(x, |l| x.clamp(-l, l));
             // z + P ⊙ c (one rounding with FMA), or z without peepholes.
             let peep = |z: V, p: V, c: V| if cell.peepholes { p.mul_add(c, z) } else { z };
-            let i = sigmoid(clip(peep(z[0], peephole[0], c_prev)));
+            let i = A::sigmoid(clip(peep(z[0], peephole[0], c_prev)));
             let f = if cell.input_forget {
                 i.constant(1.0).sub(i)
             } else {
-                sigmoid(clip(peep(z[1], peephole[1], c_prev)))
+                A::sigmoid(clip(peep(z[1], peephole[1], c_prev)))
             };
-            let g = tanh(clip(z[2]));
+            let g = A::tanh(clip(z[2]));
             let c = f.mul_add(c_prev, i.mul(g)).flush_subnormal();
-            let o = sigmoid(clip(peep(z[3], peephole[2], c)));
-            let tanh_c = tanh(c);
+            let o = A::sigmoid(clip(peep(z[3], peephole[2], c)));
+            let tanh_c = A::tanh(c);
             let h = o.mul(tanh_c).flush_subnormal();
             CellValues {
                 gates: [i, f, g, o],
@@ -251,7 +251,7 @@ unsafe fn tape_row(rows: *const usize, r: usize) -> usize {
 /// As [`fused_step`], for rows `row..row + MR` and tile `t`; `h` is `args.h` from row `row`
 /// on, staged.
 #[inline(always)]
-unsafe fn step_block<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>>(
+unsafe fn step_block<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>, A: Activations>(
     args: &StepArgs,
     variant: CellVariant,
     record: &R,
@@ -282,7 +282,7 @@ unsafe fn step_block<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>>(
         };
         for (r, &z) in acc.iter().enumerate() {
             let cp = args.c.add((row + r) * args.ldc + t * n);
-            let values = cell_update(variant, z, V::load(cp), peephole);
+            let values = cell_update::<V, A>(variant, z, V::load(cp), peephole);
             values.c.store(cp);
             values.h.store(args.h_out.add((row + r) * args.ldo + t * n));
             record.record(row + r, t, &values);
@@ -302,7 +302,13 @@ unsafe fn step_block<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>>(
 /// [`StepArgs`] (`h_out` does not overlap `h`, `xproj` or `c`), and `record` accepts every row
 /// below `args.rows` and tile below `args.tiles`.
 #[inline(always)]
-pub(crate) unsafe fn fused_step<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>>(
+pub(crate) unsafe fn fused_step<
+    V: Lanes,
+    const MR: usize,
+    R: StepRecord,
+    P: Panel<V>,
+    A: Activations,
+>(
     args: &StepArgs,
     record: &R,
 ) {
@@ -311,8 +317,10 @@ pub(crate) unsafe fn fused_step<V: Lanes, const MR: usize, R: StepRecord, P: Pan
     // SAFETY: caller contract.
     unsafe {
         match args.variant {
-            CellVariant::Standard => step_tiles::<V, MR, R, P>(args, CellVariant::Standard, record),
-            onnx @ CellVariant::Onnx(_) => step_tiles::<V, MR, R, P>(args, onnx, record),
+            CellVariant::Standard => {
+                step_tiles::<V, MR, R, P, A>(args, CellVariant::Standard, record)
+            }
+            onnx @ CellVariant::Onnx(_) => step_tiles::<V, MR, R, P, A>(args, onnx, record),
         }
     }
 }
@@ -322,7 +330,7 @@ pub(crate) unsafe fn fused_step<V: Lanes, const MR: usize, R: StepRecord, P: Pan
 /// # Safety
 /// As [`fused_step`].
 #[inline(always)]
-unsafe fn step_tiles<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>>(
+unsafe fn step_tiles<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>, A: Activations>(
     args: &StepArgs,
     variant: CellVariant,
     record: &R,
@@ -353,7 +361,7 @@ unsafe fn step_tiles<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>>(
                 // SAFETY: r + rows <= g1 <= args.rows and t < tiles, as step_block requires;
                 // r - g0 is below the rows staged.
                 unsafe {
-                    with_rows!(rows, |RB| step_block::<V, RB, R, P>(
+                    with_rows!(rows, |RB| step_block::<V, RB, R, P, A>(
                         args,
                         variant,
                         record,
