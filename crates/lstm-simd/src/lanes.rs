@@ -335,12 +335,12 @@ mod tests {
         ]);
         let (mut sig_abs, mut sig, mut tanh) = (0.0f64, 0.0f64, 0.0f64);
         let mut out = [0.0f32; 16];
+        let _proof_of_isa = lanes;
         for chunk in xs.chunks(V::N) {
             let mut buf = [0.0f32; 16];
             buf[..chunk.len()].copy_from_slice(chunk);
             // SAFETY: `lanes` proves the instruction set; `buf` and `out` hold 16 >= N floats.
             let x = unsafe { V::load(buf.as_ptr()) };
-            let _ = lanes;
             for (which, f) in [(0, A::sigmoid(x)), (1, A::tanh(x))] {
                 // SAFETY: as above.
                 unsafe { f.store(out.as_mut_ptr()) };

@@ -196,8 +196,8 @@ macro_rules! backend_kernels {
 }
 
 /// Defines a backend's table for reduced-precision weights: the weight kernels over `$panel`
-/// with the [`Fast`](crate::lanes::Fast) activations, everything else (the elementwise and training kernels, which read no packed weights) from
-/// the backend's f32 table `$base`.
+/// with the [`Fast`](crate::lanes::Fast) activations, everything else (the elementwise and
+/// training kernels, which read no packed weights) from the backend's f32 table `$base`.
 macro_rules! reduced_kernels {
     ($lanes:ty, $mr:expr, $panel:ty, $precision:expr, $base:expr $(, #[$attr:meta])*) => {
         weight_kernels!($lanes, $mr, $panel, $crate::lanes::Fast $(, #[$attr])*);
