@@ -353,6 +353,7 @@ impl<'a, R: PassRecord> DirectionPass<'a, R> {
         };
         Some(Lane {
             pass: self,
+            worker: w,
             tiles,
             units,
             proj,
@@ -401,6 +402,8 @@ unsafe fn copy_cols(
 #[derive(Debug)]
 pub(crate) struct Lane<'p, 'a, R> {
     pass: &'p DirectionPass<'a, R>,
+    /// This worker's index in the team.
+    worker: usize,
     /// Gate tiles `t0..t1`, their units, projected tiles and the columns of `h` this worker
     /// writes.
     tiles: (usize, usize),
@@ -538,24 +541,28 @@ impl<R: PassRecord> Lane<'_, '_, R> {
         self.emit(t, rows);
     }
 
-    /// This worker's columns of the output of step `t`, rows below `rows`.
+    /// This worker's share of the rows below `rows` of the output of step `t`, all of their
+    /// columns. By rows, not by this worker's columns: the output's rows need not start on a
+    /// cache line, so two workers writing the two halves of each row would share a line in
+    /// every row (measured: the copy took 7% of a 2-thread bf16 batch-mid forward), where
+    /// row ranges share at most one.
     fn emit(&self, t: usize, rows: usize) {
         let (p, d) = (self.pass, self.pass.d);
         let out = &p.output;
-        let (c0, c1) = self.h_cols;
-        if c1 <= c0 {
-            return;
-        }
+        let (i0, i1) = share(rows, self.worker, p.workers);
         let src = p.h[self.cur].0;
-        for i in 0..rows {
+        for i in i0..i1 {
             let row = t * d.batch + p.output_rows.map_or(i, |r| r[i]);
-            // SAFETY: row < T·B <= the band's rows, columns c0..c1 <= h_out <= its width;
-            // i < B rows of `cur` at stride ldh >= h_out; this worker's columns.
+            // SAFETY: row < T·B <= the band's rows, h_out <= its width; i < rows <= B rows of
+            // `cur` at stride ldh >= h_out. Every worker finished writing `cur` before the
+            // barrier this step just passed, and none writes it again before the next one,
+            // which this worker reaches only after this copy; the output rows of `i0..i1`
+            // are this worker's alone (disjoint shares).
             unsafe {
                 std::ptr::copy_nonoverlapping(
-                    src.add(i * d.ldh + c0),
-                    out.ptr.add(row * out.ld + out.col0 + c0),
-                    c1 - c0,
+                    src.add(i * d.ldh),
+                    out.ptr.add(row * out.ld + out.col0),
+                    d.h_out,
                 );
             }
         }
