@@ -13,51 +13,63 @@ use lstm::{Backend, Precision};
 
 use super::{DotKernel, FmaKernel, Line, ReadKernel, FMA_CHAINS};
 
-/// `FMA_CHAINS` chains of `_mm512_fmadd_ps`, `iters` times.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[target_feature(enable = "avx512f")]
-unsafe fn fma_avx512(iters: usize) -> f32 {
-    let a = _mm512_set1_ps(black_box(0.999_999));
-    let b = _mm512_set1_ps(black_box(1e-7));
-    let mut c = [_mm512_setzero_ps(); FMA_CHAINS];
-    for (k, ck) in c.iter_mut().enumerate() {
-        *ck = _mm512_set1_ps(k as f32);
-    }
-    for _ in 0..iters {
-        for ck in c.iter_mut() {
-            *ck = _mm512_fmadd_ps(*ck, a, b);
+/// Defines `unsafe fn $name(iters: usize) -> f32`: `$chains` independent accumulators (of the
+/// type of `$zero`), accumulator `k` starting at `$init(k)`, each updated `iters` times by
+/// `$update(acc, a, b)` with the operands `$a`, `$b` (made opaque by `black_box`), then summed
+/// with `$add` and reduced to one float by `$reduce` (kept alive, so no loop is removed). One
+/// body for every throughput probe: only the instruction and its types differ.
+macro_rules! chain_probe {
+    (
+        $(#[$doc:meta])*
+        $name:ident, $features:literal, $chains:expr,
+        acc: $zero:expr, init: $init:expr, operands: ($a:expr, $b:expr),
+        update: $update:path, add: $add:path, reduce: $reduce:expr
+    ) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        #[doc = concat!("The CPU must support ", $features, ".")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(iters: usize) -> f32 {
+            let (a, b) = ($a, $b);
+            let mut c = [$zero; $chains];
+            for (k, ck) in c.iter_mut().enumerate() {
+                *ck = $init(k);
+            }
+            for _ in 0..iters {
+                for ck in c.iter_mut() {
+                    *ck = $update(*ck, a, b);
+                }
+            }
+            let s = c.iter().fold($zero, |s, &v| $add(s, v));
+            $reduce(s)
         }
-    }
-    let s = c
-        .iter()
-        .fold(_mm512_setzero_ps(), |s, &v| _mm512_add_ps(s, v));
-    _mm512_reduce_add_ps(s)
+    };
 }
 
-/// `FMA_CHAINS` chains of `_mm256_fmadd_ps`, `iters` times.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fma_avx2(iters: usize) -> f32 {
-    let a = _mm256_set1_ps(black_box(0.999_999));
-    let b = _mm256_set1_ps(black_box(1e-7));
-    let mut c = [_mm256_setzero_ps(); FMA_CHAINS];
-    for (k, ck) in c.iter_mut().enumerate() {
-        *ck = _mm256_set1_ps(k as f32);
-    }
-    for _ in 0..iters {
-        for ck in c.iter_mut() {
-            *ck = _mm256_fmadd_ps(*ck, a, b);
-        }
-    }
-    let s = c
-        .iter()
-        .fold(_mm256_setzero_ps(), |s, &v| _mm256_add_ps(s, v));
+chain_probe!(
+    /// `FMA_CHAINS` chains of `_mm512_fmadd_ps`, `iters` times.
+    fma_avx512, "avx512f", FMA_CHAINS,
+    acc: _mm512_setzero_ps(),
+    init: |k| _mm512_set1_ps(k as f32),
+    operands: (_mm512_set1_ps(black_box(0.999_999)), _mm512_set1_ps(black_box(1e-7))),
+    update: _mm512_fmadd_ps, add: _mm512_add_ps, reduce: _mm512_reduce_add_ps
+);
+
+chain_probe!(
+    /// `FMA_CHAINS` chains of `_mm256_fmadd_ps`, `iters` times.
+    fma_avx2, "avx2,fma", FMA_CHAINS,
+    acc: _mm256_setzero_ps(),
+    init: |k| _mm256_set1_ps(k as f32),
+    operands: (_mm256_set1_ps(black_box(0.999_999)), _mm256_set1_ps(black_box(1e-7))),
+    update: _mm256_fmadd_ps, add: _mm256_add_ps, reduce: sum_ymm
+);
+
+/// The sum of the 8 lanes of `s`.
+#[target_feature(enable = "avx")]
+fn sum_ymm(s: __m256) -> f32 {
     let mut out = [0.0f32; 8];
-    // SAFETY: `out` holds 8 floats; AVX is implied by the function's AVX2.
+    // SAFETY: `out` holds 8 floats; AVX is enabled on this function.
     unsafe { _mm256_storeu_ps(out.as_mut_ptr(), s) };
     out.iter().sum()
 }
@@ -66,61 +78,31 @@ unsafe fn fma_avx2(iters: usize) -> f32 {
 /// `FMA_CHAINS`; 24 accumulators and 2 operands fit the 32 zmm registers.
 const DOT_CHAINS: usize = 24;
 
-/// `DOT_CHAINS` chains of `_mm512_dpbf16_ps` (`vdpbf16ps`: 16 lanes, each adding 2 bf16
-/// products to an f32), `iters` times.
-///
-/// # Safety
-/// The CPU must support AVX-512F and AVX512-BF16.
-#[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn dot_bf16(iters: usize) -> f32 {
-    let a = _mm512_cvtne2ps_pbh(
-        _mm512_set1_ps(black_box(0.999)),
-        _mm512_set1_ps(black_box(1e-3)),
-    );
-    let b = _mm512_cvtne2ps_pbh(
-        _mm512_set1_ps(black_box(1e-4)),
-        _mm512_set1_ps(black_box(-1e-4)),
-    );
-    let mut c = [_mm512_setzero_ps(); DOT_CHAINS];
-    for (k, ck) in c.iter_mut().enumerate() {
-        *ck = _mm512_set1_ps(k as f32);
-    }
-    for _ in 0..iters {
-        for ck in c.iter_mut() {
-            *ck = _mm512_dpbf16_ps(*ck, a, b);
-        }
-    }
-    let s = c
-        .iter()
-        .fold(_mm512_setzero_ps(), |s, &v| _mm512_add_ps(s, v));
-    _mm512_reduce_add_ps(s)
-}
+chain_probe!(
+    /// `DOT_CHAINS` chains of `_mm512_dpbf16_ps` (`vdpbf16ps`: 16 lanes, each adding 2 bf16
+    /// products to an f32), `iters` times.
+    dot_bf16, "avx512f,avx512bf16", DOT_CHAINS,
+    acc: _mm512_setzero_ps(),
+    init: |k| _mm512_set1_ps(k as f32),
+    operands: (
+        _mm512_cvtne2ps_pbh(_mm512_set1_ps(black_box(0.999)), _mm512_set1_ps(black_box(1e-3))),
+        _mm512_cvtne2ps_pbh(_mm512_set1_ps(black_box(1e-4)), _mm512_set1_ps(black_box(-1e-4)))
+    ),
+    update: _mm512_dpbf16_ps, add: _mm512_add_ps, reduce: _mm512_reduce_add_ps
+);
 
-/// `DOT_CHAINS` chains of `_mm512_dpbusd_epi32` (`vpdpbusd`: 16 i32 lanes, each adding 4
-/// products of an unsigned and a signed byte), `iters` times. Each iteration adds 4 to every
-/// lane: the driver's `FMA_ITERS` stay far inside i32 (where `vpdpbusd` wraps; the result is
-/// only kept alive, so wrapping would be harmless anyway).
-///
-/// # Safety
-/// The CPU must support AVX-512F and AVX512-VNNI.
-#[target_feature(enable = "avx512f,avx512vnni")]
-unsafe fn dot_int8(iters: usize) -> f32 {
-    let a = _mm512_set1_epi8(black_box(1));
-    let b = _mm512_set1_epi8(black_box(1));
-    let mut c = [_mm512_setzero_si512(); DOT_CHAINS];
-    for (k, ck) in c.iter_mut().enumerate() {
-        *ck = _mm512_set1_epi32(k as i32);
-    }
-    for _ in 0..iters {
-        for ck in c.iter_mut() {
-            *ck = _mm512_dpbusd_epi32(*ck, a, b);
-        }
-    }
-    let s = c
-        .iter()
-        .fold(_mm512_setzero_si512(), |s, &v| _mm512_add_epi32(s, v));
-    _mm512_reduce_add_epi32(s) as f32
-}
+chain_probe!(
+    /// `DOT_CHAINS` chains of `_mm512_dpbusd_epi32` (`vpdpbusd`: 16 i32 lanes, each adding 4
+    /// products of an unsigned and a signed byte), `iters` times. Each iteration adds 4 to
+    /// every lane: the driver's `FMA_ITERS` stay far inside i32 (where `vpdpbusd` wraps; the
+    /// result is only kept alive, so wrapping would be harmless anyway).
+    dot_int8, "avx512f,avx512vnni", DOT_CHAINS,
+    acc: _mm512_setzero_si512(),
+    init: |k| _mm512_set1_epi32(k as i32),
+    operands: (_mm512_set1_epi8(black_box(1)), _mm512_set1_epi8(black_box(1))),
+    update: _mm512_dpbusd_epi32, add: _mm512_add_epi32,
+    reduce: |s| _mm512_reduce_add_epi32(s) as f32
+);
 
 /// Sums every line of `buf` with aligned 512-bit loads into 4 accumulators.
 ///
