@@ -247,10 +247,11 @@ pub(crate) fn tanh<V: Lanes>(x: V) -> V {
     a.select_lt(TANH_POLY_MAX, small, large.copysign(x))
 }
 
-/// The gate nonlinearities a cell kernel evaluates. Which one is a property of the kernel
-/// table, chosen with its weight precision: the f32 kernels keep [`Precise`] (their bits are
-/// part of the contract); the reduced-precision kernels take [`Fast`], whose error is four
-/// orders of magnitude below what rounding the weights and operands costs them.
+/// The gate nonlinearities a cell kernel evaluates, a property of the kernel table: the f32
+/// kernels, and the reduced-precision ones that widen the weights (the f32 engine on rounded
+/// weights, bit for bit), keep [`Precise`]; the dot-product kernels (`vdpbf16ps`,
+/// `vpdpbusd`), which round every row and `h` too, take [`Fast`], whose error is four orders of
+/// magnitude below what that rounding costs them.
 pub(crate) trait Activations {
     /// `σ(x)`.
     fn sigmoid<V: Lanes>(x: V) -> V;

@@ -103,6 +103,41 @@ fn reduced_weights_match_the_reference_on_rounded_weights() {
     }
 }
 
+/// The backends that widen bf16 or int8 weights to f32 in registers run the f32 engine's
+/// arithmetic and activations on the rounded weights: bit for bit what an f32 engine on the
+/// same backend gives on `rounded_to(precision)` (for int8, `q·s_w` in f32), over every option.
+#[test]
+fn widened_weights_are_the_f32_engine_on_rounded_weights_bit_for_bit() {
+    for precision in [Precision::Bf16, Precision::Int8] {
+        let widened = Backend::all_for(precision)
+            .into_iter()
+            .filter(|b| !matches!(b, Backend::Avx512Bf16 | Backend::Avx512Vnni));
+        for backend in widened {
+            for (n, config) in configs().into_iter().enumerate() {
+                let (t, b, i) = (9, 4, config.input_size);
+                let weights = LstmWeights::<f32>::random(config, n as u64 + 7).unwrap();
+                let reduced = SimdEngine::with_options(&weights, backend, precision).unwrap();
+                let rounded = weights.rounded_to(precision);
+                let f32_engine = SimdEngine::with_backend(&rounded, backend).unwrap();
+                let x = Tensor::new([t, b, i], data(t * b * i, n as u64 + 50, 2.0)).unwrap();
+                let lengths = [9, 3, 7, 9];
+                let (got, want) = (
+                    reduced.forward(&x, None, Some(&lengths)).unwrap(),
+                    f32_engine.forward(&x, None, Some(&lengths)).unwrap(),
+                );
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                for (name, g, w) in [
+                    ("output", got.output.data(), want.output.data()),
+                    ("h_n", got.h_n.data(), want.h_n.data()),
+                    ("c_n", got.c_n.data(), want.c_n.data()),
+                ] {
+                    assert_eq!(bits(g), bits(w), "{precision} {backend} case {n}: {name}");
+                }
+            }
+        }
+    }
+}
+
 /// f32 engines are untouched by the option: bit for bit what `with_backend` builds.
 #[test]
 fn f32_precision_is_the_default_engine() {

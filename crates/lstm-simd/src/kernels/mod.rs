@@ -196,11 +196,17 @@ macro_rules! backend_kernels {
 }
 
 /// Defines a backend's table for reduced-precision weights: the weight kernels over `$panel`
-/// with the [`Fast`](crate::lanes::Fast) activations, everything else (the elementwise and
-/// training kernels, which read no packed weights) from the backend's f32 table `$base`.
+/// with the activations `$act`, everything else (the elementwise and training kernels, which
+/// read no packed weights) from the backend's f32 table `$base`. The tables that widen the
+/// weights keep [`Precise`](crate::lanes::Precise): they are the f32 engine on the rounded
+/// weights, bit for bit. The dot-product tables, whose rows and `h` are rounded too, take
+/// [`Fast`](crate::lanes::Fast).
 macro_rules! reduced_kernels {
-    ($lanes:ty, $mr:expr, $panel:ty, $precision:expr, $base:expr $(, #[$attr:meta])*) => {
-        weight_kernels!($lanes, $mr, $panel, $crate::lanes::Fast $(, #[$attr])*);
+    (
+        $lanes:ty, $mr:expr, $panel:ty, $act:ty, $precision:expr, $base:expr
+        $(, #[$attr:meta])*
+    ) => {
+        weight_kernels!($lanes, $mr, $panel, $act $(, #[$attr])*);
 
         /// This backend's kernels for `$precision` weights. Calling them is only sound on a
         /// host with its features.
@@ -225,6 +231,7 @@ mod portable_bf16 {
         crate::portable::Portable,
         2,
         crate::kernels::gemm::Bf16Panel,
+        crate::lanes::Precise,
         lstm_core::Precision::Bf16,
         super::portable::KERNELS
     );
@@ -243,6 +250,7 @@ mod avx2_bf16 {
         crate::x86_64::avx2::F32x8,
         3,
         crate::kernels::gemm::Bf16Panel,
+        crate::lanes::Precise,
         lstm_core::Precision::Bf16,
         super::avx2::KERNELS,
         #[target_feature(enable = "avx2,fma")]
@@ -262,6 +270,7 @@ mod avx512_bf16 {
         crate::x86_64::avx512::F32x16,
         6,
         crate::kernels::gemm::Bf16Panel,
+        crate::lanes::Precise,
         lstm_core::Precision::Bf16,
         super::avx512::KERNELS,
         #[target_feature(enable = "avx512f")]
@@ -275,6 +284,7 @@ mod avx512bf16_dot {
         crate::x86_64::avx512::F32x16,
         6,
         crate::kernels::gemm::Bf16DotPanel,
+        crate::lanes::Fast,
         lstm_core::Precision::Bf16,
         super::avx512::KERNELS,
         #[target_feature(enable = "avx512f,avx512bf16")]
@@ -287,6 +297,7 @@ mod portable_int8 {
         crate::portable::Portable,
         2,
         crate::kernels::gemm::Int8Panel,
+        crate::lanes::Precise,
         lstm_core::Precision::Int8,
         super::portable::KERNELS
     );
@@ -299,6 +310,7 @@ mod avx2_int8 {
         crate::x86_64::avx2::F32x8,
         3,
         crate::kernels::gemm::Int8Panel,
+        crate::lanes::Precise,
         lstm_core::Precision::Int8,
         super::avx2::KERNELS,
         #[target_feature(enable = "avx2,fma")]
@@ -312,6 +324,7 @@ mod avx512_int8 {
         crate::x86_64::avx512::F32x16,
         6,
         crate::kernels::gemm::Int8Panel,
+        crate::lanes::Precise,
         lstm_core::Precision::Int8,
         super::avx512::KERNELS,
         #[target_feature(enable = "avx512f")]
@@ -326,6 +339,7 @@ mod avx512vnni_dot {
         crate::x86_64::avx512::F32x16,
         6,
         crate::kernels::gemm::Int8DotPanel,
+        crate::lanes::Fast,
         lstm_core::Precision::Int8,
         super::avx512::KERNELS,
         #[target_feature(enable = "avx512f,avx512vnni")]
