@@ -336,8 +336,11 @@ unsafe fn step_tiles<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>, A: A
     record: &R,
 ) {
     // Rows are staged (encoded once per step for a dot-product panel: rounded to bf16, or
-    // quantized to 8 bits) a group at a time; each group's weight tiles stream once.
+    // quantized to 8 bits) a group at a time; each group's weight tiles stream once. All the
+    // rows are one group when they fit (64 rows of k = 512 bf16 made groups of 60 and 4
+    // before: two staging passes, and a lone 4-row block per tile).
     let group = match P::stage_rows(args.k) {
+        fit if fit >= args.rows => args.rows,
         fit if fit >= MR => fit / MR * MR,
         _ => args.rows,
     };
