@@ -14,9 +14,7 @@
 //! The gate math of a cell variant lives in [`cell_update`] (forward) and in
 //! [`gate_backward`] (its derivative), both selected by [`CellVariant`].
 
-use std::marker::PhantomData;
-
-use super::gemm::{Interleaved, Panel, StagedRows};
+use super::gemm::{Panel, StagedRows};
 use super::{row_blocks, with_rows};
 use crate::lanes::{sigmoid, tanh, Activations, Lanes};
 
@@ -247,106 +245,7 @@ unsafe fn tape_row(rows: *const usize, r: usize) -> usize {
     }
 }
 
-/// Rows a register block has at most (`with_rows!`).
-const MAX_BLOCK_ROWS: usize = 6;
-
-/// The register block a step computed last, waiting for its cell update: its gate
-/// pre-activations, updated a row at a time inside the next block's reduction loop
-/// ([`Interleaved`]), and the rest at the end of the step.
-struct PendingCells<'a, V, R, A> {
-    z: [[V; 4]; MAX_BLOCK_ROWS],
-    /// Rows held, and how many of them are updated.
-    rows: usize,
-    done: usize,
-    /// The block's first row and its tile.
-    row: usize,
-    tile: usize,
-    args: &'a StepArgs,
-    variant: CellVariant,
-    record: &'a R,
-    activations: PhantomData<A>,
-}
-
-impl<'a, V: Lanes, R: StepRecord, A: Activations> PendingCells<'a, V, R, A> {
-    /// Nothing held yet.
-    #[inline(always)]
-    fn new(args: &'a StepArgs, variant: CellVariant, record: &'a R, zero: V) -> Self {
-        PendingCells {
-            z: [[zero; 4]; MAX_BLOCK_ROWS],
-            rows: 0,
-            done: 0,
-            row: 0,
-            tile: 0,
-            args,
-            variant,
-            record,
-            activations: PhantomData,
-        }
-    }
-
-    /// Updates the rows not updated yet.
-    ///
-    /// # Safety
-    /// As [`run_piece`](Interleaved::run_piece).
-    #[inline(always)]
-    unsafe fn finish(&mut self) {
-        while self.pieces() > 0 {
-            // SAFETY: caller contract.
-            unsafe { self.run_piece() }
-        }
-    }
-
-    /// Holds the gate pre-activations of rows `row..row + MR` of tile `tile` (every row held
-    /// before is updated).
-    #[inline(always)]
-    fn hold<const MR: usize>(&mut self, acc: &[[V; 4]; MR], row: usize, tile: usize) {
-        debug_assert_eq!(self.pieces(), 0, "a held row was never updated");
-        self.z[..MR].copy_from_slice(acc);
-        (self.rows, self.done, self.row, self.tile) = (MR, 0, row, tile);
-    }
-}
-
-impl<V: Lanes, R: StepRecord, A: Activations> Interleaved for PendingCells<'_, V, R, A> {
-    #[inline(always)]
-    fn pieces(&self) -> usize {
-        self.rows - self.done
-    }
-
-    /// The cell update of the next held row.
-    ///
-    /// # Safety
-    /// `V`'s instruction set is available, and the held block's rows and tile are inside the
-    /// step ([`fused_step`]'s contract, checked by [`step_tiles`]).
-    #[inline(always)]
-    unsafe fn run_piece(&mut self) {
-        let (args, n, t) = (self.args, V::N, self.tile);
-        let r = self.done;
-        self.done += 1;
-        // SAFETY: row + r < rows and t < tiles (held by step_block, caller contract), so every
-        // offset stays inside the buffers `args` and `record` describe.
-        unsafe {
-            let peephole = match self.variant {
-                CellVariant::Onnx(OnnxCell {
-                    peepholes: true, ..
-                }) => {
-                    let p = args.peephole.add(t * 4 * n);
-                    [V::load(p), V::load(p.add(n)), V::load(p.add(3 * n))]
-                }
-                _ => [V::splat(0.0); 3],
-            };
-            let row = self.row + r;
-            let cp = args.c.add(row * args.ldc + t * n);
-            let values = cell_update::<V, A>(self.variant, self.z[r], V::load(cp), peephole);
-            values.c.store(cp);
-            values.h.store(args.h_out.add(row * args.ldo + t * n));
-            self.record.record(row, t, &values);
-        }
-    }
-}
-
-/// `MR` rows of one gate tile of [`fused_step`]: the products, with the cell update of the
-/// block before (`pending`) interleaved; this block's gate pre-activations are left in
-/// `pending`.
+/// `MR` rows of one gate tile of [`fused_step`].
 ///
 /// # Safety
 /// As [`fused_step`], for rows `row..row + MR` and tile `t`; `h` is `args.h` from row `row`
@@ -354,14 +253,15 @@ impl<V: Lanes, R: StepRecord, A: Activations> Interleaved for PendingCells<'_, V
 #[inline(always)]
 unsafe fn step_block<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>, A: Activations>(
     args: &StepArgs,
-    pending: &mut PendingCells<'_, V, R, A>,
+    variant: CellVariant,
+    record: &R,
     h: P::Rows,
     row: usize,
     t: usize,
 ) {
     let n = V::N;
     // SAFETY: row + MR <= rows and t < tiles (caller), so every offset stays inside the buffers
-    // `args` describes; the ISA is available (caller contract).
+    // `args` and `record` describe; the ISA is available (caller contract).
     unsafe {
         let mut acc = [[V::splat(0.0); 4]; MR];
         for (r, acc_r) in acc.iter_mut().enumerate() {
@@ -370,10 +270,23 @@ unsafe fn step_block<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>, A: A
                 *a = V::load(xp.add(v * n));
             }
         }
-        let w = args.w.add(t * P::tile_bytes(args.k));
-        P::accumulate::<MR, _>(&mut acc, h, args.k, w, pending);
-        pending.finish();
-        pending.hold(&acc, row, t);
+        P::accumulate::<MR>(&mut acc, h, args.k, args.w.add(t * P::tile_bytes(args.k)));
+        let peephole = match variant {
+            CellVariant::Onnx(OnnxCell {
+                peepholes: true, ..
+            }) => {
+                let p = args.peephole.add(t * 4 * n);
+                [V::load(p), V::load(p.add(n)), V::load(p.add(3 * n))]
+            }
+            _ => [V::splat(0.0); 3],
+        };
+        for (r, &z) in acc.iter().enumerate() {
+            let cp = args.c.add((row + r) * args.ldc + t * n);
+            let values = cell_update::<V, A>(variant, z, V::load(cp), peephole);
+            values.c.store(cp);
+            values.h.store(args.h_out.add((row + r) * args.ldo + t * n));
+            record.record(row + r, t, &values);
+        }
     }
 }
 
@@ -432,8 +345,6 @@ unsafe fn step_tiles<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>, A: A
         _ => args.rows,
     };
     let mut stage = P::new_stage();
-    // SAFETY: the ISA is available (caller contract).
-    let mut pending = PendingCells::<V, R, A>::new(args, variant, record, unsafe { V::splat(0.0) });
     let mut g0 = 0;
     while g0 < args.rows {
         let g1 = args.rows.min(g0.saturating_add(group));
@@ -455,7 +366,8 @@ unsafe fn step_tiles<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>, A: A
                 unsafe {
                     with_rows!(rows, |RB| step_block::<V, RB, R, P, A>(
                         args,
-                        &mut pending,
+                        variant,
+                        record,
                         h.skip(r - g0),
                         r,
                         t
@@ -465,8 +377,6 @@ unsafe fn step_tiles<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>, A: A
         }
         g0 = g1;
     }
-    // SAFETY: the last block held is inside the step, as above.
-    unsafe { pending.finish() }
 }
 
 /// Arguments of [`gate_backward`], for `rows` active rows of one step.

@@ -97,12 +97,11 @@ pub(crate) trait Panel<V: Lanes> {
     /// start of one register block of `MR` rows of this `k`, as staged (its stage alive and
     /// unchanged); `b`
     /// has [`tile_bytes(k)`](Self::tile_bytes) readable bytes, 4-byte aligned.
-    unsafe fn accumulate<const MR: usize, W: Interleaved>(
+    unsafe fn accumulate<const MR: usize>(
         acc: &mut [[V; 4]; MR],
         a: Self::Rows,
         k: usize,
         b: *const u8,
-        work: &mut W,
     );
 }
 
@@ -113,48 +112,6 @@ pub(crate) trait StagedRows: Copy {
     /// # Safety
     /// `r` is below the rows staged.
     unsafe fn skip(self, r: usize) -> Self;
-}
-
-/// Work a register block's reduction loop takes in between its segments: the cell update of
-/// the block a step computed before this one ([`cell`](super::cell)), or nothing (the GEMMs).
-///
-/// The dot-product loop keeps the multiply pipes busy and leaves the others idle; the cell
-/// update is mostly adds, compares, conversions, shifts and divisions. Run as pieces inside
-/// the next block's loop, out-of-order execution overlaps the two instead of running the cell
-/// update alone after each block.
-pub(crate) trait Interleaved {
-    /// Pieces of work left.
-    fn pieces(&self) -> usize;
-
-    /// Runs the next piece (only called while [`pieces`](Self::pieces) is not zero).
-    ///
-    /// # Safety
-    /// The instruction set the work was compiled for is available; the work's own contract.
-    unsafe fn run_piece(&mut self);
-}
-
-const SEGMENT_WORDS: usize = 16;
-
-/// No work to interleave.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct NoWork;
-
-impl Interleaved for NoWork {
-    #[inline(always)]
-    fn pieces(&self) -> usize {
-        0
-    }
-
-    #[inline(always)]
-    unsafe fn run_piece(&mut self) {}
-}
-
-/// The reduction steps of one segment when `len` steps are split around `work`'s pieces:
-/// one segment more than there are pieces, so the last piece still has products after it to
-/// hide behind.
-#[inline(always)]
-fn segment_len<W: Interleaved>(len: usize, work: &W) -> usize {
-    len.div_ceil(work.pieces() + 1).max(1)
 }
 
 /// f32 rows read in place: row `r` at `ptr + r·ld`.
@@ -317,36 +274,25 @@ impl<V: Lanes> F32Run<V> for Bf16Panel {
 /// `V`'s instruction set is available; `a` has `MR` rows of `k` readable floats; the tile at
 /// `b` has `k` runs.
 #[inline(always)]
-unsafe fn fma_rows<V: Lanes, const MR: usize, W: F32Run<V>, I: Interleaved>(
+unsafe fn fma_rows<V: Lanes, const MR: usize, W: F32Run<V>>(
     acc: &mut [[V; 4]; MR],
     a: F32Rows,
     k: usize,
     b: *const u8,
-    work: &mut I,
 ) {
-    let segment = segment_len(k, work);
-    let mut k0 = 0;
-    while k0 < k {
-        let k1 = k.min(k0 + segment);
-        for kk in k0..k1 {
-            // SAFETY: kk < k: run kk is in the tile and float kk in each of the MR rows
-            // (caller contract).
-            unsafe {
-                let [w0, w1, w2, w3] = W::run(b, kk);
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let x = V::splat(*a.ptr.add(r * a.ld + kk));
-                    acc_r[0] = x.mul_add(w0, acc_r[0]);
-                    acc_r[1] = x.mul_add(w1, acc_r[1]);
-                    acc_r[2] = x.mul_add(w2, acc_r[2]);
-                    acc_r[3] = x.mul_add(w3, acc_r[3]);
-                }
+    for kk in 0..k {
+        // SAFETY: kk < k: run kk is in the tile and float kk in each of the MR rows (caller
+        // contract).
+        unsafe {
+            let [w0, w1, w2, w3] = W::run(b, kk);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let x = V::splat(*a.ptr.add(r * a.ld + kk));
+                acc_r[0] = x.mul_add(w0, acc_r[0]);
+                acc_r[1] = x.mul_add(w1, acc_r[1]);
+                acc_r[2] = x.mul_add(w2, acc_r[2]);
+                acc_r[3] = x.mul_add(w3, acc_r[3]);
             }
         }
-        if work.pieces() > 0 {
-            // SAFETY: the work was compiled with this kernel (caller contract).
-            unsafe { work.run_piece() }
-        }
-        k0 = k1;
     }
 }
 
@@ -359,15 +305,14 @@ impl<V: Lanes> Panel<V> for F32Panel {
     }
 
     #[inline(always)]
-    unsafe fn accumulate<const MR: usize, I: Interleaved>(
+    unsafe fn accumulate<const MR: usize>(
         acc: &mut [[V; 4]; MR],
         a: F32Rows,
         k: usize,
         b: *const u8,
-        work: &mut I,
     ) {
         // SAFETY: the caller's contract is fma_rows'.
-        unsafe { fma_rows::<V, MR, Self, I>(acc, a, k, b, work) }
+        unsafe { fma_rows::<V, MR, Self>(acc, a, k, b) }
     }
 }
 
@@ -380,15 +325,14 @@ impl<V: Lanes> Panel<V> for Bf16Panel {
     }
 
     #[inline(always)]
-    unsafe fn accumulate<const MR: usize, I: Interleaved>(
+    unsafe fn accumulate<const MR: usize>(
         acc: &mut [[V; 4]; MR],
         a: F32Rows,
         k: usize,
         b: *const u8,
-        work: &mut I,
     ) {
         // SAFETY: the caller's contract is fma_rows'.
-        unsafe { fma_rows::<V, MR, Self, I>(acc, a, k, b, work) }
+        unsafe { fma_rows::<V, MR, Self>(acc, a, k, b) }
     }
 }
 
@@ -421,15 +365,14 @@ impl<V: Lanes> Panel<V> for Int8Panel {
     }
 
     #[inline(always)]
-    unsafe fn accumulate<const MR: usize, I: Interleaved>(
+    unsafe fn accumulate<const MR: usize>(
         acc: &mut [[V; 4]; MR],
         a: F32Rows,
         k: usize,
         b: *const u8,
-        work: &mut I,
     ) {
         // SAFETY: the caller's contract is fma_rows'.
-        unsafe { fma_rows::<V, MR, Self, I>(acc, a, k, b, work) }
+        unsafe { fma_rows::<V, MR, Self>(acc, a, k, b) }
     }
 }
 
@@ -635,45 +578,35 @@ pub(crate) struct DotStage {
 /// The CPU has `E`'s instructions; `count · MR` words are readable at `rows`, and `count`
 /// runs of `4N` words at `b`.
 #[inline(always)]
-unsafe fn dot_rows<V: Lanes, E: DotOperand<V>, const MR: usize, I: Interleaved>(
+unsafe fn dot_rows<V: Lanes, E: DotOperand<V>, const MR: usize>(
     sums: &mut [[E::Sums; 4]; MR],
     rows: *const u32,
     count: usize,
     b: *const u32,
-    work: &mut I,
 ) {
     let n = V::N;
     // A copy whose address never escapes: `rows` may point into the caller's stack, and
     // without the copy LLVM cannot tell it apart from `sums` and stores every sum back after
     // each product.
     let mut local = *sums;
-    let mut p0 = 0;
-    while p0 < count {
-        let p1 = if p0 + SEGMENT_WORDS <= count && work.pieces() > 0 { p0 + SEGMENT_WORDS } else { count };
-        for p in p0..p1 {
-            // SAFETY: p < count keeps the run inside `b` and the words inside `rows` (caller
-            // contract).
-            unsafe {
-                let wp = b.add(p * 4 * n);
-                let w0 = E::load_run(wp);
-                let w1 = E::load_run(wp.add(n));
-                let w2 = E::load_run(wp.add(2 * n));
-                let w3 = E::load_run(wp.add(3 * n));
-                let xp = rows.add(p * MR);
-                for (r, sums_r) in local.iter_mut().enumerate() {
-                    let x = E::splat_word(xp.add(r));
-                    sums_r[0] = E::dot(sums_r[0], x, w0);
-                    sums_r[1] = E::dot(sums_r[1], x, w1);
-                    sums_r[2] = E::dot(sums_r[2], x, w2);
-                    sums_r[3] = E::dot(sums_r[3], x, w3);
-                }
+    for p in 0..count {
+        // SAFETY: p < count keeps the run inside `b` and the words inside `rows` (caller
+        // contract).
+        unsafe {
+            let wp = b.add(p * 4 * n);
+            let w0 = E::load_run(wp);
+            let w1 = E::load_run(wp.add(n));
+            let w2 = E::load_run(wp.add(2 * n));
+            let w3 = E::load_run(wp.add(3 * n));
+            let xp = rows.add(p * MR);
+            for (r, sums_r) in local.iter_mut().enumerate() {
+                let x = E::splat_word(xp.add(r));
+                sums_r[0] = E::dot(sums_r[0], x, w0);
+                sums_r[1] = E::dot(sums_r[1], x, w1);
+                sums_r[2] = E::dot(sums_r[2], x, w2);
+                sums_r[3] = E::dot(sums_r[3], x, w3);
             }
         }
-        if work.pieces() > 0 {
-            // SAFETY: the work was compiled with this kernel (caller contract).
-            unsafe { work.run_piece() }
-        }
-        p0 = p1;
     }
     *sums = local;
 }
@@ -744,12 +677,11 @@ impl<V: Lanes, E: DotOperand<V>> Panel<V> for DotPanel<E> {
     }
 
     #[inline(always)]
-    unsafe fn accumulate<const MR: usize, I: Interleaved>(
+    unsafe fn accumulate<const MR: usize>(
         acc: &mut [[V; 4]; MR],
         a: DotRows,
         k: usize,
         b: *const u8,
-        work: &mut I,
     ) {
         if k == 0 {
             // No products (a first step from a zero state passes k = 0 with tiles packed for
@@ -807,7 +739,7 @@ impl<V: Lanes, E: DotOperand<V>> Panel<V> for DotPanel<E> {
                     }
                     (dst.cast_const(), count)
                 };
-                dot_rows::<V, E, MR, I>(&mut sums, rows, count, runs.add(p0 * 4 * n), work);
+                dot_rows::<V, E, MR>(&mut sums, rows, count, runs.add(p0 * 4 * n));
                 p0 += count;
             }
         }
@@ -848,7 +780,7 @@ unsafe fn gemm_block<V: Lanes, const MR: usize, P: Panel<V>>(
             ]
         };
         let mut acc = [init; MR];
-        P::accumulate::<MR, NoWork>(&mut acc, a, k, b, &mut NoWork);
+        P::accumulate::<MR>(&mut acc, a, k, b);
         for (r, acc_r) in acc.iter().enumerate() {
             let cr = c.add(r * ldc);
             for (v, &x) in acc_r.iter().enumerate() {
