@@ -185,10 +185,9 @@ fn int8_refuses_reductions_its_sums_cannot_hold() {
 /// Each row of a batch comes out as it would alone, bit for bit, however the kernels stage
 /// their rows for `vdpbf16ps` or `vpdpbusd`: encoded once into groups (a hidden size of 1100
 /// makes groups of 24 bf16 rows, so 30 rows take two, while 28, which fit the stage's 29, are
-/// one group) or, for an input 6000 wide (too long
-/// for a 6-row bf16 stage), encoded chunk by chunk for each tile. The first also stays within
-/// this file's bound (the second's 6000-term sums saturate every gate: its error is the
-/// tolerance model's business, in lstm-validate).
+/// one group) or, for an input 6000 wide (too long for a 6-row bf16 stage), encoded chunk by
+/// chunk for each tile. The first two also stay within this file's bound (the 6000-term sums
+/// saturate every gate: their error is the tolerance model's business, in lstm-validate).
 #[test]
 fn rows_come_out_the_same_however_they_are_staged() {
     for (config, t, b, bound) in [

@@ -15,7 +15,7 @@
 //! [`gate_backward`] (its derivative), both selected by [`CellVariant`].
 
 use super::gemm::{Panel, StagedRows};
-use super::{row_blocks, with_rows};
+use super::{group_rows, row_blocks, with_rows};
 use crate::lanes::{sigmoid, tanh, Activations, Lanes};
 
 /// The cell's gate math: PyTorch's cell, or ONNX's with its options (peepholes, a clip of the
@@ -336,14 +336,8 @@ unsafe fn step_tiles<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>, A: A
     record: &R,
 ) {
     // Rows are staged (encoded once per step for a dot-product panel: rounded to bf16, or
-    // quantized to 8 bits) a group at a time; each group's weight tiles stream once. All the
-    // rows are one group when they fit (64 rows of k = 512 bf16 made groups of 60 and 4
-    // before: two staging passes, and a lone 4-row block per tile).
-    let group = match P::stage_rows(args.k) {
-        fit if fit >= args.rows => args.rows,
-        fit if fit >= MR => fit / MR * MR,
-        _ => args.rows,
-    };
+    // quantized to 8 bits) a group at a time; each group's weight tiles stream once.
+    let group = group_rows::<MR>(args.rows, P::stage_rows(args.k));
     let mut stage = P::new_stage();
     let mut g0 = 0;
     while g0 < args.rows {

@@ -15,7 +15,7 @@
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 
-use super::{row_blocks, with_rows};
+use super::{group_rows, row_blocks, with_rows};
 use crate::lanes::{DotBf16, DotI8, Lanes};
 use crate::pack::INT8_HEADER_WORDS;
 
@@ -807,10 +807,11 @@ const GEMM_BLOCK_BYTES: usize = 256 * 1024;
 pub(crate) unsafe fn gemm<V: Lanes, const MR: usize, P: Panel<V>>(args: &GemmArgs) {
     let n = V::N;
     let tile_len = P::tile_bytes(args.k);
-    let mut mc = (GEMM_BLOCK_BYTES / (4 * args.k.max(1))).max(MR) / MR * MR;
+    let mut cap = (GEMM_BLOCK_BYTES / (4 * args.k.max(1))).max(MR);
     if P::stage_rows(args.k) >= MR {
-        mc = mc.min(P::stage_rows(args.k) / MR * MR);
+        cap = cap.min(P::stage_rows(args.k));
     }
+    let mc = group_rows::<MR>(args.rows, cap);
     let mut stage = P::new_stage();
     let mut r0 = 0;
     while r0 < args.rows {

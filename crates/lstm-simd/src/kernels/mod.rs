@@ -51,6 +51,20 @@ fn row_blocks<const MR: usize>(start: usize, end: usize) -> impl Iterator<Item =
     })
 }
 
+/// Rows a kernel takes at a time (a group, staged once) when it may take at most `cap`: all
+/// `rows` when they fit, otherwise whole register blocks of `cap`, so that only the last
+/// group can end in a short block (64 rows under a cap of 64 were groups of 60 and 4: two
+/// staging passes, and a lone 4-row block per tile). A `cap` below one register block means
+/// the rows cannot be staged: all of them, for the caller's unstaged path.
+#[inline(always)]
+fn group_rows<const MR: usize>(rows: usize, cap: usize) -> usize {
+    if rows <= cap || cap < MR {
+        rows
+    } else {
+        cap / MR * MR
+    }
+}
+
 /// Calls a kernel generic over its row count with `rows` (1..=6) as a constant.
 macro_rules! with_rows {
     ($rows:expr, |$r:ident| $call:expr) => {
