@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use lstm_core::{
-    GradOutputs, LstmBackward, LstmConfig, LstmEngine, LstmState, LstmWeights, SequenceBatch,
-    SplitMix64, Tensor, TrainingTape,
+    GradOutputs, LstmBackward, LstmConfig, LstmEngine, LstmState, LstmWeights, Precision,
+    SequenceBatch, SplitMix64, Tensor, TrainingTape,
 };
 use lstm_parallel::{ParallelEngine, Plan};
 use lstm_simd::{Backend, SimdEngine};
@@ -59,11 +59,15 @@ fn onnx_configs() -> Vec<LstmConfig> {
 fn every_plan_and_thread_count_is_bit_identical_to_simd() {
     for (n, config) in configs().into_iter().chain(onnx_configs()).enumerate() {
         let weights = LstmWeights::<f32>::random(config.clone(), n as u64).unwrap();
-        for backend in Backend::all() {
-            let simd = SimdEngine::with_backend(&weights, backend).unwrap();
+        // Every precision: the cost model picks its plan by the packed weights' size.
+        for (backend, precision) in Precision::ALL
+            .iter()
+            .flat_map(|&p| Backend::all_for(p).into_iter().map(move |b| (b, p)))
+        {
+            let simd = SimdEngine::with_options(&weights, backend, precision).unwrap();
             let engines: Vec<ParallelEngine> = [1, 2, 3, 8]
                 .into_iter()
-                .map(|n| ParallelEngine::with_backend(&weights, backend, n).unwrap())
+                .map(|n| ParallelEngine::with_options(&weights, backend, precision, n).unwrap())
                 .collect();
             for (t, b) in [(9, 1), (7, 3), (6, 13)] {
                 let shape = if config.batch_first {
@@ -98,7 +102,8 @@ fn every_plan_and_thread_count_is_bit_identical_to_simd() {
                             let got = par.forward_batch_planned(&call, plan).unwrap();
                             assert!(
                                 got == want,
-                                "{backend} {config:?} T={t} B={b} threads={threads} {plan:?} \
+                                "{backend} {precision:?} {config:?} T={t} B={b} threads={threads} \
+                                 {plan:?} \
                                  state={} lengths={}",
                                 st.is_some(),
                                 len.is_some()
@@ -123,6 +128,16 @@ fn cost_model_stays_serial_for_tiny_work_and_splits_real_work() {
     let par3 = ParallelEngine::new(&narrow, 3).unwrap();
     assert!(matches!(par3.plan(100, 64), Plan::Batch(_)));
     assert_eq!(par.plan(100, 1), Plan::Hidden(2));
+    // Bidirectional: both directions at once when one direction's `W_hh` fits a core's L2
+    // (1 MiB): at bf16 (512 KiB here), not at f32 (1 MiB).
+    let bi = LstmConfig::new(256, 256).with_bidirectional(true);
+    let bi = LstmWeights::<f32>::random(bi, 1).unwrap();
+    let bf16 = ParallelEngine::with_options(&bi, Backend::detect(), Precision::Bf16, 2).unwrap();
+    assert_eq!(bf16.plan(64, 32), Plan::Directions);
+    assert_eq!(
+        ParallelEngine::new(&bi, 2).unwrap().plan(64, 32),
+        Plan::Hidden(2)
+    );
     let one = ParallelEngine::new(&big, 1).unwrap();
     assert_eq!(one.plan(100, 32), Plan::Serial);
     assert!(ParallelEngine::new(&big, 0).is_err());
