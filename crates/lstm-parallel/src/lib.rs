@@ -39,17 +39,12 @@ use lstm_core::{
     LstmGradients, LstmOutput, LstmState, LstmWeights, Precision, Result, SequenceBatch, Tensor,
     TrainingTape,
 };
-use lstm_simd::{Backend, SimdEngine, Split, WorkerTeam};
+use lstm_simd::{Backend, SimdEngine, Split, WorkerTeam, CORE_L2_BYTES};
 use rayon::prelude::*;
 
 /// Below this many floating-point operations per time step and thread, a split costs more
 /// (a fork-join of ~5-20 µs, or a barrier of ~0.2-1 µs per step) than it saves.
 const MIN_FLOPS_PER_STEP_AND_THREAD: f64 = 2.0e5;
-
-/// The L2 cache of one core on the x86 servers this targets (Zen 4 and 5: 1 MiB): one
-/// direction's recurrent weights that fit in it stay there for the whole layer when a core
-/// runs that direction alone.
-const L2_BYTES: usize = 1 << 20;
 
 /// How one call is spread over the threads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,7 +169,7 @@ impl ParallelEngine {
         if config.bidirectional
             && self.threads == 2
             && cores >= 2
-            && w_hh_bytes < L2_BYTES
+            && w_hh_bytes < CORE_L2_BYTES
             && worth(2)
         {
             return Plan::Directions;

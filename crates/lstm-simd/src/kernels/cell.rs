@@ -17,6 +17,7 @@
 use super::gemm::{Panel, StagedRows};
 use super::{group_rows, row_blocks, with_rows};
 use crate::lanes::{sigmoid, tanh, Activations, Lanes};
+use crate::team::TileQueue;
 
 /// The cell's gate math: PyTorch's cell, or ONNX's with its options (peepholes, a clip of the
 /// pre-activations, coupled input and forget gates `f = 1 - i`). Matched in [`cell_update`]
@@ -115,9 +116,17 @@ pub(crate) struct StepArgs {
     pub(crate) ldh: usize,
     pub(crate) k: usize,
     /// Packed `W_hh`: `tiles` gate tiles of `P::tile_bytes(k)` bytes (the kernel's
-    /// [`Panel`]).
+    /// [`Panel`]), from tile 0 of the layer; every pointer below starts at tile 0 too.
     pub(crate) w: *const u8,
+    /// The tiles that exist at these pointers.
     pub(crate) tiles: usize,
+    /// The tiles this call computes, `mine.0 .. mine.1`, unless it shares them through
+    /// `queue`.
+    pub(crate) mine: (usize, usize),
+    /// A team's [`TileQueue`] of this step, or null: the call then computes the tiles it claims
+    /// from it as worker `worker` (when its rows are staged in one group; else `mine`).
+    pub(crate) queue: *const TileQueue,
+    pub(crate) worker: usize,
     /// Input projection of this step (biases included), gate-tile order: row `r` at
     /// `xproj + r·ldx`, `tiles · 4N` floats.
     pub(crate) xproj: *const f32,
@@ -156,8 +165,6 @@ impl StepRecord for NoRecord {
 pub(crate) struct TapeArgs {
     /// The true hidden size `H` (the tape's row unit; the last tile may be partial).
     pub(crate) hidden: usize,
-    /// The gate tile the step's first tile is (a worker of a team computes tiles `tile0..`).
-    pub(crate) tile0: usize,
     /// Tape row of each kernel row, or null for the identity.
     pub(crate) tape_rows: *const usize,
     /// The step's gates (row `q` at `gates + q·4H`, `i, f, g, o` blocks of `H`), cell states,
@@ -172,7 +179,7 @@ impl StepRecord for TapeArgs {
     #[inline(always)]
     unsafe fn record<V: Lanes>(&self, row: usize, tile: usize, values: &CellValues<V>) {
         let (n, hidden) = (V::N, self.hidden);
-        let unit = (self.tile0 + tile) * n;
+        let unit = tile * n;
         let valid = hidden.saturating_sub(unit).min(n);
         if valid == 0 {
             return;
@@ -300,7 +307,9 @@ unsafe fn step_block<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>, A: A
 /// # Safety
 /// `V`'s instruction set is available; `args` describes valid memory as documented on
 /// [`StepArgs`] (`h_out` does not overlap `h`, `xproj` or `c`), and `record` accepts every row
-/// below `args.rows` and tile below `args.tiles`.
+/// below `args.rows` and tile below `args.tiles`. `args.mine` lies below `args.tiles`; a
+/// non-null `args.queue` is valid for the call, with every range below `args.tiles`; no other
+/// thread computes, meanwhile, a tile of `mine` (without a queue) or of the queue.
 #[inline(always)]
 pub(crate) unsafe fn fused_step<
     V: Lanes,
@@ -338,6 +347,10 @@ unsafe fn step_tiles<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>, A: A
     // Rows are staged (encoded once per step for a dot-product panel: rounded to bf16, or
     // quantized to 8 bits) a group at a time; each group's weight tiles stream once.
     let group = group_rows::<MR>(args.rows, P::stage_rows(args.k));
+    // Tiles are claimed from the team's queue only when one staging pass covers every row: a
+    // worker must have staged the rows of whatever tile it takes.
+    // SAFETY: a non-null queue is valid for the call (caller contract).
+    let queue = unsafe { args.queue.as_ref() }.filter(|_| group >= args.rows);
     let mut stage = P::new_stage();
     let mut g0 = 0;
     while g0 < args.rows {
@@ -353,10 +366,17 @@ unsafe fn step_tiles<V: Lanes, const MR: usize, R: StepRecord, P: Panel<V>, A: A
                 args.k,
             )
         };
-        for t in 0..args.tiles {
+        let mut mine = args.mine.0..args.mine.1;
+        let mut next_tile = || match queue {
+            Some(q) => q.claim(args.worker),
+            None => mine.next(),
+        };
+        while let Some(t) = next_tile() {
+            assert!(t < args.tiles, "a tile outside the cell"); // an engine bug, never UB
             for (r, rows) in row_blocks::<MR>(g0, g1) {
-                // SAFETY: r + rows <= g1 <= args.rows and t < tiles, as step_block requires;
-                // r - g0 is below the rows staged.
+                // SAFETY: r + rows <= g1 <= args.rows; t < tiles, from `mine` or the queue,
+                // and this call's alone (caller contract), as step_block requires; r - g0 is
+                // below the rows staged.
                 unsafe {
                     with_rows!(rows, |RB| step_block::<V, RB, R, P, A>(
                         args,

@@ -29,7 +29,7 @@ use super::cell::{CellVariant, StepArgs, TapeArgs};
 use super::gemm::GemmArgs;
 use super::Kernels;
 use crate::pack::PackedMatrix;
-use crate::team::SpinBarrier;
+use crate::team::{SpinBarrier, TileQueue};
 
 /// Columns `col0 .. col0 + width` of every row of a row-major buffer: one direction's half of
 /// a layer's output, written by that direction's pass while the other writes its own half.
@@ -124,12 +124,12 @@ pub(crate) struct PassBuffers<'a> {
 
 /// What a pass records of each step: nothing (inference) or the training tape.
 pub(crate) trait PassRecord: Sync {
-    /// Runs the step kernel `args` for step `t`, its tiles starting at gate tile `tile0`.
+    /// Runs the step kernel `args` for step `t`.
     ///
     /// # Safety
-    /// `args` is valid for the kernels; `t` is a step of the pass, and the rows of `args` are
-    /// rows of its batch.
-    unsafe fn fused_step(&self, kernels: &Kernels, args: &StepArgs, t: usize, tile0: usize);
+    /// `args` is valid for the kernels; `t` is a step of the pass, and the rows and tiles of
+    /// `args` are rows of its batch and tiles of its cell.
+    unsafe fn fused_step(&self, kernels: &Kernels, args: &StepArgs, t: usize);
 }
 
 /// Records nothing: the inference pass.
@@ -138,7 +138,7 @@ pub(crate) struct NoTape;
 
 impl PassRecord for NoTape {
     #[inline]
-    unsafe fn fused_step(&self, kernels: &Kernels, args: &StepArgs, _t: usize, _tile0: usize) {
+    unsafe fn fused_step(&self, kernels: &Kernels, args: &StepArgs, _t: usize) {
         // SAFETY: caller contract.
         unsafe { (kernels.fused_step)(args) }
     }
@@ -204,7 +204,7 @@ impl<'a> TapeRecorder<'a> {
 
 impl PassRecord for TapeRecorder<'_> {
     #[inline]
-    unsafe fn fused_step(&self, kernels: &Kernels, args: &StepArgs, t: usize, tile0: usize) {
+    unsafe fn fused_step(&self, kernels: &Kernels, args: &StepArgs, t: usize) {
         let (h1, step) = (self.hidden, t * self.batch);
         let h_cell = if self.h_cell.is_null() {
             self.h_cell
@@ -213,7 +213,6 @@ impl PassRecord for TapeRecorder<'_> {
         };
         let tape = TapeArgs {
             hidden: h1,
-            tile0,
             tape_rows: self.rows,
             gates: self.gates.wrapping_add(step * 4 * h1),
             cell: self.cell.wrapping_add(step * h1),
@@ -250,6 +249,10 @@ pub(crate) struct DirectionPass<'a, R> {
     /// sixth of the recurrent work of a 6-step window, half of a single step).
     h_is_zero: bool,
     workers: usize,
+    /// The team's shared tiles of a step, when workers take over each other's tiles (see
+    /// [`TileQueue`]); `None` on one thread, or when each worker's own share of `W_hh` is
+    /// what keeps it in L2.
+    queue: Option<TileQueue>,
     next_worker: AtomicUsize,
     barrier: SpinBarrier,
     _bufs: PhantomData<&'a mut [f32]>,
@@ -307,6 +310,22 @@ impl<'a, R: PassRecord> DirectionPass<'a, R> {
         assert!(bufs.h.iter().all(|h| h.len() >= d.batch * d.ldh));
         assert!(bufs.c.len() >= d.batch * d.hp);
         let workers = workers.max(1);
+        // Taking over another worker's tile means reading its weights from wherever they
+        // are: worth it when every core can hold all of W_hh in its L2, or when none can hold
+        // even its share (they stream from L3 either way), but not when the split is what
+        // makes each share fit. And a tile must be a register block of rows or more: a tile
+        // of a batch-1 stream is ~0.1 µs, not worth an atomic operation.
+        let w_hh_bytes = weights.w_hh.len_bytes();
+        let share_fits = w_hh_bytes / workers <= crate::CORE_L2_BYTES;
+        let steals = workers > 1
+            && d.batch >= kernels.row_block
+            && (w_hh_bytes < crate::CORE_L2_BYTES || !share_fits);
+        let queue = if steals {
+            let homes: Vec<_> = (0..workers).map(|w| share(tiles, w, workers)).collect();
+            TileQueue::new(&homes)
+        } else {
+            None
+        };
         DirectionPass {
             kernels,
             weights,
@@ -323,6 +342,7 @@ impl<'a, R: PassRecord> DirectionPass<'a, R> {
             record,
             h_is_zero,
             workers,
+            queue,
             next_worker: AtomicUsize::new(0),
             barrier: SpinBarrier::new(workers),
             _bufs: PhantomData,
@@ -419,6 +439,10 @@ pub(crate) struct Lane<'p, 'a, R> {
 
 impl<R: PassRecord> Lane<'_, '_, R> {
     /// Computes this worker's columns of the input projection of steps `first..first + len`.
+    ///
+    /// No barrier follows, even when workers take over each other's tiles: a worker offers its
+    /// tiles of a step ([`TileQueue::reset`], a release) only after it projected their
+    /// columns, and a worker that takes one acquires that offer.
     pub(crate) fn project(&mut self, first: usize, len: usize) {
         let (p, d, n) = (self.pass, self.pass.d, self.pass.kernels.lanes);
         assert!(
@@ -485,34 +509,44 @@ impl<R: PassRecord> Lane<'_, '_, R> {
         } else {
             next
         };
-        if t1 > t0 && rows > 0 {
+        let queue = p.queue.as_ref();
+        if let Some(q) = queue {
+            // After the last step's barrier (its claims are over) and after this worker
+            // projected its tiles' columns: the release the workers that take them acquire.
+            q.reset(self.worker);
+        }
+        if (t1 > t0 || queue.is_some()) && rows > 0 {
             let args = StepArgs {
                 variant: p.weights.variant,
                 rows,
                 h: cur,
                 ldh: d.ldh,
                 k: if self.h_is_zero { 0 } else { d.h_out },
-                w: p.weights.w_hh.tile_ptr(t0),
-                tiles: t1 - t0,
+                w: p.weights.w_hh.tile_ptr(0),
+                tiles: p.weights.w_hh.tiles,
+                mine: (t0, t1),
+                queue: queue.map_or(std::ptr::null(), |q| q as *const TileQueue),
+                worker: self.worker,
                 xproj: p
                     .xproj
                     .0
-                    .wrapping_add((t - self.chunk.start) * d.batch * d.gp + t0 * 4 * n),
+                    .wrapping_add((t - self.chunk.start) * d.batch * d.gp),
                 ldx: d.gp,
-                c: p.c.0.wrapping_add(t0 * n),
+                c: p.c.0,
                 ldc: d.hp,
-                h_out: h_dst.wrapping_add(t0 * n),
+                h_out: h_dst,
                 ldo: d.hp,
-                peephole: p
-                    .weights
-                    .peephole
-                    .map_or(std::ptr::null(), |w| w.as_ptr().wrapping_add(t0 * 4 * n)),
+                peephole: p.weights.peephole.map_or(std::ptr::null(), <[f32]>::as_ptr),
             };
             // SAFETY: kernels match this CPU; `cur` and the destination are distinct buffers
-            // of B rows (strides ldh >= h_out and hp); the tiles t0..t1 of W_hh (k = h_out),
-            // of the projected step and of c exist; rows <= B, t < T; this worker alone writes
-            // these columns and every worker finished writing `cur` before the last barrier.
-            unsafe { p.record.fused_step(&p.kernels, &args, t, t0) };
+            // of B rows (strides ldh >= h_out and hp); all `tiles` tiles of W_hh (k = h_out),
+            // of the projected step and of c exist, and t0..t1 and the queue's ranges lie
+            // below it (`share`); rows <= B, t < T. The columns of a tile are written by the
+            // one worker that has it: its own `t0..t1` without a queue (disjoint shares), or
+            // the one that claimed it from the queue (each tile once). Every worker finished
+            // writing `cur` before the last barrier; a tile claimed from another worker's range
+            // was offered by it after it projected its columns (see `project`).
+            unsafe { p.record.fused_step(&p.kernels, &args, t) };
         }
         self.h_is_zero = false;
         if let Some(w_hr) = p.weights.w_hr {
