@@ -1,13 +1,15 @@
 //! The parallel runner of `lstm-kernels`: the SIMD engine on a thread pool the runner owns.
 //!
-//! Three ways to use several cores, chosen per call by a cost model ([`Plan`]):
+//! Four ways to use several cores, chosen per call by a cost model ([`Plan`]):
 //!
 //! - **Batch split**: the batch is cut into shards (whole register blocks of rows where
 //!   possible) and each shard runs the SIMD engine over the whole sequence on its own thread.
 //! - **Hidden split** (batch 1 and small batches): every step's hidden units are divided
 //!   among the threads ([`SimdEngine::forward_batch_split`]); each thread keeps its slice of
 //!   `W_ih` and `W_hh` in its own core's L2 and the threads meet at a spin barrier once per
-//!   step.
+//!   step (a thread that runs out of its own tiles of a step takes over another's).
+//! - **Directions**: the two directions of each bidirectional layer at once, one per thread,
+//!   with no barrier inside the layer, when one direction's `W_hh` fits a core's L2.
 //! - **Serial**: work too small to pay for a fork-join (a few microseconds) stays on the
 //!   calling thread, so a tiny call is never slower than the SIMD engine.
 //!
