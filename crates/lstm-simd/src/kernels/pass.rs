@@ -250,8 +250,8 @@ pub(crate) struct DirectionPass<'a, R> {
     h_is_zero: bool,
     workers: usize,
     /// The team's shared tiles of a step, when workers take over each other's tiles (see
-    /// [`TileQueue`]); `None` on one thread, or when each worker's own share of `W_hh` is
-    /// what keeps it in L2.
+    /// [`TileQueue`]); `None` on one thread, for batches under a register block of rows, and
+    /// when each worker's own share of `W_hh` is what keeps it in L2.
     queue: Option<TileQueue>,
     next_worker: AtomicUsize,
     barrier: SpinBarrier,
