@@ -49,16 +49,6 @@ impl Precision {
         }
     }
 
-    /// The bytes of one stored weight (the packed matrices' element size; int8's per-row
-    /// scales come on top).
-    pub fn weight_bytes(self) -> usize {
-        match self {
-            Precision::F32 => 4,
-            Precision::Bf16 => 2,
-            Precision::Int8 => 1,
-        }
-    }
-
     /// The unit roundoff of a product operand: `2^-24` for f32, `2^-8` for bf16, relative to
     /// the operand; for int8 `1/254`, relative to the largest magnitude of the operand's row
     /// (half a step of a scale of `max |row| / 127`).

@@ -166,12 +166,10 @@ impl ParallelEngine {
         let cores = self.cores;
         let lanes = self.simd.backend().lanes();
         let tiles = config.hidden_size.div_ceil(lanes);
-        let w_hh_bytes =
-            4 * config.hidden_size * config.h_out() * self.simd.precision().weight_bytes();
         if config.bidirectional
             && self.threads == 2
             && cores >= 2
-            && w_hh_bytes < CORE_L2_BYTES
+            && self.simd.recurrent_weight_bytes() < CORE_L2_BYTES
             && worth(2)
         {
             return Plan::Directions;

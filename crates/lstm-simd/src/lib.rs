@@ -43,7 +43,7 @@ pub use engine::SimdEngine;
 pub use team::{SpinBarrier, Split, WorkerTeam};
 
 /// The L2 cache of one core on the x86 servers this targets (Zen 4 and 5: 1 MiB), which the
-/// blocking and the parallel plans size their working sets by.
+/// projection's chunks and the parallel plans size their working sets by.
 pub const CORE_L2_BYTES: usize = 1 << 20;
 
 /// The engine's activations over slices, per backend: for accuracy tests and for callers who

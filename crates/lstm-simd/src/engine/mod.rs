@@ -249,6 +249,17 @@ impl SimdEngine {
         self.precision
     }
 
+    /// The bytes of the largest packed `W_hh` of one (layer, direction): what a core reads
+    /// every step when it runs that direction alone, for the cost models that compare it with
+    /// [`CORE_L2_BYTES`](crate::CORE_L2_BYTES).
+    pub fn recurrent_weight_bytes(&self) -> usize {
+        self.cells
+            .iter()
+            .map(|c| c.w_hh.len_bytes())
+            .max()
+            .unwrap_or(0)
+    }
+
     fn take_workspace(&self) -> Workspace {
         self.pool
             .lock()

@@ -99,10 +99,10 @@ macro_rules! with_rows {
 use with_rows;
 
 /// Bytes of input projection computed ahead of the recurrence, at most: the projected chunk
-/// (`steps · B · 4H` floats) stays in L2 (1 MiB a core on the x86 servers this targets)
+/// (`steps · B · 4H` floats) stays in L2 (half of [`CORE_L2_BYTES`](crate::CORE_L2_BYTES))
 /// beside the recurrent weights until its steps consume it. Measured against 2 MiB, which
 /// spilled to L3: bf16 speech 11%, crnn-ocr 9%, batch-mid 4% faster; f32 batch-mid 4%.
-const CHUNK_BYTES: usize = 512 << 10;
+const CHUNK_BYTES: usize = crate::CORE_L2_BYTES / 2;
 
 /// One backend's kernels and blocking, chosen once when an engine is built.
 #[derive(Clone, Copy, Debug)]
