@@ -101,12 +101,13 @@ pub(crate) trait DotBf16: Lanes {
     unsafe fn dot_pairs(self, a: Self::Pairs, b: Self::Pairs) -> Self;
 
     /// Rounds `len` floats at `src` to bf16 ([`bf16_bits`](lstm_core::precision::bf16_bits)'s
-    /// rounding) into `dst`, in order, then a zero when `len` is odd: `len.div_ceil(2)` pairs.
+    /// rounding) into `len.div_ceil(2)` pairs (a zero after the last float when `len` is odd),
+    /// in runs of [`RUN_WORDS`]: pair `q` to `dst + (q / RUN_WORDS)·run_stride + q % RUN_WORDS`.
     ///
     /// # Safety
-    /// As [`load_pairs`](Self::load_pairs); `len` floats readable at `src`, `len.div_ceil(2)`
-    /// `u32`s writable at `dst`.
-    unsafe fn round_pairs(src: *const f32, len: usize, dst: *mut u32);
+    /// As [`load_pairs`](Self::load_pairs); `len` floats readable at `src`, and those `u32`s
+    /// writable.
+    unsafe fn round_pairs(src: *const f32, len: usize, dst: *mut u32, run_stride: usize);
 }
 
 /// Lanes with an 8-bit dot product (`vpdpbusd`): `N` i32 accumulators, each taking the sum of
@@ -164,19 +165,25 @@ pub(crate) trait DotI8: Lanes {
 
     /// Quantizes `len` floats at `src` to unsigned bytes `clamp(round(x·inv_scale), ±127) +
     /// 128` (ties to even), four to a `u32` in order (byte 0 first), the last quad padded with
-    /// 128 (a zero): quad `q` goes to `dst + q·stride`.
+    /// 128 (a zero), in runs of [`RUN_WORDS`]: quad `q` goes to
+    /// `dst + (q / RUN_WORDS)·run_stride + q % RUN_WORDS`.
     ///
     /// # Safety
-    /// As [`load_quads`](Self::load_quads); `len` floats readable at `src`, `dst + q·stride`
+    /// As [`load_quads`](Self::load_quads); `len` floats readable at `src`, and those `u32`s
     /// writable for `q < len.div_ceil(4)`.
     unsafe fn quantize_quads(
         src: *const f32,
         len: usize,
         inv_scale: f32,
         dst: *mut u32,
-        stride: usize,
+        run_stride: usize,
     );
 }
+
+/// The words of an encoded row ([`DotBf16::round_pairs`], [`DotI8::quantize_quads`]) are
+/// written in runs of this many, one AVX-512 register: a stage interleaves its rows run by run
+/// (see `DotRows`), so that each run is one contiguous store.
+pub(crate) const RUN_WORDS: usize = 16;
 
 /// `ln 2` split into a part exact in f32 and the rest (Cody-Waite), as Cephes' `expf`.
 const LN2_HI: f32 = 0.693_359_4;

@@ -16,7 +16,7 @@ use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 
 use super::{group_rows, row_blocks, with_rows};
-use crate::lanes::{DotBf16, DotI8, Lanes};
+use crate::lanes::{DotBf16, DotI8, Lanes, RUN_WORDS};
 use crate::pack::INT8_HEADER_WORDS;
 
 /// Arguments of [`gemm`]: `C[r, 0..tiles·4N] = bias + A[r, 0..k] · B` for `r < rows`.
@@ -133,11 +133,13 @@ impl StagedRows for F32Rows {
 /// Rows for a [`DotPanel`]: encoded once (bf16 pairs, or int8 quads with a scale per row),
 /// or, when they did not fit the stage (`words` null), the f32 rows, encoded tile by tile.
 ///
-/// The words are laid out as GEMMs pack `A`: the register block of `n` rows that starts at
-/// row `first` occupies `n · ld_words` words from `words + first · ld_words`, interleaved
-/// (word `p` of its row `r` at `p · n + r`), so the kernel reads every row's word through one
-/// pointer (a row pointer each would take six registers the loop needs). Row `r`'s scale is
-/// at `scales + r`.
+/// The words are laid out as GEMMs pack `A`, a run of [`RUN_WORDS`] words at a time: the
+/// register block of `n` rows that starts at row `first` occupies `n · ld_words` words from
+/// `words + first · ld_words` (`ld_words` a multiple of the run), where word `p` of its row
+/// `r` lies at `(p / RUN_WORDS) · RUN_WORDS · n + r · RUN_WORDS + p % RUN_WORDS`. The kernel
+/// reads every row's word through one pointer (a row pointer each would take six registers
+/// the loop needs), and the encoder writes each run of a row with one store (interleaving word
+/// by word took a scatter, 1-2% of a bf16 forward). Row `r`'s scale is at `scales + r`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DotRows {
     f32: F32Rows,
@@ -421,12 +423,13 @@ pub(crate) trait DotOperand<V: Lanes> {
     /// `len` floats readable at `src`.
     unsafe fn row_scale(src: *const f32, len: usize) -> f32;
 
-    /// Encodes `len` floats at `src` under `scale`: word `p` to `dst + p·stride`.
+    /// Encodes `len` floats at `src` under `scale`, in runs of [`RUN_WORDS`]: word `p` to
+    /// `dst + (p / RUN_WORDS)·run_stride + p % RUN_WORDS`.
     ///
     /// # Safety
-    /// As [`start`](Self::start); `len` floats readable at `src`, `dst + p·stride` writable
-    /// for `p < len.div_ceil(PER_WORD)`.
-    unsafe fn encode(src: *const f32, len: usize, scale: f32, dst: *mut u32, stride: usize);
+    /// As [`start`](Self::start); `len` floats readable at `src`, and those words writable for
+    /// `p < len.div_ceil(PER_WORD)`.
+    unsafe fn encode(src: *const f32, len: usize, scale: f32, dst: *mut u32, run_stride: usize);
 
     /// The accumulator `acc` of vector `v` of a tile after its `sums`, for a row encoded
     /// under `scale`; `tile` is the tile's first word (its header).
@@ -472,21 +475,9 @@ impl<V: DotBf16> DotOperand<V> for Bf16Pairs {
         1.0
     }
     #[inline(always)]
-    unsafe fn encode(src: *const f32, len: usize, _scale: f32, dst: *mut u32, stride: usize) {
-        let mut chunk = [MaybeUninit::<u32>::uninit(); DOT_CHUNK_WORDS];
-        let mut j = 0;
-        while j < len {
-            let part = (2 * DOT_CHUNK_WORDS).min(len - j);
-            // SAFETY: floats j..j + part < len are read, part.div_ceil(2) pairs of the chunk
-            // written and read back, each to pair (j / 2 + p) of the row (caller contract).
-            unsafe {
-                V::round_pairs(src.add(j), part, chunk.as_mut_ptr().cast());
-                for (p, pair) in chunk[..part.div_ceil(2)].iter().enumerate() {
-                    *dst.add((j / 2 + p) * stride) = pair.assume_init();
-                }
-            }
-            j += part;
-        }
+    unsafe fn encode(src: *const f32, len: usize, _scale: f32, dst: *mut u32, run_stride: usize) {
+        // SAFETY: caller contract.
+        unsafe { V::round_pairs(src, len, dst, run_stride) }
     }
     #[inline(always)]
     unsafe fn finish(_acc: V, sums: V, _tile: *const u32, _v: usize, _scale: f32) -> V {
@@ -534,12 +525,12 @@ impl<V: DotI8> DotOperand<V> for U8Quads {
         unsafe { V::i8_scale(src, len) }
     }
     #[inline(always)]
-    unsafe fn encode(src: *const f32, len: usize, scale: f32, dst: *mut u32, stride: usize) {
+    unsafe fn encode(src: *const f32, len: usize, scale: f32, dst: *mut u32, run_stride: usize) {
         // A zero or NaN scale quantizes everything to 0 (128): the products are 0, scaled by
         // the scale (NaN stays NaN).
         let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
         // SAFETY: caller contract.
-        unsafe { V::quantize_quads(src, len, inv, dst, stride) }
+        unsafe { V::quantize_quads(src, len, inv, dst, run_stride) }
     }
     #[inline(always)]
     unsafe fn finish(acc: V, sums: V::Ints, tile: *const u32, v: usize, scale: f32) -> V {
@@ -554,7 +545,7 @@ impl<V: DotI8> DotOperand<V> for U8Quads {
     }
 }
 
-/// Words one [`DotPanel`] stage holds: 64 KiB of stack (a 6-row block of `k = 5461` bf16,
+/// Words one [`DotPanel`] stage holds: 64 KiB of stack (a 6-row block of `k = 5440` bf16,
 /// 32 rows of `k = 1024`), small next to any thread's stack and inside L2.
 const STAGE_WORDS: usize = 16 * 1024;
 
@@ -562,8 +553,9 @@ const STAGE_WORDS: usize = 16 * 1024;
 const STAGE_ROWS: usize = 1024;
 
 /// Words of each row encoded at a time when rows do not fit the stage (a 6-row block: 6 KiB
-/// of stack, in L1 while the tile's runs stream past).
+/// of stack, in L1 while the tile's runs stream past); whole runs.
 const DOT_CHUNK_WORDS: usize = 256;
+const _: () = assert!(DOT_CHUNK_WORDS.is_multiple_of(RUN_WORDS));
 
 /// The scratch of a [`DotPanel`]: encoded rows and their scales.
 pub(crate) struct DotStage {
@@ -589,24 +581,31 @@ unsafe fn dot_rows<V: Lanes, E: DotOperand<V>, const MR: usize>(
     // without the copy LLVM cannot tell it apart from `sums` and stores every sum back after
     // each product.
     let mut local = *sums;
-    for p in 0..count {
-        // SAFETY: p < count keeps the run inside `b` and the words inside `rows` (caller
-        // contract).
-        unsafe {
-            let wp = b.add(p * 4 * n);
-            let w0 = E::load_run(wp);
-            let w1 = E::load_run(wp.add(n));
-            let w2 = E::load_run(wp.add(2 * n));
-            let w3 = E::load_run(wp.add(3 * n));
-            let xp = rows.add(p * MR);
-            for (r, sums_r) in local.iter_mut().enumerate() {
-                let x = E::splat_word(xp.add(r));
-                sums_r[0] = E::dot(sums_r[0], x, w0);
-                sums_r[1] = E::dot(sums_r[1], x, w1);
-                sums_r[2] = E::dot(sums_r[2], x, w2);
-                sums_r[3] = E::dot(sums_r[3], x, w3);
+    let mut p0 = 0;
+    while p0 < count {
+        // One run of the MR rows: word p0 + q of row r at RUN_WORDS·r + q from `xs`.
+        // SAFETY: p0 < count is a multiple of RUN_WORDS, so the run starts at p0 · MR
+        // (the `DotRows` layout), inside `rows` (caller contract).
+        let xs = unsafe { rows.add(p0 * MR) };
+        for q in 0..RUN_WORDS.min(count - p0) {
+            // SAFETY: p0 + q < count keeps the weights' run inside `b` and the words inside
+            // `rows` (caller contract).
+            unsafe {
+                let wp = b.add((p0 + q) * 4 * n);
+                let w0 = E::load_run(wp);
+                let w1 = E::load_run(wp.add(n));
+                let w2 = E::load_run(wp.add(2 * n));
+                let w3 = E::load_run(wp.add(3 * n));
+                for (r, sums_r) in local.iter_mut().enumerate() {
+                    let x = E::splat_word(xs.add(r * RUN_WORDS + q));
+                    sums_r[0] = E::dot(sums_r[0], x, w0);
+                    sums_r[1] = E::dot(sums_r[1], x, w1);
+                    sums_r[2] = E::dot(sums_r[2], x, w2);
+                    sums_r[3] = E::dot(sums_r[3], x, w3);
+                }
             }
         }
+        p0 += RUN_WORDS;
     }
     *sums = local;
 }
@@ -625,7 +624,8 @@ impl<V: Lanes, E: DotOperand<V>> Panel<V> for DotPanel<E> {
 
     #[inline(always)]
     fn stage_rows(k: usize) -> usize {
-        (STAGE_WORDS / k.div_ceil(E::PER_WORD).max(1)).min(STAGE_ROWS)
+        let ld_words = k.div_ceil(E::PER_WORD).next_multiple_of(RUN_WORDS);
+        (STAGE_WORDS / ld_words.max(1)).min(STAGE_ROWS)
     }
 
     #[inline(always)]
@@ -637,7 +637,7 @@ impl<V: Lanes, E: DotOperand<V>> Panel<V> for DotPanel<E> {
         k: usize,
     ) -> DotRows {
         let f32 = F32Rows { ptr: a, ld: lda };
-        let ld_words = k.div_ceil(E::PER_WORD);
+        let ld_words = k.div_ceil(E::PER_WORD).next_multiple_of(RUN_WORDS);
         if rows > <Self as Panel<V>>::stage_rows(k) {
             return DotRows {
                 f32,
@@ -659,7 +659,13 @@ impl<V: Lanes, E: DotOperand<V>> Panel<V> for DotPanel<E> {
                     let src = a.add((first + r) * lda);
                     let scale = if E::SCALED { E::row_scale(src, k) } else { 1.0 };
                     *scales.add(first + r) = scale;
-                    E::encode(src, k, scale, dst.add(first * ld_words + r), n);
+                    E::encode(
+                        src,
+                        k,
+                        scale,
+                        dst.add(first * ld_words + r * RUN_WORDS),
+                        RUN_WORDS * n,
+                    );
                 }
             }
         }
@@ -735,7 +741,7 @@ impl<V: Lanes, E: DotOperand<V>> Panel<V> for DotPanel<E> {
                     let dst = chunk.as_mut_ptr().cast::<u32>();
                     for (r, &scale) in scales.iter().enumerate() {
                         let src = a.f32.ptr.add(r * a.f32.ld + first);
-                        E::encode(src, len, scale, dst.add(r), MR);
+                        E::encode(src, len, scale, dst.add(r * RUN_WORDS), RUN_WORDS * MR);
                     }
                     (dst.cast_const(), count)
                 };

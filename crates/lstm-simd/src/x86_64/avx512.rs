@@ -171,11 +171,13 @@ impl DotBf16 for F32x16 {
         unsafe { F32x16(_mm512_dpbf16_ps(self.0, a, b)) }
     }
     #[inline(always)]
-    unsafe fn round_pairs(src: *const f32, len: usize, dst: *mut u32) {
+    unsafe fn round_pairs(src: *const f32, len: usize, dst: *mut u32, run_stride: usize) {
+        // 32 floats make the 16 pairs of one run (RUN_WORDS), stored at once.
+        const _: () = assert!(crate::lanes::RUN_WORDS == 16);
         let mut j = 0;
         // SAFETY: every load reads floats below len (the tail's masked loads touch only the
-        // lanes they keep), every store writes u32s below len.div_ceil(2) (caller contract);
-        // AVX512-BF16 and AVX-512F available (caller contract).
+        // lanes they keep), every store writes the pairs below len.div_ceil(2) of run j / 32
+        // (caller contract); AVX512-BF16 and AVX-512F available (caller contract).
         unsafe {
             while j < len {
                 let rest = len - j;
@@ -196,12 +198,13 @@ impl DotBf16 for F32x16 {
                 // Element i < 16 of the result is lo[i], element 16 + i is hi[i]: the bf16s in
                 // order, so u32 q holds floats 2q (low half) and 2q + 1.
                 let pairs = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+                let run = dst.add(j / 32 * run_stride);
                 if rest >= 32 {
-                    _mm512_storeu_si512(dst.add(j / 2).cast(), pairs);
+                    _mm512_storeu_si512(run.cast(), pairs);
                 } else {
                     let words = rest.div_ceil(2);
                     let keep = ((1u32 << words) - 1) as __mmask16;
-                    _mm512_mask_storeu_epi32(dst.add(j / 2).cast(), keep, pairs);
+                    _mm512_mask_storeu_epi32(run.cast(), keep, pairs);
                 }
                 j += 32;
             }
@@ -274,10 +277,12 @@ impl DotI8 for F32x16 {
         len: usize,
         inv_scale: f32,
         dst: *mut u32,
-        stride: usize,
+        run_stride: usize,
     ) {
+        // 16 floats make 4 quads, inside one run of 16 (RUN_WORDS).
+        const _: () = assert!(crate::lanes::RUN_WORDS == 16);
         // SAFETY: every load reads floats below len (the tail's masked load touches only the
-        // lanes it keeps), every store writes quads below len.div_ceil(4) at the stride
+        // lanes it keeps), every store writes quads below len.div_ceil(4), in their runs
         // (caller contract); AVX-512F available (caller contract).
         unsafe {
             let inv = _mm512_set1_ps(inv_scale);
@@ -298,8 +303,9 @@ impl DotI8 for F32x16 {
                 // Lanes past `len` hold 128, a zero.
                 let q = _mm512_mask_mov_epi32(zero, keep, q);
                 let bytes: [u32; 4] = std::mem::transmute(_mm512_cvtepi32_epi8(q));
+                let run = dst.add(j / 64 * run_stride + j / 4 % 16);
                 for (w, &quad) in bytes.iter().enumerate().take(rest.div_ceil(4)) {
-                    *dst.add((j / 4 + w) * stride) = quad;
+                    *run.add(w) = quad;
                 }
                 j += 16;
             }
@@ -330,7 +336,13 @@ mod tests {
             let (got, quads) = unsafe {
                 let got = <F32x16 as DotI8>::i8_scale(row.as_ptr(), len);
                 let mut quads = vec![0u32; len.div_ceil(4)];
-                F32x16::quantize_quads(row.as_ptr(), len, 1.0 / scale, quads.as_mut_ptr(), 1);
+                F32x16::quantize_quads(
+                    row.as_ptr(),
+                    len,
+                    1.0 / scale,
+                    quads.as_mut_ptr(),
+                    crate::lanes::RUN_WORDS,
+                );
                 (got, quads)
             };
             assert_eq!(got.to_bits(), scale.to_bits(), "len {len}");
