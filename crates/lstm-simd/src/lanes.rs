@@ -33,6 +33,17 @@ pub(crate) trait Lanes: Copy {
     /// `p..p + N` is writable (`self` already proves the instruction set).
     unsafe fn store(self, p: *mut f32);
 
+    /// Stores the `N` lanes to `p` past the caches (a non-temporal store: no read of the line
+    /// first), where the ISA has one; a plain store elsewhere.
+    ///
+    /// # Safety
+    /// `p..p + N` is writable and `p` is aligned to `N` floats.
+    unsafe fn store_streaming(self, p: *mut f32);
+
+    /// Orders this thread's [`store_streaming`](Self::store_streaming) stores before its later
+    /// stores (`sfence`); nothing where they are plain stores.
+    fn fence_streaming(self);
+
     /// All lanes set to `v`; safe because `self` proves the instruction set.
     fn constant(self, v: f32) -> Self;
     /// Lane-wise `self + o`.

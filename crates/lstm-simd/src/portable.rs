@@ -30,6 +30,13 @@ impl Lanes for Portable {
         unsafe { p.cast::<[f32; 8]>().write_unaligned(self.0.to_array()) }
     }
     #[inline(always)]
+    unsafe fn store_streaming(self, p: *mut f32) {
+        // SAFETY: 8 floats writable at p (caller contract).
+        unsafe { self.store(p) }
+    }
+    #[inline(always)]
+    fn fence_streaming(self) {}
+    #[inline(always)]
     fn constant(self, v: f32) -> Self {
         Portable(f32x8::splat(v))
     }

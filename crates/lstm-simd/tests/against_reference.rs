@@ -2,7 +2,7 @@
 //! sizes of each lane width. (The property-based harness in `lstm-validate` goes wider.)
 #![allow(clippy::unwrap_used)]
 
-use lstm_core::{LstmConfig, LstmEngine, LstmState, LstmWeights, SplitMix64, Tensor};
+use lstm_core::{LstmConfig, LstmEngine, LstmState, LstmWeights, Precision, SplitMix64, Tensor};
 use lstm_naive::NaiveEngine;
 use lstm_simd::{activations, Backend, SimdEngine};
 
@@ -223,6 +223,54 @@ fn step_equals_forward_bit_for_bit() {
         }
         assert_eq!(state.h, full.h_n, "{backend}");
         assert_eq!(state.c, full.c_n, "{backend}");
+    }
+}
+
+/// An output of 4 MiB or more is written with streaming stores (past the caches, the rows'
+/// misaligned heads and tails with plain ones): it must hold what a smaller call writes in
+/// cache, row for row, bit for bit. Rows of 513 floats, and a bidirectional layer's halves
+/// of 257, start off every alignment; each half of the batch alone stays under 4 MiB.
+#[test]
+fn outputs_written_past_the_caches_are_the_same() {
+    let (t, b) = (40, 52);
+    for config in [
+        LstmConfig::new(4, 513),
+        LstmConfig::new(4, 257).with_bidirectional(true),
+    ] {
+        let out = config.output_size();
+        assert!(t * b * out * 4 >= 4 << 20 && t * (b / 2) * out * 4 < 4 << 20);
+        let weights = LstmWeights::<f32>::random(config.clone(), 9).unwrap();
+        let x = data(t * b * 4, 2, 1.0);
+        let half = |rows: std::ops::Range<usize>| -> Vec<f32> {
+            (0..t)
+                .flat_map(|s| x[(s * b + rows.start) * 4..(s * b + rows.end) * 4].to_vec())
+                .collect()
+        };
+        for precision in [Precision::F32, Precision::Bf16] {
+            for backend in Backend::all_for(precision) {
+                let engine = SimdEngine::with_options(&weights, backend, precision).unwrap();
+                let full = engine
+                    .forward(&Tensor::new([t, b, 4], x.clone()).unwrap(), None, None)
+                    .unwrap();
+                for rows in [0..b / 2, b / 2..b] {
+                    let n = rows.len();
+                    let part = engine
+                        .forward(
+                            &Tensor::new([t, n, 4], half(rows.clone())).unwrap(),
+                            None,
+                            None,
+                        )
+                        .unwrap();
+                    for s in 0..t {
+                        assert_eq!(
+                            &full.output.data()[(s * b + rows.start) * out..][..n * out],
+                            &part.output.data()[s * n * out..][..n * out],
+                            "{precision} {backend} {config:?}: step {s}, rows {rows:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
 

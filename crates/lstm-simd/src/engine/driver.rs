@@ -74,6 +74,8 @@ pub(super) struct LayerIo<'a> {
     pub(super) output: &'a mut [f32],
     /// The output row of each sorted row, or `None` to write in sorted order.
     pub(super) output_rows: Option<&'a [usize]>,
+    /// Whether the output is written past the caches (see `PassBuffers::stream_output`).
+    pub(super) stream_output: bool,
     /// Running rows per step (`T` entries, a prefix of the sorted rows).
     pub(super) active: &'a [usize],
     pub(super) batch: usize,
@@ -139,6 +141,7 @@ impl SimdEngine {
             input: io.input,
             in_size: io.in_size,
             output_rows: io.output_rows,
+            stream_output: io.stream_output,
             batch,
             seq_len,
             steps,
@@ -247,6 +250,7 @@ impl SimdEngine {
             input: common.input,
             output: io.output,
             output_rows: common.output_rows,
+            stream_output: common.stream_output,
             h_n: io.h_n,
             c_n: io.c_n,
             xproj: xproj.as_mut_slice(),
@@ -273,6 +277,7 @@ struct PassCommon<'a> {
     input: &'a [f32],
     in_size: usize,
     output_rows: Option<&'a [usize]>,
+    stream_output: bool,
     batch: usize,
     seq_len: usize,
     steps: usize,

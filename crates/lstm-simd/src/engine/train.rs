@@ -382,6 +382,7 @@ impl SimdEngine {
                     in_size,
                     output,
                     output_rows: order.table(),
+                    stream_output: false,
                     active: &order.active,
                     batch,
                     h0: h0.map(|h| &h[hs..hs + hl]),

@@ -524,6 +524,48 @@ pub(crate) unsafe fn map_slice<V: Lanes>(x: &[f32], out: &mut [f32], f: impl Fn(
     }
 }
 
+/// Copies `len` floats from `src` to `dst`: the vectors that are whole and aligned in `dst`
+/// with [`Lanes::store_streaming`], the head before them and the tail after them with plain
+/// stores. For an output nobody reads again soon: its lines are not read for ownership first
+/// and do not evict what the kernels keep in cache. The caller ends a series of copies with
+/// [`fence_streaming`] before another thread may read `dst`.
+///
+/// # Safety
+/// `V`'s instruction set is available; `len` floats readable at `src` and writable at `dst`
+/// (aligned to `f32`), not overlapping.
+#[inline(always)]
+pub(crate) unsafe fn copy_streaming<V: Lanes>(src: *const f32, dst: *mut f32, len: usize) {
+    let n = V::N;
+    let misaligned = (dst as usize) % (4 * n);
+    let head = if misaligned == 0 {
+        0
+    } else {
+        ((4 * n - misaligned) / 4).min(len)
+    };
+    // SAFETY: every read and write is below `len` (caller contract); `dst + j` is aligned to
+    // N floats in the vector loop (head floats skipped the misalignment); the ISA is available
+    // (caller contract).
+    unsafe {
+        std::ptr::copy_nonoverlapping(src, dst, head);
+        let mut j = head;
+        while j + n <= len {
+            V::load(src.add(j)).store_streaming(dst.add(j));
+            j += n;
+        }
+        std::ptr::copy_nonoverlapping(src.add(j), dst.add(j), len - j);
+    }
+}
+
+/// Orders this thread's [`copy_streaming`] stores before its later stores.
+///
+/// # Safety
+/// `V`'s instruction set is available.
+#[inline(always)]
+pub(crate) unsafe fn fence_streaming<V: Lanes>() {
+    // SAFETY: caller contract.
+    unsafe { V::splat(0.0) }.fence_streaming();
+}
+
 /// The activations on lanes, for [`map_slice`].
 #[inline(always)]
 pub(crate) fn sigmoid_lanes<V: Lanes>(x: V) -> V {

@@ -122,6 +122,8 @@ pub(crate) struct Kernels {
     gemm_tn: unsafe fn(&GemmTnArgs),
     sigmoid: unsafe fn(&[f32], &mut [f32]),
     tanh: unsafe fn(&[f32], &mut [f32]),
+    copy_streaming: unsafe fn(*const f32, *mut f32, usize),
+    fence_streaming: unsafe fn(),
 }
 
 /// Defines the `#[target_feature]` entry points of the kernels that read weights, for one
@@ -192,6 +194,18 @@ macro_rules! backend_kernels {
             unsafe { cell::map_slice::<$lanes>(x, out, cell::tanh_lanes) }
         }
 
+        $(#[$attr])*
+        unsafe fn copy_streaming_entry(src: *const f32, dst: *mut f32, len: usize) {
+            // SAFETY: as in gemm_entry.
+            unsafe { cell::copy_streaming::<$lanes>(src, dst, len) }
+        }
+
+        $(#[$attr])*
+        unsafe fn fence_streaming_entry() {
+            // SAFETY: as in gemm_entry.
+            unsafe { cell::fence_streaming::<$lanes>() }
+        }
+
         /// This backend's kernels. Calling them is only sound on a host with its features.
         pub(crate) const KERNELS: Kernels = Kernels {
             precision: lstm_core::Precision::F32,
@@ -205,6 +219,8 @@ macro_rules! backend_kernels {
             gemm_tn: gemm_tn_entry,
             sigmoid: sigmoid_entry,
             tanh: tanh_entry,
+            copy_streaming: copy_streaming_entry,
+            fence_streaming: fence_streaming_entry,
         };
     };
 }

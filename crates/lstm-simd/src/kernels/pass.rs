@@ -112,6 +112,9 @@ pub(crate) struct PassBuffers<'a> {
     pub(crate) output: ColumnBand<'a>,
     /// The output row of each sorted row (the caller's order), or `None` to write sorted.
     pub(crate) output_rows: Option<&'a [usize]>,
+    /// Write the output past the caches ([`copy_streaming`](super::cell::copy_streaming)):
+    /// it is the caller's, large, and not read again by this forward.
+    pub(crate) stream_output: bool,
     /// Final state, `[B, H_out]` and `[B, H]` (sorted order).
     pub(crate) h_n: &'a mut [f32],
     pub(crate) c_n: &'a mut [f32],
@@ -238,6 +241,7 @@ pub(crate) struct DirectionPass<'a, R> {
     input: &'a [f32],
     output: ColumnBand<'a>,
     output_rows: Option<&'a [usize]>,
+    stream_output: bool,
     h_n: Shared,
     c_n: Shared,
     xproj: Shared,
@@ -333,6 +337,7 @@ impl<'a, R: PassRecord> DirectionPass<'a, R> {
             input: bufs.input,
             output: bufs.output,
             output_rows: bufs.output_rows,
+            stream_output: bufs.stream_output,
             h_n: Shared(bufs.h_n.as_mut_ptr()),
             c_n: Shared(bufs.c_n.as_mut_ptr()),
             xproj: Shared(bufs.xproj.as_mut_ptr()),
@@ -594,12 +599,18 @@ impl<R: PassRecord> Lane<'_, '_, R> {
             // which this worker reaches only after this copy; the output rows of `i0..i1`
             // are this worker's alone (disjoint shares).
             unsafe {
-                std::ptr::copy_nonoverlapping(
-                    src.add(i * d.ldh),
-                    out.ptr.add(row * out.ld + out.col0),
-                    d.h_out,
-                );
+                let (from, to) = (src.add(i * d.ldh), out.ptr.add(row * out.ld + out.col0));
+                if p.stream_output {
+                    (p.kernels.copy_streaming)(from, to, d.h_out);
+                } else {
+                    std::ptr::copy_nonoverlapping(from, to, d.h_out);
+                }
             }
+        }
+        if p.stream_output {
+            // SAFETY: the kernels match this CPU. The fence orders this step's streaming
+            // stores before the barriers and the end of the pass that publish the output.
+            unsafe { (p.kernels.fence_streaming)() };
         }
     }
 

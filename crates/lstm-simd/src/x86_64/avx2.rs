@@ -30,6 +30,17 @@ impl Lanes for F32x8 {
         unsafe { _mm256_storeu_ps(p, self.0) }
     }
     #[inline(always)]
+    unsafe fn store_streaming(self, p: *mut f32) {
+        // SAFETY: self proves AVX; 8 floats writable at p, aligned to 32 bytes (caller
+        // contract).
+        unsafe { _mm256_stream_ps(p, self.0) }
+    }
+    #[inline(always)]
+    fn fence_streaming(self) {
+        // SAFETY: SSE is part of x86_64.
+        unsafe { _mm_sfence() }
+    }
+    #[inline(always)]
     fn constant(self, v: f32) -> Self {
         // SAFETY: self proves AVX.
         unsafe { F32x8(_mm256_set1_ps(v)) }

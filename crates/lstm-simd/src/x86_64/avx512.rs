@@ -30,6 +30,17 @@ impl Lanes for F32x16 {
         unsafe { _mm512_storeu_ps(p, self.0) }
     }
     #[inline(always)]
+    unsafe fn store_streaming(self, p: *mut f32) {
+        // SAFETY: self proves AVX-512F; 16 floats writable at p, aligned to 64 bytes (caller
+        // contract).
+        unsafe { _mm512_stream_ps(p, self.0) }
+    }
+    #[inline(always)]
+    fn fence_streaming(self) {
+        // SAFETY: SSE is part of x86_64.
+        unsafe { _mm_sfence() }
+    }
+    #[inline(always)]
     fn constant(self, v: f32) -> Self {
         // SAFETY: self proves AVX-512F.
         unsafe { F32x16(_mm512_set1_ps(v)) }
