@@ -35,14 +35,12 @@
 
 #![forbid(unsafe_code)]
 
-use lstm_core::tensor::{checked_numel, try_filled_vec};
 use lstm_core::{
     check_step, BatchOutput, GradOutputs, LstmBackward, LstmConfig, LstmEngine, LstmError,
     LstmGradients, LstmOutput, LstmState, LstmWeights, Precision, Result, SequenceBatch, Tensor,
     TrainingTape,
 };
 use lstm_simd::{Backend, SimdEngine, Split, WorkerTeam, CORE_L2_BYTES};
-use rayon::prelude::*;
 
 /// Below this many floating-point operations per time step and thread, a split costs more
 /// (a fork-join of ~5-20 µs, or a barrier of ~0.2-1 µs per step) than it saves.
@@ -147,10 +145,22 @@ impl ParallelEngine {
     ///   (min-of-rounds ratios to the hidden split): bf16 crnn-ocr 0.84-0.88 (`W_hh` 512 KiB),
     ///   speech 0.96-0.98 (800 KiB); f32, whose `W_hh` is twice as large, 0.99-1.0 there, and
     ///   on the 2-core Zen 5 the hidden split won at f32 (1 and 1.6 MiB).
+    /// - Batch split on two threads (and two cores) when each shard has
+    ///   [`BATCH_SHARD_ROWS`] rows or more: each worker runs every layer for its rows alone
+    ///   ([`Split::Rows`]: no barrier, no copy), streaming all the weights through its core.
+    ///   Measured on a 2-core Zen 4 against the hidden split (medians of the per-round
+    ///   ratios, fastest samples): bf16 batch-large 0.988, batch-mid 0.983,
+    ///   timeseries-window 0.948; f32 1.000, 0.993, 0.978, and 0.991-0.994 on the
+    ///   bidirectional crnn-ocr and speech; against both directions at once (bf16 crnn-ocr,
+    ///   speech) 1.000-1.008, so that rule goes first. A shard waits for nobody, so a core
+    ///   the host takes away for a while delays one shard once, not every step of both.
+    ///   Beyond two threads the shards' weight streams add up in the shared L3, and this has
+    ///   not been measured: the hidden split stays.
     /// - Hidden split whenever it can use every thread (each gets at least two gate tiles,
-    ///   and no more workers than cores): measured on a 2-core Zen 5, it beats the batch split
-    ///   on every shape of the grid (each core keeps half of `W_ih` and `W_hh` in its own L2,
-    ///   instead of both streaming all of them), 2.0-2.4× over one thread on batch-1 streams.
+    ///   and no more workers than cores): each core keeps its share of `W_ih` and `W_hh` in
+    ///   its own L2 (measured on a 2-core Zen 5 against the batch split that copied each
+    ///   shard's input and output, it won on every shape of the grid), 2.0-2.4× over one
+    ///   thread on batch-1 streams.
     /// - Batch split when the hidden units are too few for all the threads but the batch has
     ///   a register block of rows per shard (shards need no synchronisation at all).
     /// - Otherwise the hidden split on as many workers as it can use, or serial.
@@ -174,6 +184,9 @@ impl ParallelEngine {
         {
             return Plan::Directions;
         }
+        if self.threads == 2 && cores >= 2 && batch >= 2 * BATCH_SHARD_ROWS && worth(2) {
+            return Plan::Batch(2);
+        }
         let hidden = self.threads.min(tiles / 2).min(cores);
         if hidden == self.threads && worth(hidden) {
             return Plan::Hidden(hidden);
@@ -187,54 +200,12 @@ impl ParallelEngine {
         }
         Plan::Serial
     }
-
-    /// Runs a shard of rows `rows` of `call` on the SIMD engine (in this thread).
-    fn run_shard(
-        &self,
-        call: &SequenceBatch<'_, f32>,
-        rows: std::ops::Range<usize>,
-    ) -> Result<BatchOutput<f32>> {
-        let config = self.simd.config();
-        let (seq_len, batch, b) = (call.seq_len(), call.batch(), rows.len());
-        let in_size = config.input_size;
-        // The shard's input, in the layout the config expects.
-        let mut x = try_filled_vec("input", numel(&[seq_len, b, in_size]), 0.0f32)?;
-        for t in 0..seq_len {
-            for (j, row) in rows.clone().enumerate() {
-                let src = &call.x()[(t * batch + row) * in_size..][..in_size];
-                let dst = if config.batch_first {
-                    (j * seq_len + t) * in_size
-                } else {
-                    (t * b + j) * in_size
-                };
-                x[dst..dst + in_size].copy_from_slice(src);
-            }
-        }
-        let shape = if config.batch_first {
-            [b, seq_len, in_size]
-        } else {
-            [seq_len, b, in_size]
-        };
-        let x = Tensor::new(shape, x)?;
-        let cells = config.num_cells();
-        let state = match (call.h0(), call.c0()) {
-            (Some(h0), Some(c0)) => Some(LstmState {
-                h: Tensor::new(
-                    [cells, b, config.h_out()],
-                    gather(h0, cells, batch, config.h_out(), &rows)?,
-                )?,
-                c: Tensor::new(
-                    [cells, b, config.hidden_size],
-                    gather(c0, cells, batch, config.hidden_size, &rows)?,
-                )?,
-            }),
-            _ => None,
-        };
-        let lengths = call.lengths().map(|l| l[rows.clone()].to_vec());
-        let shard = SequenceBatch::new(config, &x, state.as_ref(), lengths.as_deref())?;
-        self.simd.forward_batch(&shard)
-    }
 }
+
+/// Rows a batch shard has at least before two threads split the batch rather than the hidden
+/// units: two register blocks of the widest kernel's, so that each shard's weight loads
+/// serve enough rows (the grid's smallest batched shard, batch-mid on two threads, has 16).
+const BATCH_SHARD_ROWS: usize = 12;
 
 /// Rows of a register block of the widest kernel (the SIMD engine's blocking): a batch shard
 /// needs at least this many rows to keep the kernel's weight loads busy on any backend.
@@ -244,57 +215,6 @@ fn row_block() -> usize {
         .map(|b| b.row_block())
         .max()
         .unwrap_or(1)
-}
-
-/// The element count of `dims`, or `usize::MAX` on overflow (refused by the allocator).
-fn numel(dims: &[usize]) -> usize {
-    checked_numel(dims).unwrap_or(usize::MAX)
-}
-
-/// Rows `rows` of each of `groups` blocks of `batch` rows of `width` floats.
-fn gather(
-    src: &[f32],
-    groups: usize,
-    batch: usize,
-    width: usize,
-    rows: &std::ops::Range<usize>,
-) -> Result<Vec<f32>> {
-    let mut out = try_filled_vec("state", numel(&[groups, rows.len(), width]), 0.0f32)?;
-    for g in 0..groups {
-        for (j, row) in rows.clone().enumerate() {
-            let s = (g * batch + row) * width;
-            let d = (g * rows.len() + j) * width;
-            out[d..d + width].copy_from_slice(&src[s..s + width]);
-        }
-    }
-    Ok(out)
-}
-
-/// Writes a shard's `[groups, b, width]` result into rows `rows` of `[groups, batch, width]`.
-fn scatter(
-    dst: &mut [f32],
-    src: &[f32],
-    groups: usize,
-    batch: usize,
-    width: usize,
-    rows: &std::ops::Range<usize>,
-) {
-    for g in 0..groups {
-        for (j, row) in rows.clone().enumerate() {
-            let s = (g * rows.len() + j) * width;
-            let d = (g * batch + row) * width;
-            dst[d..d + width].copy_from_slice(&src[s..s + width]);
-        }
-    }
-}
-
-/// Cuts `batch` rows into at most `shards` non-empty ranges of nearly equal size (the SIMD
-/// kernels balance their register blocks inside each shard).
-fn shard_ranges(batch: usize, shards: usize) -> Vec<std::ops::Range<usize>> {
-    (0..shards)
-        .map(|s| batch * s / shards..batch * (s + 1) / shards)
-        .filter(|r| !r.is_empty())
-        .collect()
 }
 
 /// The pool as a [`WorkerTeam`] of `size` workers.
@@ -378,37 +298,11 @@ impl ParallelEngine {
                     .forward_batch_split(call, &team, Split::Directions)
             }
             Plan::Batch(shards) => {
-                let ranges = shard_ranges(call.batch(), shards);
-                let results: Vec<Result<BatchOutput<f32>>> = self.pool.install(|| {
-                    ranges
-                        .par_iter()
-                        .map(|rows| self.run_shard(call, rows.clone()))
-                        .collect()
-                });
-                let config = self.simd.config();
-                let (seq_len, batch, cells) = (call.seq_len(), call.batch(), config.num_cells());
-                let mut output = try_filled_vec(
-                    "output",
-                    numel(&[seq_len, batch, config.output_size()]),
-                    0.0,
-                )?;
-                let mut h_n = try_filled_vec("h_n", numel(&[cells, batch, config.h_out()]), 0.0)?;
-                let mut c_n =
-                    try_filled_vec("c_n", numel(&[cells, batch, config.hidden_size]), 0.0)?;
-                for (rows, result) in ranges.iter().zip(results) {
-                    let part = result?;
-                    scatter(
-                        &mut output,
-                        &part.output,
-                        seq_len,
-                        batch,
-                        config.output_size(),
-                        rows,
-                    );
-                    scatter(&mut h_n, &part.h_n, cells, batch, config.h_out(), rows);
-                    scatter(&mut c_n, &part.c_n, cells, batch, config.hidden_size, rows);
-                }
-                Ok(BatchOutput { output, h_n, c_n })
+                let team = PoolTeam {
+                    pool: &self.pool,
+                    size: shards,
+                };
+                self.simd.forward_batch_split(call, &team, Split::Rows)
             }
         }
     }

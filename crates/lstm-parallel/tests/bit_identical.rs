@@ -123,21 +123,22 @@ fn cost_model_stays_serial_for_tiny_work_and_splits_real_work() {
     assert_eq!(par.plan(1, 1), Plan::Serial);
     let big = LstmWeights::<f32>::random(LstmConfig::new(256, 256), 1).unwrap();
     let par = ParallelEngine::new(&big, 2).unwrap();
-    assert_eq!(par.plan(100, 32), Plan::Hidden(2));
+    // Two threads: the batch when each shard has 12 rows, else the hidden units.
+    assert_eq!(par.plan(100, 32), Plan::Batch(2));
+    assert_eq!(par.plan(100, 23), Plan::Hidden(2));
     let narrow = LstmWeights::<f32>::random(LstmConfig::new(256, 40), 1).unwrap();
     let par3 = ParallelEngine::new(&narrow, 3).unwrap();
     assert!(matches!(par3.plan(100, 64), Plan::Batch(_)));
     assert_eq!(par.plan(100, 1), Plan::Hidden(2));
     // Bidirectional: both directions at once when one direction's `W_hh` fits a core's L2
-    // (1 MiB): at bf16 (512 KiB here), not at f32 (1 MiB).
+    // (1 MiB): at bf16 (512 KiB here), whatever the batch; not at f32 (1 MiB).
     let bi = LstmConfig::new(256, 256).with_bidirectional(true);
     let bi = LstmWeights::<f32>::random(bi, 1).unwrap();
     let bf16 = ParallelEngine::with_options(&bi, Backend::detect(), Precision::Bf16, 2).unwrap();
     assert_eq!(bf16.plan(64, 32), Plan::Directions);
-    assert_eq!(
-        ParallelEngine::new(&bi, 2).unwrap().plan(64, 32),
-        Plan::Hidden(2)
-    );
+    let f32_bi = ParallelEngine::new(&bi, 2).unwrap();
+    assert_eq!(f32_bi.plan(64, 32), Plan::Batch(2));
+    assert_eq!(f32_bi.plan(64, 16), Plan::Hidden(2));
     let one = ParallelEngine::new(&big, 1).unwrap();
     assert_eq!(one.plan(100, 32), Plan::Serial);
     assert!(ParallelEngine::new(&big, 0).is_err());

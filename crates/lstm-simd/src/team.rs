@@ -16,6 +16,11 @@ pub enum Split {
     /// The two directions of each bidirectional layer run at the same time on two workers,
     /// with no synchronisation inside the layer (unidirectional layers fall back to `Hidden`).
     Directions,
+    /// The batch is cut into one shard of rows a worker, of about equal work, and each
+    /// worker runs every layer for its rows alone: no synchronisation, no copy of the input
+    /// or the output (each reads and writes its rows in place), each worker's weights
+    /// streamed through its own core. The forward only; training runs `Hidden`.
+    Rows,
 }
 
 /// A group of workers that run one job together: the parallel runner implements it on a

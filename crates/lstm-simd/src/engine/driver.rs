@@ -17,7 +17,7 @@ use lstm_core::Result;
 use super::workspace::{copy_rows, numel, Workspace};
 use super::{PackedCell, SimdEngine};
 use crate::kernels::{
-    split_columns, DirectionPass, PassBuffers, PassDims, PassRecord, PassWeights,
+    split_columns, DirectionPass, PassBuffers, PassDims, PassRecord, PassWeights, RowWindow,
 };
 use crate::pack::AlignedBuf;
 use crate::team::{Split, WorkerTeam};
@@ -25,12 +25,20 @@ use crate::team::{Split, WorkerTeam};
 /// The loop over the time steps of one pass, run by every worker of its team: chunks of
 /// projected steps (from the end in the reverse direction), the running rows of each step,
 /// the rows that finished retired to `h_n`.
-fn run_pass<R: PassRecord>(pass: &DirectionPass<'_, R>, reverse: bool, active: &[usize]) {
+fn run_pass<R: PassRecord>(
+    pass: &DirectionPass<'_, R>,
+    reverse: bool,
+    active: &[usize],
+    first_row: usize,
+) {
     let Some(mut lane) = pass.lane() else {
         return;
     };
     let d = pass.dims();
     let seq_len = active.len().min(d.seq_len);
+    // The pass runs the rows first_row.. of the sorted batch: of the rows still running at
+    // a step (a prefix of the batch), those of its own.
+    let own = |t: usize| active[t].saturating_sub(first_row).min(d.batch);
     let mut running = d.batch; // rows still running before this step (forward direction)
     let mut chunk_start = 0;
     while chunk_start < seq_len {
@@ -48,7 +56,7 @@ fn run_pass<R: PassRecord>(pass: &DirectionPass<'_, R>, reverse: bool, active: &
             } else {
                 first + i
             };
-            let n = active[t];
+            let n = own(t);
             if !reverse && n < running {
                 // Rows n..running ended at the previous step: their h is final.
                 lane.retire(n..running);
@@ -64,20 +72,27 @@ fn run_pass<R: PassRecord>(pass: &DirectionPass<'_, R>, reverse: bool, active: &
     lane.finish(if reverse { d.batch } else { running });
 }
 
-/// What one layer reads and writes, in sorted batch order unless `output_rows` says.
+/// What one layer reads and writes, in sorted batch order unless `output_rows` says: its `B`
+/// rows `first_row ..` of the sorted batch (all of them, or one shard of a forward split by
+/// rows).
 #[derive(Debug)]
 pub(super) struct LayerIo<'a> {
-    /// The layer's input, `[T, B, in_size]`.
+    /// The layer's input, `[T, input_batch, in_size]`, of which the layer reads rows
+    /// `input_first .. input_first + B` of each step.
     pub(super) input: &'a [f32],
+    pub(super) input_batch: usize,
+    pub(super) input_first: usize,
     pub(super) in_size: usize,
-    /// The layer's output, `[T, B, D·H_out]`.
-    pub(super) output: &'a mut [f32],
+    /// The layer's output rows, `B` a step of `D·H_out` floats.
+    pub(super) output: RowWindow<'a>,
     /// The output row of each sorted row, or `None` to write in sorted order.
     pub(super) output_rows: Option<&'a [usize]>,
     /// Whether the output is written past the caches (see `PassBuffers::stream_output`).
     pub(super) stream_output: bool,
-    /// Running rows per step (`T` entries, a prefix of the sorted rows).
+    /// Running rows per step (`T` entries, a prefix of the sorted rows of the whole call).
     pub(super) active: &'a [usize],
+    /// The layer's rows: `batch` of them from sorted row `first_row` of the call.
+    pub(super) first_row: usize,
     pub(super) batch: usize,
     /// The layer's initial state, `[D, B, H_out]` and `[D, B, H]`, or zeros.
     pub(super) h0: Option<&'a [f32]>,
@@ -118,7 +133,7 @@ impl SimdEngine {
         let d = self.dims;
         let (batch, seq_len) = (io.batch, io.active.len());
         let steps = self.chunk_steps(batch, seq_len);
-        let bands = split_columns(io.output, d.out_size, d.h_out, d.dirs);
+        let bands = split_columns(io.output, d.h_out, d.dirs);
         let (h_fwd, h_rev) = io.h_n.split_at_mut((batch * d.h_out).min(io.h_n.len()));
         let (c_fwd, c_rev) = io.c_n.split_at_mut((batch * d.hidden).min(io.c_n.len()));
         let mut ios = bands
@@ -139,6 +154,8 @@ impl SimdEngine {
         let mut records = records.into_iter();
         let common = PassCommon {
             input: io.input,
+            input_batch: io.input_batch,
+            input_first: io.input_first,
             in_size: io.in_size,
             output_rows: io.output_rows,
             stream_output: io.stream_output,
@@ -164,8 +181,8 @@ impl SimdEngine {
                     let other =
                         self.direction_pass(&cells[1], &common, rev, &mut second, rec_rev, 1);
                     team.run(&|w| match w {
-                        0 => run_pass(&first, false, io.active),
-                        1 => run_pass(&other, true, io.active),
+                        0 => run_pass(&first, false, io.active, io.first_row),
+                        1 => run_pass(&other, true, io.active, io.first_row),
                         _ => {}
                     });
                 });
@@ -182,9 +199,9 @@ impl SimdEngine {
                     let pass = self.direction_pass(cell, &common, io_dir, ws, record, workers);
                     match team {
                         Some(team) if workers > 1 => {
-                            team.run(&|_| run_pass(&pass, reverse, io.active));
+                            team.run(&|_| run_pass(&pass, reverse, io.active, io.first_row));
                         }
-                        _ => run_pass(&pass, reverse, io.active),
+                        _ => run_pass(&pass, reverse, io.active, io.first_row),
                     }
                 }
                 Ok(())
@@ -248,6 +265,8 @@ impl SimdEngine {
         };
         let bufs = PassBuffers {
             input: common.input,
+            input_batch: common.input_batch,
+            input_first: common.input_first,
             output: io.output,
             output_rows: common.output_rows,
             stream_output: common.stream_output,
@@ -275,6 +294,8 @@ impl SimdEngine {
 #[derive(Debug)]
 struct PassCommon<'a> {
     input: &'a [f32],
+    input_batch: usize,
+    input_first: usize,
     in_size: usize,
     output_rows: Option<&'a [usize]>,
     stream_output: bool,

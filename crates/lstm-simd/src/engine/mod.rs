@@ -22,6 +22,7 @@ mod driver;
 mod train;
 mod workspace;
 
+use std::ops::Range;
 use std::sync::Mutex;
 
 use lstm_core::tensor::try_filled_vec;
@@ -32,9 +33,10 @@ use lstm_core::{
 
 use self::batch_order::{chunk_steps, gather_rows, unsort, BatchOrder};
 use self::driver::LayerIo;
+use self::train::internal;
 use self::workspace::{grow, numel, Workspace};
 use crate::backend::Backend;
-use crate::kernels::{CellVariant, Kernels, NoTape, OnnxCell};
+use crate::kernels::{split_rows, whole_rows, CellVariant, Kernels, NoTape, OnnxCell, RowWindow};
 use crate::pack::{
     pack_gate_vector, pack_gate_weights, pack_plain, padded_hidden, AlignedBuf, PackedMatrix,
     INT8_MAX_K,
@@ -281,6 +283,76 @@ impl SimdEngine {
     }
 }
 
+/// What every shard of a forward call shares: the sorted input (`[T, batch, I]`) and the
+/// running rows of each step.
+struct CallRows<'a> {
+    x: &'a [f32],
+    active: &'a [usize],
+    batch: usize,
+    /// The call has lengths: steps past a row's end read as zeros in the layers between.
+    padded: bool,
+    /// The output is written past the caches (see `STREAM_OUTPUT_BYTES`).
+    stream_output: bool,
+}
+
+/// One shard's rows of a forward call: `batch` rows from sorted row `first`, its window of
+/// the output and its own `[L·D, batch, ·]` states.
+struct ShardIo<'a> {
+    first: usize,
+    batch: usize,
+    output: RowWindow<'a>,
+    h0: Option<&'a [f32]>,
+    c0: Option<&'a [f32]>,
+    h_n: &'a mut [f32],
+    c_n: &'a mut [f32],
+}
+
+/// A shard of [`Split::Rows`] as handed to its worker, and what it leaves.
+struct ShardJob<'a> {
+    rows: Range<usize>,
+    /// Taken by the worker that runs the shard.
+    window: Option<RowWindow<'a>>,
+    h0: Option<Vec<f32>>,
+    c0: Option<Vec<f32>>,
+    h_n: Vec<f32>,
+    c_n: Vec<f32>,
+    ws: Workspace,
+    result: Result<()>,
+}
+
+/// The sorted rows `0..batch` cut into at most `count` shards of consecutive rows with about
+/// the same work: row `r` runs as many steps as `active` (the running rows of each step, a
+/// prefix) has entries above `r`. Every shard has a row at least.
+fn balanced_shards(active: &[usize], batch: usize, count: usize) -> Vec<Range<usize>> {
+    let count = count.clamp(1, batch.max(1));
+    let mut ending = vec![0usize; batch + 1]; // steps that run exactly `a` rows
+    for &a in active {
+        ending[a.min(batch)] += 1;
+    }
+    // Steps each row runs (at least 1, so that rows of no step still spread).
+    let mut runs = vec![0usize; batch];
+    let mut steps = 0;
+    for r in (0..batch).rev() {
+        steps += ending[r + 1];
+        runs[r] = steps.max(1);
+    }
+    let total: usize = runs.iter().sum();
+    let mut shards = Vec::with_capacity(count);
+    let (mut start, mut done) = (0, 0);
+    for w in 1..=count {
+        let target = total / count * w + total % count * w / count;
+        let last_row = batch - (count - w); // leave a row to each shard after this one
+        let mut end = start;
+        while end < last_row && (end == start || done < target) {
+            done += runs[end];
+            end += 1;
+        }
+        shards.push(start..end);
+        start = end;
+    }
+    shards
+}
+
 /// Outputs at least this large are written past the caches (`PassBuffers::stream_output`):
 /// four times a core's L2, they leave it before anyone reads them, and each line written
 /// in cache is first read from memory. A bf16 batch-large forward (6.5 MB of output) is
@@ -396,7 +468,9 @@ impl SimdEngine {
         Ok(BatchOutput { output, h_n, c_n })
     }
 
-    /// The layers of a forward call, in sorted-batch order, into `output`, `h_n`, `c_n`.
+    /// The layers of a forward call, in sorted-batch order, into `output`, `h_n`, `c_n`: all
+    /// rows at once (on this thread, or each step shared by `team`), or, for
+    /// [`Split::Rows`], each worker of `team` running the layers for a shard of the rows.
     fn forward_into(
         &self,
         call: &SequenceBatch<'_, f32>,
@@ -408,6 +482,142 @@ impl SimdEngine {
     ) -> Result<()> {
         let d = self.dims;
         let (seq_len, batch) = (call.seq_len(), call.batch());
+        let mut sorted = [
+            std::mem::take(&mut ws.x_sorted),
+            std::mem::take(&mut ws.h0_sorted),
+            std::mem::take(&mut ws.c0_sorted),
+        ];
+        let result = (|| {
+            let (x, h0, c0) = self.sorted_inputs(call, order, &mut sorted)?;
+            // The caller's output, when large and not reordered afterwards.
+            let stream_output = order.order.is_none()
+                && numel(&[seq_len, batch, d.out_size]).saturating_mul(4) >= STREAM_OUTPUT_BYTES;
+            let rows = CallRows {
+                x,
+                active: &order.active,
+                batch,
+                padded: call.lengths().is_some(),
+                stream_output,
+            };
+            match team {
+                Some(team) if split == Split::Rows && team.size() >= 2 && batch >= 2 => {
+                    self.forward_row_shards(&rows, (h0, c0), (output, h_n, c_n), team)
+                }
+                _ => {
+                    let shard = ShardIo {
+                        first: 0,
+                        batch,
+                        output: whole_rows(output, d.out_size, batch),
+                        h0,
+                        c0,
+                        h_n,
+                        c_n,
+                    };
+                    self.forward_rows(&rows, shard, ws, team, split)
+                }
+            }
+        })();
+        [ws.x_sorted, ws.h0_sorted, ws.c0_sorted] = sorted;
+        result
+    }
+
+    /// [`Split::Rows`]: the sorted rows cut into one shard a worker, of about the same work
+    /// (the sum of their lengths), each run through every layer by its worker alone, with a
+    /// workspace of its own and no synchronisation at all; the shard's rows of the output are
+    /// written in place, its initial and final states go through small buffers of its own.
+    fn forward_row_shards(
+        &self,
+        rows: &CallRows<'_>,
+        (h0, c0): (Option<&[f32]>, Option<&[f32]>),
+        (output, h_n, c_n): (&mut [f32], &mut [f32], &mut [f32]),
+        team: &dyn WorkerTeam,
+    ) -> Result<()> {
+        let d = self.dims;
+        let cells = self.config.num_cells();
+        let shards = balanced_shards(rows.active, rows.batch, team.size());
+        let windows = split_rows(output, d.out_size, rows.batch, &shards);
+        // Rows `r` of each cell of a `[cells, B, width]` state, as `[cells, r.len(), width]`.
+        let gather = |src: &[f32], r: &Range<usize>, width: usize| -> Result<Vec<f32>> {
+            let mut out = try_filled_vec("state", numel(&[cells, r.len(), width]), 0.0)?;
+            for (cell, dst) in out.chunks_exact_mut(r.len() * width).enumerate() {
+                let from = (cell * rows.batch + r.start) * width;
+                dst.copy_from_slice(&src[from..from + r.len() * width]);
+            }
+            Ok(out)
+        };
+        let mut jobs = Vec::with_capacity(shards.len());
+        for (r, window) in shards.iter().zip(windows) {
+            let state = |s: Option<&[f32]>, width| s.map(|s| gather(s, r, width)).transpose();
+            jobs.push(Mutex::new(Some(ShardJob {
+                rows: r.clone(),
+                window: Some(window),
+                h0: state(h0, d.h_out)?,
+                c0: state(c0, d.hidden)?,
+                h_n: try_filled_vec("h_n", numel(&[cells, r.len(), d.h_out]), 0.0)?,
+                c_n: try_filled_vec("c_n", numel(&[cells, r.len(), d.hidden]), 0.0)?,
+                ws: self.take_workspace(),
+                result: Ok(()),
+            })));
+        }
+        team.run(&|w| {
+            let Some(slot) = jobs.get(w) else {
+                return;
+            };
+            let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(job) = guard.as_mut() else {
+                return;
+            };
+            let Some(window) = job.window.take() else {
+                return;
+            };
+            let shard = ShardIo {
+                first: job.rows.start,
+                batch: job.rows.len(),
+                output: window,
+                h0: job.h0.as_deref(),
+                c0: job.c0.as_deref(),
+                h_n: &mut job.h_n,
+                c_n: &mut job.c_n,
+            };
+            job.result = self.forward_rows(rows, shard, &mut job.ws, None, Split::Hidden);
+        });
+        let mut result = Ok(());
+        for slot in jobs {
+            let Some(job) = slot.into_inner().unwrap_or_else(|e| e.into_inner()) else {
+                continue;
+            };
+            let r = &job.rows;
+            for (state, local, width) in [
+                (&mut *h_n, &job.h_n, d.h_out),
+                (&mut *c_n, &job.c_n, d.hidden),
+            ] {
+                for (cell, src) in local.chunks_exact(r.len() * width).enumerate() {
+                    let to = (cell * rows.batch + r.start) * width;
+                    state[to..to + r.len() * width].copy_from_slice(src);
+                }
+            }
+            self.return_workspace(job.ws);
+            if job.window.is_some() {
+                result = result.and(Err(internal("a shard was not run")));
+            }
+            result = result.and(job.result);
+        }
+        result
+    }
+
+    /// Every layer for the `shard.batch` rows `shard.first ..` of the sorted call: the shard
+    /// reads its rows of the call's input and writes its window of the output; between
+    /// layers, its rows alone, in the workspace's layer buffers.
+    fn forward_rows(
+        &self,
+        rows: &CallRows<'_>,
+        shard: ShardIo<'_>,
+        ws: &mut Workspace,
+        team: Option<&dyn WorkerTeam>,
+        split: Split,
+    ) -> Result<()> {
+        let d = self.dims;
+        let (seq_len, batch) = (rows.active.len(), shard.batch);
         self.prepare(ws, batch, self.chunk_steps(batch, seq_len))?;
         let layer_len = numel(&[seq_len, batch, d.out_size]);
         // Layer l < L-1 writes layers[l % 2] and the last layer writes `output`: a 2-layer
@@ -419,14 +629,9 @@ impl SimdEngine {
         {
             grow(buf, "layer output", layer_len)?;
         }
-        let mut sorted = [
-            std::mem::take(&mut ws.x_sorted),
-            std::mem::take(&mut ws.h0_sorted),
-            std::mem::take(&mut ws.c0_sorted),
-        ];
         let mut layers = std::mem::take(&mut ws.layers);
+        let mut output = Some(shard.output);
         let result = (|| {
-            let (x, h0, c0) = self.sorted_inputs(call, order, &mut sorted)?;
             for layer in 0..self.config.num_layers {
                 let last = layer + 1 == self.config.num_layers;
                 let [even, odd] = &mut layers;
@@ -435,15 +640,20 @@ impl SimdEngine {
                 } else {
                     (&*even, odd)
                 };
-                let input: &[f32] = if layer == 0 { x } else { &prev[..layer_len] };
-                let out: &mut [f32] = if last {
-                    &mut *output
+                let (input, input_batch, input_first) = if layer == 0 {
+                    (rows.x, rows.batch, shard.first)
                 } else {
-                    &mut cur[..layer_len]
+                    (&prev[..layer_len], batch, 0)
                 };
-                if !last && call.lengths().is_some() {
-                    out.fill(0.0); // padded steps of intermediate layers read as zeros
-                }
+                let out = if last {
+                    output.take().ok_or_else(|| internal("output"))?
+                } else {
+                    let out = &mut cur[..layer_len];
+                    if rows.padded {
+                        out.fill(0.0); // padded steps of intermediate layers read as zeros
+                    }
+                    whole_rows(out, d.out_size, batch)
+                };
                 let (hs, cs) = (
                     layer * d.dirs * batch * d.h_out,
                     layer * d.dirs * batch * d.hidden,
@@ -451,26 +661,25 @@ impl SimdEngine {
                 let (hl, cl) = (d.dirs * batch * d.h_out, d.dirs * batch * d.hidden);
                 let io = LayerIo {
                     input,
+                    input_batch,
+                    input_first,
                     in_size: self.config.layer_input_size(layer),
                     output: out,
                     output_rows: None,
-                    // The caller's output, when large and not reordered afterwards.
-                    stream_output: last
-                        && order.order.is_none()
-                        && layer_len.saturating_mul(4) >= STREAM_OUTPUT_BYTES,
-                    active: &order.active,
+                    stream_output: last && rows.stream_output,
+                    active: rows.active,
+                    first_row: shard.first,
                     batch,
-                    h0: h0.map(|h| &h[hs..hs + hl]),
-                    c0: c0.map(|c| &c[cs..cs + cl]),
-                    h_n: &mut h_n[hs..hs + hl],
-                    c_n: &mut c_n[cs..cs + cl],
+                    h0: shard.h0.map(|h| &h[hs..hs + hl]),
+                    c0: shard.c0.map(|c| &c[cs..cs + cl]),
+                    h_n: &mut shard.h_n[hs..hs + hl],
+                    c_n: &mut shard.c_n[cs..cs + cl],
                 };
                 self.run_layer(layer, io, [NoTape, NoTape], ws, team, split)?;
             }
             Ok(())
         })();
         ws.layers = layers;
-        [ws.x_sorted, ws.h0_sorted, ws.c0_sorted] = sorted;
         result
     }
 
@@ -543,11 +752,14 @@ impl SimdEngine {
                 c0.copy_from_slice(c_n);
                 let io = LayerIo {
                     input,
+                    input_batch: batch,
+                    input_first: 0,
                     in_size: self.config.layer_input_size(layer),
-                    output: &mut cur[..batch * d.h_out],
+                    output: whole_rows(&mut cur[..batch * d.h_out], d.out_size, batch),
                     output_rows: None,
                     stream_output: false,
                     active: &[batch],
+                    first_row: 0,
                     batch,
                     h0: Some(&*h0),
                     c0: Some(&*c0),

@@ -21,7 +21,7 @@ use super::batch_order::{gather_rows, unsort, BatchOrder};
 use super::driver::LayerIo;
 use super::workspace::{grow, numel, BackwardScratch, Workspace};
 use super::{PackedCell, SimdEngine};
-use crate::kernels::TapeRecorder;
+use crate::kernels::{whole_rows, TapeRecorder};
 use crate::pack::{pack_plain, padded_hidden, PackedMatrix};
 use crate::team::{Split, WorkerTeam};
 
@@ -379,11 +379,14 @@ impl SimdEngine {
                 }
                 let io = LayerIo {
                     input: x,
+                    input_batch: batch,
+                    input_first: 0,
                     in_size,
-                    output,
+                    output: whole_rows(output, d.out_size, batch),
                     output_rows: order.table(),
                     stream_output: false,
                     active: &order.active,
+                    first_row: 0,
                     batch,
                     h0: h0.map(|h| &h[hs..hs + hl]),
                     c0: c0.map(|c| &c[cs..cs + cl]),

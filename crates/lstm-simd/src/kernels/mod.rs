@@ -21,8 +21,8 @@ mod pass;
 pub(crate) use cell::{CellVariant, OnnxCell};
 pub(crate) use gemm::gemm_tn_scratch;
 pub(crate) use pass::{
-    split_columns, ColumnBand, DirectionPass, NoTape, PassBuffers, PassDims, PassRecord,
-    PassWeights, TapeRecorder,
+    split_columns, split_rows, whole_rows, ColumnBand, DirectionPass, NoTape, PassBuffers,
+    PassDims, PassRecord, PassWeights, RowWindow, TapeRecorder,
 };
 
 use cell::{GateBackwardArgs, StepArgs, TapeArgs};

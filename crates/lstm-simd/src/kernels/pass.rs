@@ -31,41 +31,88 @@ use super::Kernels;
 use crate::pack::PackedMatrix;
 use crate::team::{SpinBarrier, TileQueue};
 
-/// Columns `col0 .. col0 + width` of every row of a row-major buffer: one direction's half of
-/// a layer's output, written by that direction's pass while the other writes its own half.
+/// Rows of a row-major buffer of `[steps, batch, ld]` that one pass writes: of every step, the
+/// rows `first .. first + count` of its batch. A layer's output is one window of the whole
+/// batch; a forward split by rows ([`Split::Rows`](crate::Split::Rows)) cuts it into one
+/// window per shard ([`split_rows`]).
 #[derive(Debug)]
-pub(crate) struct ColumnBand<'a> {
+pub(crate) struct RowWindow<'a> {
     ptr: *mut f32,
     rows: usize,
     ld: usize,
-    col0: usize,
-    width: usize,
+    batch: usize,
+    first: usize,
+    count: usize,
     _buf: PhantomData<&'a mut [f32]>,
 }
 
-// SAFETY: a band is an exclusive borrow of its columns (see `split_columns`); moving it to
+// SAFETY: a window is an exclusive borrow of its rows (see `split_rows`); moving it to
 // another thread moves that borrow.
-unsafe impl Send for ColumnBand<'_> {}
+unsafe impl Send for RowWindow<'_> {}
 
-/// `buf` (rows of `ld` floats) cut into `count <= 2` bands of `width` columns each, the band
-/// `d` at columns `d·width ..`; `None` past `count`.
-pub(crate) fn split_columns(
-    buf: &mut [f32],
+/// `buf`, rows of `ld` floats, `batch` of them a step, as windows of the batch rows `ranges`
+/// (sorted, disjoint: checked).
+pub(crate) fn split_rows<'a>(
+    buf: &'a mut [f32],
     ld: usize,
-    width: usize,
-    count: usize,
-) -> [Option<ColumnBand<'_>>; 2] {
-    assert!(count <= 2 && count * width <= ld, "bands exceed the row");
+    batch: usize,
+    ranges: &[Range<usize>],
+) -> Vec<RowWindow<'a>> {
+    assert!(
+        ranges.windows(2).all(|w| w[0].end <= w[1].start)
+            && ranges.last().is_none_or(|r| r.end <= batch),
+        "overlapping row windows"
+    );
     let rows = buf.len().checked_div(ld).unwrap_or(0);
     let ptr = buf.as_mut_ptr();
-    let band = |d: usize| {
-        (d < count).then_some(ColumnBand {
+    ranges
+        .iter()
+        .map(|r| RowWindow {
             ptr,
             rows,
             ld,
+            batch,
+            first: r.start,
+            count: r.len(),
+            _buf: PhantomData,
+        })
+        .collect()
+}
+
+/// `buf` as one window of all `batch` rows of every step.
+pub(crate) fn whole_rows(buf: &mut [f32], ld: usize, batch: usize) -> RowWindow<'_> {
+    let mut windows = split_rows(buf, ld, batch, std::slice::from_ref(&(0..batch)));
+    windows.remove(0)
+}
+
+/// Columns `col0 .. col0 + width` of a [`RowWindow`]: one direction's half of a layer's
+/// output, written by that direction's pass while the other writes its own half.
+#[derive(Debug)]
+pub(crate) struct ColumnBand<'a> {
+    rows: RowWindow<'a>,
+    col0: usize,
+    width: usize,
+}
+
+/// `window` cut into `count <= 2` bands of `width` columns each, the band `d` at columns
+/// `d·width ..`; `None` past `count`.
+pub(crate) fn split_columns(
+    window: RowWindow<'_>,
+    width: usize,
+    count: usize,
+) -> [Option<ColumnBand<'_>>; 2] {
+    assert!(
+        count <= 2 && count * width <= window.ld,
+        "bands exceed the row"
+    );
+    let band = |d: usize| {
+        (d < count).then_some(ColumnBand {
+            rows: RowWindow {
+                _buf: PhantomData,
+                ..window
+            },
             col0: d * width,
             width,
-            _buf: PhantomData,
         })
     };
     [band(0), band(1)]
@@ -106,9 +153,13 @@ pub(crate) struct PassDims {
 /// The buffers one pass reads and writes (the initial state already in `h` and `c`).
 #[derive(Debug)]
 pub(crate) struct PassBuffers<'a> {
-    /// The layer's input, `[T, B, in_size]`.
+    /// The layer's input, `[T, input_batch, in_size]`, of which the pass reads rows
+    /// `input_first ..` of each step (`B` of them).
     pub(crate) input: &'a [f32],
-    /// This direction's columns of the layer's output `[T, B, D·H_out]`.
+    pub(crate) input_batch: usize,
+    pub(crate) input_first: usize,
+    /// This direction's columns of the layer's output `[T, ·, D·H_out]`: the `B` rows of its
+    /// window.
     pub(crate) output: ColumnBand<'a>,
     /// The output row of each sorted row (the caller's order), or `None` to write sorted.
     pub(crate) output_rows: Option<&'a [usize]>,
@@ -239,6 +290,8 @@ pub(crate) struct DirectionPass<'a, R> {
     weights: PassWeights<'a>,
     d: PassDims,
     input: &'a [f32],
+    input_batch: usize,
+    input_first: usize,
     output: ColumnBand<'a>,
     output_rows: Option<&'a [usize]>,
     stream_output: bool,
@@ -277,7 +330,7 @@ impl<'a, R: PassRecord> DirectionPass<'a, R> {
         h_is_zero: bool,
         workers: usize,
     ) -> Self {
-        let (n, rows) = (kernels.lanes, d.seq_len * d.batch);
+        let n = kernels.lanes;
         let tiles = weights.w_hh.tiles;
         assert!(tiles * n == d.hp && d.gp == 4 * d.hp && weights.w_ih.tiles == tiles);
         for (w, k) in [(weights.w_ih, d.in_size), (weights.w_hh, d.h_out)] {
@@ -300,9 +353,19 @@ impl<'a, R: PassRecord> DirectionPass<'a, R> {
             }
             None => assert!(d.ldh == d.hp && d.h_out == d.hidden),
         }
-        assert!(bufs.input.len() >= rows * d.in_size);
-        let out = &bufs.output;
-        assert!(out.rows >= rows && out.width >= d.h_out && out.col0 + out.width <= out.ld);
+        assert!(
+            bufs.input_first + d.batch <= bufs.input_batch
+                && bufs.input.len() >= d.seq_len * bufs.input_batch * d.in_size,
+            "input rows outside the input"
+        );
+        let (out, window) = (&bufs.output, &bufs.output.rows);
+        assert!(out.width >= d.h_out && out.col0 + out.width <= window.ld);
+        assert!(
+            window.count == d.batch
+                && window.first + window.count <= window.batch
+                && window.rows >= d.seq_len * window.batch,
+            "output rows outside the output"
+        );
         if let Some(r) = bufs.output_rows {
             assert!(
                 r.len() >= d.batch && r.iter().all(|&q| q < d.batch),
@@ -335,6 +398,8 @@ impl<'a, R: PassRecord> DirectionPass<'a, R> {
             weights,
             d,
             input: bufs.input,
+            input_batch: bufs.input_batch,
+            input_first: bufs.input_first,
             output: bufs.output,
             output_rows: bufs.output_rows,
             stream_output: bufs.stream_output,
@@ -460,22 +525,34 @@ impl<R: PassRecord> Lane<'_, '_, R> {
             return;
         }
         let w = p.weights;
-        let gemm = GemmArgs {
-            rows: len * d.batch,
-            a: p.input[first * d.batch * d.in_size..].as_ptr(),
-            lda: d.in_size,
-            k: d.in_size,
-            b: w.w_ih.tile_ptr(t0),
-            tiles: t1 - t0,
-            bias: w.bias[t0 * 4 * n..].as_ptr(),
-            c: p.xproj.0.wrapping_add(t0 * 4 * n),
-            ldc: d.gp,
+        // The chunk's rows are one run of the input when the pass reads every row of it, one
+        // run a step otherwise (a shard of the batch).
+        let (runs, run_rows) = if p.input_batch == d.batch {
+            (1, len * d.batch)
+        } else {
+            (len, d.batch)
         };
-        // SAFETY: the kernels match this CPU (Backend::kernels checked it); `input` holds
-        // T·B rows of in_size floats and first + len <= T; tiles t0..t1 of W_ih (k = in_size)
-        // and of the bias exist; `xproj` holds `steps · B` rows of gp floats and len <= steps;
-        // this worker alone writes these columns (`new` checked every size).
-        unsafe { (p.kernels.gemm)(&gemm) };
+        for s in 0..runs {
+            let gemm = GemmArgs {
+                rows: run_rows,
+                a: p.input[((first + s) * p.input_batch + p.input_first) * d.in_size..].as_ptr(),
+                lda: d.in_size,
+                k: d.in_size,
+                b: w.w_ih.tile_ptr(t0),
+                tiles: t1 - t0,
+                bias: w.bias[t0 * 4 * n..].as_ptr(),
+                c: p.xproj.0.wrapping_add(s * d.batch * d.gp + t0 * 4 * n),
+                ldc: d.gp,
+            };
+            // SAFETY: the kernels match this CPU (Backend::kernels checked it); `input` holds
+            // T·input_batch rows of in_size floats, first + len <= T and input_first + B <=
+            // input_batch, so the run's rows are inside it (one run: input_first = 0 and
+            // len·B rows from step `first`); tiles t0..t1 of W_ih (k = in_size) and of the
+            // bias exist; `xproj` holds `steps · B` rows of gp floats, len <= steps, and run
+            // s writes its rows s·B..; this worker alone writes these columns (`new` checked
+            // every size).
+            unsafe { (p.kernels.gemm)(&gemm) };
+        }
     }
 
     /// Copies rows `rows` of `h` (sequences that ended at the previous step) into `h_n`.
@@ -588,18 +665,23 @@ impl<R: PassRecord> Lane<'_, '_, R> {
     /// 2.2%; the forward's time moved within this VM's noise.)
     fn emit(&self, t: usize, rows: usize) {
         let (p, d) = (self.pass, self.pass.d);
-        let out = &p.output;
+        let (out, window) = (&p.output, &p.output.rows);
         let (i0, i1) = share(rows, self.worker, p.workers);
         let src = p.h[self.cur].0;
         for i in i0..i1 {
-            let row = t * d.batch + p.output_rows.map_or(i, |r| r[i]);
-            // SAFETY: row < T·B <= the band's rows, h_out <= its width; i < rows <= B rows of
-            // `cur` at stride ldh >= h_out. Every worker finished writing `cur` before the
-            // barrier this step just passed, and none writes it again before the next one,
-            // which this worker reaches only after this copy; the output rows of `i0..i1`
-            // are this worker's alone (disjoint shares).
+            let row = t * window.batch + window.first + p.output_rows.map_or(i, |r| r[i]);
+            // SAFETY: row is in the window of step t < T (the mapped row is below B, the
+            // window's count), inside the buffer's rows; h_out <= the band's width; i < rows
+            // <= B rows of `cur` at stride ldh >= h_out. Every worker finished writing `cur`
+            // before the barrier this step just passed, and none writes it again before the
+            // next one, which this worker reaches only after this copy; the output rows of
+            // `i0..i1` are this worker's alone (disjoint shares), and the window's rows this
+            // pass's alone (disjoint windows, `split_rows`).
             unsafe {
-                let (from, to) = (src.add(i * d.ldh), out.ptr.add(row * out.ld + out.col0));
+                let (from, to) = (
+                    src.add(i * d.ldh),
+                    window.ptr.add(row * window.ld + out.col0),
+                );
                 if p.stream_output {
                     (p.kernels.copy_streaming)(from, to, d.h_out);
                 } else {
