@@ -2,8 +2,9 @@
 //!
 //! Four ways to use several cores, chosen per call by a cost model ([`Plan`]):
 //!
-//! - **Batch split**: the batch is cut into shards (whole register blocks of rows where
-//!   possible) and each shard runs the SIMD engine over the whole sequence on its own thread.
+//! - **Batch split**: the batch is cut into shards of about equal work, and each thread runs
+//!   every layer for its shard's rows, reading and writing them in place (`Split::Rows`: no
+//!   barrier, no copy).
 //! - **Hidden split** (batch 1 and small batches): every step's hidden units are divided
 //!   among the threads ([`SimdEngine::forward_batch_split`]); each thread keeps its slice of
 //!   `W_ih` and `W_hh` in its own core's L2 and the threads meet at a spin barrier once per

@@ -426,7 +426,10 @@ impl SimdEngine {
     ///   keeps its slice of `W_ih` and `W_hh` in its own core's cache, and they meet at a
     ///   barrier once per step (twice with a projection);
     /// - [`Split::Directions`]: the two directions of each bidirectional layer run at once on
-    ///   two workers (unidirectional layers use the hidden split).
+    ///   two workers (unidirectional layers use the hidden split);
+    /// - [`Split::Rows`]: the batch is cut into one shard a worker (consecutive sorted rows of
+    ///   about equal work), and each worker runs every layer for its shard alone, reading and
+    ///   writing its rows in place.
     ///
     /// Bit-identical to the one-thread result for every team size and split.
     pub fn forward_batch_split(
@@ -778,5 +781,34 @@ impl SimdEngine {
         ws.h0_sorted = h0;
         ws.c0_sorted = c0;
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::balanced_shards;
+
+    /// Shards cover the rows once, in order, none empty, and share the work as evenly as
+    /// consecutive rows allow.
+    #[test]
+    fn shards_share_the_work_of_sorted_rows() {
+        // 64 rows of 50 steps: halves.
+        assert_eq!(balanced_shards(&[64; 50], 64, 2), [0..32, 32..64]);
+        // Two rows of 4 steps, four of 1 (sorted longest first): 8 and 4 steps, where a
+        // split by rows would give 9 and 3.
+        assert_eq!(balanced_shards(&[6, 2, 2, 2], 6, 2), [0..2, 2..6]);
+        assert_eq!(balanced_shards(&[6, 2, 2, 2], 6, 3), [0..1, 1..2, 2..6]);
+        // More shards than rows: one row each.
+        assert_eq!(balanced_shards(&[3; 5], 3, 8), [0..1, 1..2, 2..3]);
+        // Rows that run no step still spread.
+        assert_eq!(balanced_shards(&[], 4, 2), [0..2, 2..4]);
+        for (active, batch, count) in [(vec![13, 9, 9, 4, 1], 13, 3), (vec![70; 8], 70, 7)] {
+            let shards = balanced_shards(&active, batch, count);
+            assert_eq!(shards.len(), count.min(batch));
+            assert!(shards.iter().all(|r| !r.is_empty()));
+            assert_eq!(shards.first().map(|r| r.start), Some(0));
+            assert_eq!(shards.last().map(|r| r.end), Some(batch));
+            assert!(shards.windows(2).all(|w| w[0].end == w[1].start));
+        }
     }
 }
