@@ -147,7 +147,7 @@ impl ParallelEngine {
     ///   speech 0.96-0.98 (800 KiB); f32, whose `W_hh` is twice as large, 0.99-1.0 there, and
     ///   on the 2-core Zen 5 the hidden split won at f32 (1 and 1.6 MiB).
     /// - Batch split on two threads (and two cores) when each shard has
-    ///   [`BATCH_SHARD_ROWS`] rows or more: each worker runs every layer for its rows alone
+    ///   `BATCH_SHARD_ROWS` (12) rows or more: each worker runs every layer for its rows alone
     ///   ([`Split::Rows`]: no barrier, no copy), streaming all the weights through its core.
     ///   Measured on a 2-core Zen 4 against the hidden split (medians of the per-round
     ///   ratios, fastest samples): bf16 batch-large 0.988, batch-mid 0.983,
