@@ -166,6 +166,12 @@ impl ParallelEngine {
     ///   a register block of rows per shard (shards need no synchronisation at all).
     /// - Otherwise the hidden split on as many workers as it can use, or serial.
     pub fn plan(&self, seq_len: usize, batch: usize) -> Plan {
+        self.choose_plan(seq_len, batch, true)
+    }
+
+    /// [`plan`](Self::plan), with the batch split of rule 3 (two threads, 12 rows a shard) or
+    /// without it: a training forward records one tape, and runs a batch split on one thread.
+    fn choose_plan(&self, seq_len: usize, batch: usize, rows_split: bool) -> Plan {
         let config = self.simd.config();
         if self.threads == 1 || batch == 0 || seq_len == 0 {
             return Plan::Serial;
@@ -185,7 +191,12 @@ impl ParallelEngine {
         {
             return Plan::Directions;
         }
-        if self.threads == 2 && cores >= 2 && batch >= 2 * BATCH_SHARD_ROWS && worth(2) {
+        if rows_split
+            && self.threads == 2
+            && cores >= 2
+            && batch >= 2 * BATCH_SHARD_ROWS
+            && worth(2)
+        {
             return Plan::Batch(2);
         }
         let hidden = self.threads.min(tiles / 2).min(cores);
@@ -354,11 +365,12 @@ impl ParallelEngine {
     }
 
     /// The cost model of a training step of `seq_len` steps over `batch` sequences: the plan of
-    /// its forward (the forward's [`plan`](Self::plan); a batch split runs on one thread, as
-    /// the tape is one buffer) and the workers of its backward (every thread, up to the cores,
-    /// when each gets at least `MIN_TRAIN_FLOPS_PER_THREAD` of the step's work; else one).
+    /// its forward (the forward's [`plan`](Self::plan) without the two-thread batch split; a
+    /// batch split runs on one thread, as the tape is one buffer) and the workers of its
+    /// backward (every thread, up to the cores, when each gets at least
+    /// `MIN_TRAIN_FLOPS_PER_THREAD` of the step's work; else one).
     pub fn train_plan(&self, seq_len: usize, batch: usize) -> (Plan, usize) {
-        let forward = match self.plan(seq_len, batch) {
+        let forward = match self.choose_plan(seq_len, batch, false) {
             Plan::Batch(_) => Plan::Serial,
             other => other,
         };

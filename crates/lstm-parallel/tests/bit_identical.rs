@@ -126,6 +126,8 @@ fn cost_model_stays_serial_for_tiny_work_and_splits_real_work() {
     // Two threads: the batch when each shard has 12 rows, else the hidden units.
     assert_eq!(par.plan(100, 32), Plan::Batch(2));
     assert_eq!(par.plan(100, 23), Plan::Hidden(2));
+    // A training forward keeps the hidden split there (its tape is one buffer).
+    assert_eq!(par.train_plan(100, 32).0, Plan::Hidden(2));
     let narrow = LstmWeights::<f32>::random(LstmConfig::new(256, 40), 1).unwrap();
     let par3 = ParallelEngine::new(&narrow, 3).unwrap();
     assert!(matches!(par3.plan(100, 64), Plan::Batch(_)));
