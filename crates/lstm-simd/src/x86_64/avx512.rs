@@ -114,6 +114,11 @@ impl Lanes for F32x16 {
         }
     }
     #[inline(always)]
+    fn scale_pow2(self, n: Self) -> Self {
+        // SAFETY: self proves AVX-512F.
+        unsafe { F32x16(_mm512_scalef_ps(self.0, n.0)) }
+    }
+    #[inline(always)]
     fn select_lt(self, bound: f32, a: Self, b: Self) -> Self {
         // SAFETY: self proves AVX-512F.
         unsafe {
