@@ -34,7 +34,7 @@ use lstm_core::{
 use self::batch_order::{chunk_steps, gather_rows, unsort, BatchOrder};
 use self::driver::LayerIo;
 use self::train::internal;
-use self::workspace::{grow, numel, Workspace};
+use self::workspace::{copy_rows, grow, numel, Workspace};
 use crate::backend::Backend;
 use crate::kernels::{split_rows, whole_rows, CellVariant, Kernels, NoTape, OnnxCell, RowWindow};
 use crate::pack::{
@@ -541,11 +541,10 @@ impl SimdEngine {
         let windows = split_rows(output, d.out_size, rows.batch, &shards);
         // Rows `r` of each cell of a `[cells, B, width]` state, as `[cells, r.len(), width]`.
         let gather = |src: &[f32], r: &Range<usize>, width: usize| -> Result<Vec<f32>> {
-            let mut out = try_filled_vec("state", numel(&[cells, r.len(), width]), 0.0)?;
-            for (cell, dst) in out.chunks_exact_mut(r.len() * width).enumerate() {
-                let from = (cell * rows.batch + r.start) * width;
-                dst.copy_from_slice(&src[from..from + r.len() * width]);
-            }
+            let block = r.len() * width;
+            let mut out = try_filled_vec("state", numel(&[cells, block]), 0.0)?;
+            let src = &src[r.start * width..];
+            copy_rows(&mut out, block, src, rows.batch * width, cells, block);
             Ok(out)
         };
         let mut jobs = Vec::with_capacity(shards.len());
@@ -594,10 +593,8 @@ impl SimdEngine {
                 (&mut *h_n, &job.h_n, d.h_out),
                 (&mut *c_n, &job.c_n, d.hidden),
             ] {
-                for (cell, src) in local.chunks_exact(r.len() * width).enumerate() {
-                    let to = (cell * rows.batch + r.start) * width;
-                    state[to..to + r.len() * width].copy_from_slice(src);
-                }
+                let (block, dst) = (r.len() * width, &mut state[r.start * width..]);
+                copy_rows(dst, rows.batch * width, local, block, cells, block);
             }
             self.return_workspace(job.ws);
             if job.window.is_some() {

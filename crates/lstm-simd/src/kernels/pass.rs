@@ -63,26 +63,30 @@ pub(crate) fn split_rows<'a>(
             && ranges.last().is_none_or(|r| r.end <= batch),
         "overlapping row windows"
     );
-    let rows = buf.len().checked_div(ld).unwrap_or(0);
-    let ptr = buf.as_mut_ptr();
+    let whole = whole_rows(buf, ld, batch);
     ranges
         .iter()
         .map(|r| RowWindow {
-            ptr,
-            rows,
-            ld,
-            batch,
             first: r.start,
             count: r.len(),
             _buf: PhantomData,
+            ..whole
         })
         .collect()
 }
 
-/// `buf` as one window of all `batch` rows of every step.
+/// `buf` as one window of all `batch` rows of every step (no allocation: the streaming
+/// `step` makes one a call).
 pub(crate) fn whole_rows(buf: &mut [f32], ld: usize, batch: usize) -> RowWindow<'_> {
-    let mut windows = split_rows(buf, ld, batch, std::slice::from_ref(&(0..batch)));
-    windows.remove(0)
+    RowWindow {
+        ptr: buf.as_mut_ptr(),
+        rows: buf.len().checked_div(ld).unwrap_or(0),
+        ld,
+        batch,
+        first: 0,
+        count: batch,
+        _buf: PhantomData,
+    }
 }
 
 /// Columns `col0 .. col0 + width` of a [`RowWindow`]: one direction's half of a layer's
